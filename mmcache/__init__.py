@@ -1,0 +1,41 @@
+"""mmcache: a shared, persistent, process-safe cache in memory-mapped files.
+
+Any number of processes on one host open the same path and share entries,
+with no server. The core is :class:`MmapCache`; the faces built on it are the
+``@mmap_cached`` decorator and a Django cache backend
+(``mmcache.contrib.django.MmapCacheBackend``).
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CacheFullError,
+    ClosedCacheError,
+    CorruptCacheError,
+    DiskFullError,
+    IncompatibleCacheError,
+    MmcacheError,
+    NetworkFilesystemError,
+    NetworkFilesystemWarning,
+    UnsafePathError,
+    ValueTooLargeError,
+)
+from .table import DEFAULT_MAX_SEGMENT_BYTES, Entry, MmapCache
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_SEGMENT_BYTES",
+    "CacheFullError",
+    "ClosedCacheError",
+    "CorruptCacheError",
+    "DiskFullError",
+    "Entry",
+    "IncompatibleCacheError",
+    "MmapCache",
+    "MmcacheError",
+    "NetworkFilesystemError",
+    "NetworkFilesystemWarning",
+    "UnsafePathError",
+    "ValueTooLargeError",
+]

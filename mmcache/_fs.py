@@ -1,0 +1,149 @@
+"""Filesystem helpers: space reservation, safe creation, mount-type checks.
+
+Kept apart from the table so that every system call with a failure mode worth
+a test (ENOSPC, a symlinked path, a network mount) lives in one small module.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import warnings
+
+from .errors import DiskFullError, NetworkFilesystemError, NetworkFilesystemWarning, UnsafePathError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+# Mount types where fcntl locks and MAP_SHARED pages are not coherent across
+# hosts (or not at all): the first complaint users of file caches have.
+NETWORK_FS_TYPES = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "ncpfs", "9p", "afs",
+        "ceph", "glusterfs", "lustre", "gpfs", "beegfs", "davfs", "fuse.sshfs",
+        "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
+        "fuse.juicefs", "fuse.davfs2", "fuse.smbnetfs", "vboxsf", "prl_fs",
+    }
+)  # fmt: skip
+
+
+def reserve(fd: int, offset: int, length: int, what: str) -> None:
+    """Allocate real blocks for [offset, offset+length) of ``fd``.
+
+    A store through a map into a hole of a sparse file gets SIGBUS when the
+    disk is full; posix_fallocate reports the same condition as an errno, so
+    space is always reserved this way before it is mapped for writing.
+    """
+    if length <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as e:
+        if e.errno in _FULL:
+            raise DiskFullError(
+                f"cannot grow {what} by {length} bytes: {os.strerror(e.errno)}", e.errno
+            ) from e
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            _reserve_by_writing(fd, offset, length, what)
+            return
+        raise
+
+
+def _reserve_by_writing(fd: int, offset: int, length: int, what: str) -> None:
+    # Filesystems without fallocate: write zeros, which allocates or fails cleanly.
+    chunk = b"\0" * min(length, 1 << 20)
+    pos, end = offset, offset + length
+    try:
+        while pos < end:
+            pos += os.pwrite(fd, chunk[: end - pos], pos)
+    except OSError as e:
+        if e.errno in _FULL:
+            raise DiskFullError(f"cannot grow {what}: {os.strerror(e.errno)}", e.errno) from e
+        raise
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or create in ``path``'s directory durable."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_parent(path: str) -> None:
+    """Raise FileNotFoundError / NotADirectoryError before any file is created."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(parent):
+        raise FileNotFoundError(errno.ENOENT, "cache directory does not exist", parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(
+            errno.ENOTDIR, "cache location's parent is not a directory", parent
+        )
+
+
+def check_safe(path: str, *, allow_symlink: bool, allow_foreign_owner: bool) -> None:
+    """Refuse a symlinked path or one owned by another user (unless allowed).
+
+    An attacker who can plant a symlink or a file of their own at the cache
+    path could otherwise redirect our writes or feed us records.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) and not allow_symlink:
+        raise UnsafePathError(f"refusing to open a symlink as a cache file: {path!r}")
+    if not allow_foreign_owner and hasattr(os, "geteuid"):
+        st = os.stat(path)
+        if st.st_uid != os.geteuid() and os.geteuid() != 0:
+            raise UnsafePathError(
+                f"cache file {path!r} is owned by uid {st.st_uid}, not by this user; "
+                "pass allow_foreign_owner=True to use it anyway"
+            )
+
+
+def mount_type(path: str, mountinfo: str | None = None) -> str | None:
+    """The filesystem type of the mount holding ``path`` (Linux), else None."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+                mountinfo = f.read()
+        except OSError:
+            return None
+    target = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    best, best_type = "", None
+    for line in mountinfo.splitlines():
+        # "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw"
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5:
+            continue
+        mnt = fields[4].replace("\\040", " ")
+        fstype = right.split()[0] if right.split() else ""
+        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best):
+            best, best_type = mnt, fstype
+    return best_type
+
+
+def is_network_fs(fstype: str | None) -> bool:
+    return fstype is not None and (fstype in NETWORK_FS_TYPES or fstype.startswith("nfs"))
+
+
+def check_network_fs(path: str, allow: bool | None, mountinfo: str | None = None) -> None:
+    """Warn (allow=None), raise (allow=False) or stay quiet (allow=True) on a network mount."""
+    if allow is True:
+        return
+    fstype = mount_type(path, mountinfo)
+    if not is_network_fs(fstype):
+        return
+    msg = (
+        f"{path!r} is on a {fstype} filesystem: fcntl locks and shared memory maps are "
+        "not coherent there, so processes on different hosts can lose entries or read "
+        "wrong ones. Put the cache on a local disk or tmpfs (allow_network_fs=True to "
+        "silence this warning)."
+    )
+    if allow is False:
+        raise NetworkFilesystemError(msg)
+    warnings.warn(msg, NetworkFilesystemWarning, stacklevel=4)

@@ -1,0 +1,139 @@
+"""Segmented, append-only heap of self-checking records.
+
+Each generation of a table has segments ``<heap_path>.<gen>.<seg>``. Records
+are written once, at the tail of the current segment, under the writer lock,
+and never rewritten: a reader that holds an old (segment, offset) always finds
+either that complete record or, if it raced a writer, one whose checksum or
+key does not match, which it treats as "try again".
+
+Segments grow in place by reserving blocks (posix_fallocate) before mapping
+them, never by ftruncate into a sparse hole: a store into an unallocated page
+on a full disk is a SIGBUS, a failed fallocate is an exception. Files only
+ever grow; a reader whose map is shorter than a record remaps.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from . import _layout as L
+from ._fs import reserve
+from .errors import CorruptCacheError, DiskFullError, ValueTooLargeError
+
+
+class Heap:
+    """The heap segments of one generation, as seen by one process."""
+
+    def __init__(self, heap_path: str, gen: int, max_segment_bytes: int, mode: int) -> None:
+        self.heap_path = heap_path
+        self.gen = gen
+        self.max_segment_bytes = max_segment_bytes
+        self.mode = mode
+        # Per segment: the map, a memoryview of it (for zero-copy checksums),
+        # and the fd (kept by the writer for growth). Index = segment number.
+        self.maps: list[mmap.mmap | None] = []
+        self.views: list[memoryview | None] = []
+
+    # ------------------------------------------------------------- creation
+    @staticmethod
+    def create_segment(heap_path: str, gen: int, seg: int, initial: int, mode: int) -> None:
+        """Write a new segment file with its header and ``initial`` reserved bytes."""
+        name = L.segment_name(heap_path, gen, seg)
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            reserve(fd, 0, max(initial, L.SEG_HEADER_BYTES), f"heap segment {name}")
+            os.pwrite(fd, L.SEG_HEADER.pack(L.SEG_MAGIC, L.FORMAT_VERSION, seg, gen), 0)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        os.close(fd)
+
+    # -------------------------------------------------------------- mapping
+    def view(self, seg: int, need: int) -> memoryview | None:
+        """A view of segment ``seg`` at least ``need`` bytes long, or None.
+
+        Called only off the fast path: when a segment is not mapped yet or a
+        record lies past the end of our (older, shorter) map of it.
+        """
+        while len(self.views) <= seg:
+            self.maps.append(None)
+            self.views.append(None)
+        cur = self.views[seg]
+        if cur is not None and len(cur) >= need:
+            return cur
+        name = L.segment_name(self.heap_path, self.gen, seg)
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if size < max(need, L.SEG_HEADER_BYTES):
+                return None
+            mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        magic, version, number, gen = L.SEG_HEADER.unpack_from(mm, 0)
+        if magic != L.SEG_MAGIC or number != seg or gen != self.gen:
+            raise CorruptCacheError(f"{name} is not heap segment {seg} of generation {self.gen}")
+        # Older maps are dropped, not closed: another thread may still be
+        # slicing them; refcounting unmaps them when the last user lets go.
+        self.maps[seg] = mm
+        self.views[seg] = memoryview(mm)
+        return self.views[seg]
+
+    # -------------------------------------------------------------- writing
+    def append(self, seg: int, tail: int, rec_len: int) -> tuple[int, int, memoryview]:
+        """Find room for ``rec_len`` bytes at (seg, tail), growing or rolling over.
+
+        Returns (segment, offset, view) where the caller writes the record.
+        Raises DiskFullError before anything is published if the disk is full.
+        """
+        if rec_len > self.max_segment_bytes - L.SEG_HEADER_BYTES:
+            raise ValueTooLargeError(
+                f"a record of {rec_len} bytes does not fit in a heap segment of "
+                f"{self.max_segment_bytes} bytes (raise max_segment_bytes)"
+            )
+        if tail + rec_len > self.max_segment_bytes:
+            seg, tail = seg + 1, L.SEG_HEADER_BYTES
+            initial = min(self.max_segment_bytes, max(L.MIN_SEGMENT_BYTES, rec_len * 2))
+            try:
+                Heap.create_segment(self.heap_path, self.gen, seg, initial, self.mode)
+            except FileExistsError:
+                pass  # left by a writer killed before publishing it: reuse
+        end = tail + rec_len
+        mv = self.views[seg] if seg < len(self.views) else None
+        if mv is None or len(mv) < end:
+            mv = self._grow(seg, end)
+        return seg, tail, mv
+
+    def _grow(self, seg: int, end: int) -> memoryview:
+        name = L.segment_name(self.heap_path, self.gen, seg)
+        fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size < end:
+                # Geometric growth bounded by 64 MiB steps and the segment cap.
+                new = min(self.max_segment_bytes, max(end, size + min(size, 64 << 20)))
+                new = max(new, end)
+                reserve(fd, size, new - size, f"heap segment {name}")
+        finally:
+            os.close(fd)
+        mv = self.view(seg, end)
+        if mv is None:
+            raise DiskFullError(f"heap segment {name} could not be extended")
+        return mv
+
+    def segment_files(self) -> list[str]:
+        """Names of this generation's segment files that exist on disk."""
+        out, seg = [], 0
+        while os.path.exists(name := L.segment_name(self.heap_path, self.gen, seg)):
+            out.append(name)
+            seg += 1
+        return out
+
+    def close(self) -> None:
+        self.maps = []
+        self.views = []

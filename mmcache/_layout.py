@@ -1,0 +1,153 @@
+"""The file format in one place: every struct, magic number and file name.
+
+Nothing else in mmcache hard-codes an offset. docs/FORMAT.md describes the
+same bytes for readers in other languages; keep the two in step and bump
+``FORMAT_VERSION`` on any incompatible change. All integers are little-endian.
+
+Files of one table (``gen`` is the generation, bumped by every rebuild):
+
+    <path>                  index: header page + (size - 1) data slots
+    <path>.roster.<gen>     roster: header + uint32 slot numbers of live entries
+    <heap_path>.<gen>.<seg> heap segments: header + append-only records
+    <path>.lock             empty; holds the writer's flock
+
+The index is the commit point: a rebuild writes a whole new generation of
+roster and heap beside the old one, then renames a new index over <path>.
+So the index always names (by generation) a complete, consistent set.
+"""
+
+from __future__ import annotations
+
+import struct
+
+FORMAT_VERSION = 1
+
+# ---------------------------------------------------------------- index header
+# The seed puts the header in "slot 0". Version 1 keeps slot numbering (data
+# slots are 1 .. size-1, so 0 can mean "no slot" in the roster) but gives the
+# header a 4 KiB page of its own: room for the per-process statistics stripes
+# below and for future fields, and it keeps every slot at a fixed offset.
+INDEX_MAGIC = b"MMCACHE\x00"
+HEADER_BYTES = 4096
+
+# Fields (offset: type name):
+#   0: 8s magic | 8: u32 version | 12: u32 flags (bit 0: RETIRED)
+#  16: u64 size | 24: u32 slot_size | 28: u32 key_size | 32: u64 max_segment_bytes
+#  40: u64 generation | 48: u64 occupied | 56: u64 deleted | 64: u64 high_water_mark
+#  72: u32 heap_seg (current segment) | 76: u32 dirty (1 while a writer mutates)
+#  80: u64 heap_tail (bytes used in heap_seg) | 88: u64 live_bytes | 96: u64 dead_bytes
+# 104: u64 created_ns | 112: u64 write_seq (bumped by every mutation)
+HEADER = struct.Struct("<8sIIQIIQQQQQIIQQQQQ")
+assert HEADER.size == 120
+OFF_FLAGS = 12
+OFF_GENERATION = 40
+COUNTERS = struct.Struct("<QQQ")  # occupied, deleted, high_water_mark
+OFF_COUNTERS = 48
+OFF_HEAP_SEG = 72
+OFF_DIRTY = 76
+HEAP_POS = struct.Struct("<IIQ")  # heap_seg, dirty, heap_tail
+BYTES = struct.Struct("<QQ")  # live_bytes, dead_bytes
+OFF_BYTES = 88
+OFF_WRITE_SEQ = 112
+U64 = struct.Struct("<Q")
+U32 = struct.Struct("<I")
+
+FLAG_RETIRED = 1  # this index has been replaced by a rebuild; reopen <path>
+
+# Statistics stripes: processes add their local counts into the stripe
+# ``pid % STATS_STRIPES`` now and then (never on the hot path). Processes
+# sharing a stripe may race and lose an increment: the sums are approximate,
+# and no reader ever writes a shared cache line per operation.
+OFF_STATS = 2048
+STATS_STRIPES = 32
+STATS_STRIPE_BYTES = 64
+STATS = struct.Struct("<7Q")  # hits, misses, sets, deletes, evictions, expirations, rebuilds
+STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "rebuilds")
+
+# ------------------------------------------------------------------ data slots
+# A slot is key_size bytes of key followed by SLOT_FIXED bytes of fields
+# (offsets below are from the end of the key, K = key_size):
+#   K+0: u8 state | K+1: u8 kflags | K+2: u8 klen | K+3: pad
+#   K+4: u32 roster_pos (index of this slot in the roster while OCCUPIED)
+#   K+8: u32 heap segment | K+12: u32 heap offset of the record
+#  K+16: u64 mtime_ns (CLOCK_REALTIME of the put)
+#  K+24: u64 atime_ns (last hit; written by readers without any lock, racy by
+#        design and covered by no checksum: it only steers LRU eviction)
+# The key comes first so that one slice compare, key + state + kflags + klen,
+# tells a probe whether this slot holds its key. The key in the slot is the
+# encoded key itself when it fits in key_size bytes (null padded; klen says
+# how much is key), else its 16-byte xxh3_128 digest with KF_HASHED set.
+# Either way the heap record holds the full key and every hit compares it, so
+# keys that share a prefix or a digest can never see each other's value.
+SLOT_FIXED = 32
+SLOT_HEAD = struct.Struct("<BBBxIIIQQ")
+assert SLOT_HEAD.size == SLOT_FIXED
+OFF_SLOT_ROSTER = 4
+OFF_SLOT_LOC = 8  # (seg, off) written as one 8-byte field
+SLOT_LOC = struct.Struct("<II")
+OFF_SLOT_MTIME = 16
+OFF_SLOT_ATIME = 24
+SLOT_LOC_MTIME = struct.Struct("<IIQ")
+
+EMPTY, OCCUPIED, DELETED = 0, 1, 2
+KF_HASHED = 1  # slot holds a digest of the key
+KF_STR = 2  # the key was given as str (UTF-8 encoded on disk)
+DIGEST_BYTES = 16
+MIN_KEY_SIZE = DIGEST_BYTES
+MAX_KEY_SIZE = 255  # klen is a u8
+MAX_SIZE = 2**32 - 1  # slot numbers are u32 in the roster
+
+# --------------------------------------------------------------------- roster
+ROSTER_MAGIC = b"MMCROST\x00"
+ROSTER_HEADER = struct.Struct("<8sIIQQ")  # magic, version, pad, generation, capacity
+ROSTER_HEADER_BYTES = 64
+# followed by `size` u32 slot numbers; entries [0, occupied) are live
+
+# ----------------------------------------------------------------------- heap
+SEG_MAGIC = b"MMCHEAP\x00"
+SEG_HEADER = struct.Struct("<8sIIQ")  # magic, version, segment number, generation
+SEG_HEADER_BYTES = 64
+
+# A record, 8-byte aligned, never rewritten once published:
+#   0: u64 checksum: xxh3_64 of bytes [8, end) (keyed when a secret is set)
+#   8: u64 expire_ns (CLOCK_REALTIME; 0 = never)
+#  16: u32 klen | 20: u32 vlen | 24: u16 flags (the caller's codec tag)
+#  26: u8 kflags (KF_STR) | 27: u8 REC_MAGIC | 28: u32 reserved (0)
+#  32: key[klen] | 32+klen: value[vlen]
+RECORD = struct.Struct("<QQIIHBBI")
+RECORD_HEADER = RECORD.size
+assert RECORD_HEADER == 32
+REC_MAGIC = 0xA7
+MAX_SEGMENT_LIMIT = 2**32 - 8  # offsets are u32
+DEFAULT_MAX_SEGMENT_BYTES = 1 << 30
+MIN_SEGMENT_BYTES = 1 << 16
+
+
+def align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def record_size(klen: int, vlen: int) -> int:
+    """Bytes a record takes in the heap, padding included."""
+    return align8(RECORD_HEADER + klen + vlen)
+
+
+def index_bytes(size: int, slot_size: int) -> int:
+    return HEADER_BYTES + (size - 1) * slot_size
+
+
+def slot_offset(slot: int, slot_size: int) -> int:
+    """Offset of data slot ``slot`` (1 .. size-1) in the index file."""
+    return HEADER_BYTES + (slot - 1) * slot_size
+
+
+def roster_name(path: str, gen: int) -> str:
+    return f"{path}.roster.{gen}"
+
+
+def segment_name(heap_path: str, gen: int, seg: int) -> str:
+    return f"{heap_path}.{gen}.{seg}"
+
+
+def lock_name(path: str) -> str:
+    return path + ".lock"

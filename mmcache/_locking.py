@@ -1,0 +1,90 @@
+"""The writer lock: one exclusive ``flock`` between processes, one RLock inside.
+
+Readers never take it. The lock is re-entrant within a thread (so a caller's
+``transaction()`` can wrap puts), and it survives ``os.fork()``: flock locks
+belong to the open file description, which a child shares with its parent, so
+the child must reopen the file to get a lock of its own, and its copy of the
+thread lock (possibly held by a parent thread that does not exist in the
+child) is replaced.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_live: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+
+
+class WriterLock:
+    """Exclusive inter-process + inter-thread lock on ``<path>.lock``."""
+
+    def __init__(self, path: str, mode: int = 0o600) -> None:
+        self.path = path
+        self._mode = mode
+        self._fd = self._open()
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self._pid = os.getpid()
+        _live.add(self)
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self._mode)
+
+    def acquire(self) -> bool:
+        """Take the lock; True if this call took the flock (outermost level)."""
+        self._tlock.acquire()
+        if self._depth == 0:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._tlock.release()
+                raise
+        self._depth += 1
+        return self._depth == 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._tlock.release()
+
+    @property
+    def held(self) -> bool:
+        """True if the calling thread holds the lock."""
+        return self._depth > 0 and self._tlock._is_owned()  # type: ignore[attr-defined]
+
+    @contextmanager
+    def hold(self) -> Iterator[bool]:
+        outer = self.acquire()
+        try:
+            yield outer
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        _live.discard(self)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _after_fork_in_child(self) -> None:
+        if self._fd < 0:
+            return
+        os.close(self._fd)  # the shared description; our parent's lock stays theirs
+        self._fd = self._open()
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self._pid = os.getpid()
+
+
+def _reinit_all_in_child() -> None:
+    for lock in list(_live):
+        lock._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reinit_all_in_child)

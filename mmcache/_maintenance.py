@@ -1,0 +1,340 @@
+"""Whole-table work: listing, rebuild, verify and repair, statistics.
+
+Listing runs without the lock on a snapshot of the roster. Rebuild, verify
+and repair run under the writer lock (the caller holds it).
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from xxhash import xxh3_64_intdigest
+
+from . import _layout as L
+from ._fs import fsync_dir
+from ._generation import Generation, Params
+from .errors import CacheFullError
+from .keys import decode_key, slot_key
+
+if TYPE_CHECKING:
+    from ._shared import SharedTable
+    from .table import MmapCache
+
+
+if sys.byteorder != "little" or array.array("I").itemsize != 4:  # pragma: no cover
+    raise ImportError("mmcache's roster snapshot needs little-endian 32-bit array('I')")
+
+
+# ------------------------------------------------------------------ records
+def read_record(g: Generation, o: int, verify: bool = True) -> tuple[Any, ...] | None:
+    """(seg, off, exp, klen, vlen, flags, rkf, rec_len) of slot ``o``'s record,
+    or None if it cannot be read or does not check out."""
+    K = g.params.key_size
+    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + K + L.OFF_SLOT_LOC)
+    mv = g.heap.view(seg, off + L.RECORD_HEADER)
+    if mv is None or off < L.SEG_HEADER_BYTES:
+        return None
+    csum, exp, klen, vlen, flags, rkf, magic, _ = L.RECORD.unpack_from(mv, off)
+    end = off + L.RECORD_HEADER + klen + vlen
+    if magic != L.REC_MAGIC or end > len(mv) and (mv := g.heap.view(seg, end)) is None:  # type: ignore[assignment]
+        return None
+    if verify and xxh3_64_intdigest(mv[off + 8 : end]) != csum:
+        return None
+    return seg, off, exp, klen, vlen, flags, rkf, L.align8(end - off)
+
+
+def record_key(g: Generation, o: int) -> bytes | None:
+    r = read_record(g, o)
+    if r is None:
+        return None
+    seg, off, _e, klen, *_ = r
+    start = off + L.RECORD_HEADER
+    return g.heap.maps[seg][start : start + klen]  # type: ignore[index]
+
+
+def is_expired(g: Generation, o: int, now: int | None = None) -> bool:
+    r = read_record(g, o, verify=False)
+    if r is None:
+        return True  # unreadable counts as gone: evict / overwrite it first
+    exp = r[2]
+    return bool(exp) and exp <= (now if now is not None else time.time_ns())
+
+
+def slot_record_size(g: Generation, o: int) -> int:
+    r = read_record(g, o, verify=False)
+    return 0 if r is None else r[7]
+
+
+def roster_snapshot(g: Generation, occ: int) -> array.array[int]:
+    a = array.array("I")
+    a.frombytes(g.roster[L.ROSTER_HEADER_BYTES : L.ROSTER_HEADER_BYTES + 4 * occ])
+    return a
+
+
+# ------------------------------------------------------------------ listing
+def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
+    """Live (key, value-or-None) pairs from a roster snapshot taken under the
+    lock (so no entry is seen twice or skipped by a concurrent swap-remove)."""
+    with s.lock.hold():
+        g = s.current_for_write()
+        occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+        slots = roster_snapshot(g, occ)
+    ss = g.params.slot_size
+    K = g.params.key_size
+    now = time.time_ns()
+    for slot in slots:
+        o = L.slot_offset(slot, ss)
+        if g.idx[o + K] != L.OCCUPIED:
+            continue  # deleted since the snapshot
+        r = read_record(g, o, verify=c.verify_checksums)
+        if r is None:
+            continue
+        seg, off, exp, klen, vlen, _flags, rkf, _ = r
+        if exp and exp <= now:
+            continue
+        mm = g.heap.maps[seg]
+        start = off + L.RECORD_HEADER
+        kb = mm[start : start + klen]  # type: ignore[index]
+        yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)  # type: ignore[index]
+
+
+# ------------------------------------------------------------------ rebuild
+def remove_generation_files(path: str, heap_path: str, gen: int) -> None:
+    """Unlink a generation's roster and heap segments (never the index)."""
+    names = [L.roster_name(path, gen)]
+    seg = 0
+    while os.path.exists(name := L.segment_name(heap_path, gen, seg)):
+        names.append(name)
+        seg += 1
+    for name in names:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: bool = True) -> None:
+    """Write a new generation with the live entries, rename it into place.
+
+    Other processes keep reading the old maps (the old files are unlinked,
+    not truncated, so their pages stay valid) until they see the old index
+    marked retired and reopen the path.
+    """
+    from ._write import begin, live_cap
+
+    g = begin(s)
+    p = g.params
+    size = new_size or p.size
+    new_p = Params(size, p.slot_size, p.key_size, p.max_segment_bytes)
+    occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+    slots = roster_snapshot(g, occ) if keep else array.array("I")
+    new_gen = g.gen + 1
+    remove_generation_files(s.path, s.heap_path, new_gen)  # leftovers of a killed rebuild
+    tmp = f"{s.path}.rebuild.{os.getpid()}"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    Generation.create(tmp, s.path, s.heap_path, new_p, new_gen, s.mode)
+    try:
+        ng = Generation.open(tmp, s.heap_path, s.mode, name=s.path)
+        if len(slots) > live_cap(ng):
+            raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {size}")
+        expired = _copy_entries(g, ng, slots)
+        # Keep the per-process statistics across generations.
+        ng.idx[L.OFF_STATS : L.HEADER_BYTES] = g.idx[L.OFF_STATS : L.HEADER_BYTES]
+        ng.idx.flush()
+        ng.roster.flush()
+        for m in ng.heap.maps:
+            if m is not None:
+                m.flush()
+        # Retire first, then rename: a reader that sees the flag before the
+        # rename reopens the same (still valid) files and tries again later;
+        # a rebuild killed in between is undone by the next writer.
+        g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] | L.FLAG_RETIRED
+        os.rename(tmp, s.path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        remove_generation_files(s.path, s.heap_path, new_gen)
+        g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] & ~L.FLAG_RETIRED
+        raise
+    fsync_dir(s.path)
+    s._adopt(g, ng)
+    remove_generation_files(s.path, s.heap_path, g.gen)
+    s.local[5] += expired
+    s.local[6] += 1
+
+
+def _copy_entries(g: Generation, ng: Generation, slots: array.array[int]) -> int:
+    """Copy intact, unexpired records of ``slots`` into ``ng``; returns how
+    many were dropped as expired."""
+    ss, K = g.params.slot_size, g.params.key_size
+    nm, n, nss = ng.idx, ng.nslots, ng.params.slot_size
+    seg, tail = 0, L.SEG_HEADER_BYTES
+    occ = hwm = live = expired = 0
+    now = time.time_ns()
+    for slot in slots:
+        o = L.slot_offset(slot, ss)
+        r = read_record(g, o)
+        if r is None:
+            continue
+        rseg, off, exp, klen, _vlen, _flags, rkf, rec_len = r
+        if exp and exp <= now:
+            expired += 1
+            continue
+        src = g.heap.views[rseg]
+        start = off + L.RECORD_HEADER
+        kb = bytes(src[start : start + klen])  # type: ignore[index]
+        seg, noff, mv = ng.heap.append(seg, tail, rec_len)
+        mv[noff : noff + rec_len] = src[off : off + rec_len]  # type: ignore[index]
+        tail = noff + rec_len
+        skey, hashed, h = slot_key(kb, K)
+        i = h % n
+        no = L.HEADER_BYTES + i * nss
+        while nm[no + K] != L.EMPTY:
+            i += 1
+            no += nss
+            if i == n:
+                i, no = 0, L.HEADER_BYTES
+        mtime, atime = L.SLOT_HEAD.unpack_from(g.idx, o + K)[6:8]
+        nm[no : no + len(skey)] = skey
+        nslot = (no - L.HEADER_BYTES) // nss + 1
+        L.SLOT_HEAD.pack_into(nm, no + K, L.OCCUPIED, hashed | (rkf & L.KF_STR), len(skey),
+                              occ, seg, noff, mtime, atime)  # fmt: skip
+        L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * occ, nslot)
+        occ += 1
+        hwm = max(hwm, nslot)
+        live += rec_len
+    L.COUNTERS.pack_into(nm, L.OFF_COUNTERS, occ, 0, hwm)
+    L.HEAP_POS.pack_into(nm, L.OFF_HEAP_SEG, seg, 0, tail)
+    L.BYTES.pack_into(nm, L.OFF_BYTES, live, 0)
+    return expired
+
+
+# ------------------------------------------------------------ verify, repair
+def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
+    """(live slot offsets, tombstones, highest used slot, problems, bad slots)."""
+    mm, ss, K, n = g.idx, g.params.slot_size, g.params.key_size, g.nslots
+    live: list[int] = []
+    bad: list[int] = []
+    problems: list[str] = []
+    dele = hwm = 0
+    for slot in range(1, n + 1):
+        o = L.slot_offset(slot, ss)
+        st = mm[o + K]
+        if st == L.EMPTY:
+            continue
+        hwm = slot
+        if st == L.DELETED:
+            dele += 1
+            continue
+        if st != L.OCCUPIED:
+            problems.append(f"slot {slot}: unknown state {st}")
+            bad.append(o)
+            continue
+        r = read_record(g, o)
+        if r is None:
+            problems.append(f"slot {slot}: record unreadable or checksum mismatch")
+            bad.append(o)
+            continue
+        seg, off, _e, klen, _v, _f, rkf, _ = r
+        start = off + L.RECORD_HEADER
+        kb = g.heap.maps[seg][start : start + klen]  # type: ignore[index]
+        skey, hashed, _h = slot_key(kb, K)
+        kf, sklen = mm[o + K + 1], mm[o + K + 2]
+        if mm[o : o + sklen] != skey or sklen != len(skey) or kf != hashed | (rkf & L.KF_STR):
+            problems.append(f"slot {slot}: slot key does not match its record")
+            bad.append(o)
+            continue
+        live.append(o)
+    return live, dele, hwm, problems, bad
+
+
+def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
+    g = s.current_for_write()
+    live, dele, hwm, problems, _bad = _scan(g)
+    occ, hdel, hhwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
+    if g.idx[L.OFF_DIRTY]:
+        problems.append("header: a writer died mid-update (dirty flag set)")
+    if occ != len(live):
+        problems.append(f"header: occupied_count {occ}, slots say {len(live)}")
+    if hdel != dele + len(_bad):
+        problems.append(f"header: deleted_count {hdel}, slots say {dele}")
+    if hhwm < hwm:
+        problems.append(f"header: high_water_mark {hhwm} below highest used slot {hwm}")
+    K, ss = g.params.key_size, g.params.slot_size
+    roster = set(roster_snapshot(g, min(occ, g.params.size)))
+    want = {(o - L.HEADER_BYTES) // ss + 1 for o in live}
+    if roster != want:
+        problems.append(f"roster: {len(roster ^ want)} slots differ from the live slots")
+    for pos, slot in enumerate(roster_snapshot(g, min(occ, g.params.size))):
+        o = L.slot_offset(slot, ss) if 1 <= slot <= g.nslots else -1
+        if o < 0 or L.U32.unpack_from(g.idx, o + K + L.OFF_SLOT_ROSTER)[0] != pos:
+            problems.append(f"roster: position {pos} (slot {slot}) is not linked back")
+            break
+    live_bytes = sum(slot_record_size(g, o) for o in live)
+    if L.BYTES.unpack_from(g.idx, L.OFF_BYTES)[0] != live_bytes:
+        problems.append("header: live_bytes does not match the records")
+    return problems
+
+
+def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
+    """Make counters, roster and bytes match the slots; drop damaged slots."""
+    problems = verify(c, s) if g is s.gen else []
+    live, dele, hwm, _p, bad = _scan(g)
+    mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
+    mm[L.OFF_DIRTY] = 1
+    for o in bad:
+        mm[o + K] = L.DELETED
+    for pos, o in enumerate(live):
+        L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, (o - L.HEADER_BYTES) // ss + 1)
+        L.U32.pack_into(mm, o + K + L.OFF_SLOT_ROSTER, pos)
+    L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, len(live), dele + len(bad), hwm)
+    live_bytes = sum(slot_record_size(g, o) for o in live)
+    seg, _d, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
+    used = seg * g.params.max_segment_bytes + tail
+    L.BYTES.pack_into(mm, L.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
+    mm[L.OFF_DIRTY] = 0
+    return problems
+
+
+# --------------------------------------------------------------------- stats
+def stats(c: MmapCache, s: SharedTable) -> dict[str, Any]:
+    from ._write import live_cap
+
+    g = s.gen
+    p = g.params
+    occ, dele, hwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
+    live, dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
+    seg = L.HEAP_POS.unpack_from(g.idx, L.OFF_HEAP_SEG)[0]
+    files = g.files()
+    out: dict[str, Any] = {
+        "path": s.path,
+        "generation": g.gen,
+        "size": p.size,
+        "slot_size": p.slot_size,
+        "key_size": p.key_size,
+        "capacity": live_cap(g),
+        "occupied_count": occ,
+        "deleted_count": dele,
+        "high_water_mark": hwm,
+        "heap_live_bytes": live,
+        "heap_dead_bytes": dead,
+        "heap_segments": seg + 1,
+        "disk_bytes": sum(os.path.getsize(f) for f in files if os.path.exists(f)),
+        "max_entries": c.max_entries,
+        "max_bytes": c.max_bytes,
+        "eviction": c.eviction,
+    }
+    out.update(s.total_stats())
+    looked = out["hits"] + out["misses"]
+    out["hit_rate"] = out["hits"] / looked if looked else 0.0
+    return out

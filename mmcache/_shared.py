@@ -1,0 +1,161 @@
+"""Process-wide state of one table: its maps, its writer lock, its counters.
+
+Every ``MmapCache`` handle on the same path in one process shares one
+``SharedTable`` (a registry keyed by the index's real path), so frameworks that
+make a cache object per thread pay for one set of maps and file descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+
+from . import _layout as L
+from ._generation import Generation
+from ._locking import WriterLock
+from .errors import IncompatibleCacheError
+
+_registry: dict[str, SharedTable] = {}
+_registry_lock = threading.Lock()
+_all: weakref.WeakSet[SharedTable] = weakref.WeakSet()
+
+
+class SharedTable:
+    """The current generation of a table plus what every handle shares."""
+
+    def __init__(self, path: str, heap_path: str, mode: int, interval: float) -> None:
+        self.path = path
+        self.heap_path = heap_path
+        self.mode = mode
+        self.interval = interval
+        self.lock = WriterLock(L.lock_name(path), mode)
+        self.gen = self._open_retrying()
+        self.refs = 0
+        # This process's counts not yet added to its stats stripe (see _layout).
+        self.local = [0] * len(L.STATS_FIELDS)
+        self.next_check = time.monotonic() + interval
+        _all.add(self)
+
+    # ------------------------------------------------------------ opening
+    def _open_retrying(self) -> Generation:
+        # A rebuild in another process may unlink the generation we are
+        # opening between reading its index and opening its roster: retry.
+        for _ in range(50):
+            try:
+                return Generation.open(self.path, self.heap_path, self.mode)
+            except FileNotFoundError:
+                time.sleep(0.001)
+        return Generation.open(self.path, self.heap_path, self.mode)
+
+    # ---------------------------------------------------------- staleness
+    def refresh(self) -> Generation:
+        """Reader-side check, at most every ``interval`` s or when retired.
+
+        Flushes this process's statistics, and follows a rebuild by another
+        process: the old index is marked retired and a new one renamed over
+        the path. No lock is taken; a reader keeps using the old maps (still
+        valid, just stale) until the new files can be opened.
+        """
+        g = self.gen
+        self.next_check = time.monotonic() + self.interval
+        self.flush_stats(g)
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return g
+        if ino == g.ino:
+            return g
+        try:
+            new = Generation.open(self.path, self.heap_path, self.mode)
+        except FileNotFoundError:
+            return g
+        self._adopt(g, new)
+        return self.gen
+
+    def current_for_write(self) -> Generation:
+        """Writer-side check, under the lock: never write to a retired generation."""
+        g = self.gen
+        if g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED or time.monotonic() >= self.next_check:
+            self.next_check = time.monotonic() + self.interval
+            self.flush_stats(g)
+            ino = os.stat(self.path).st_ino
+            if ino != g.ino:
+                self._adopt(g, self._open_retrying())
+            elif g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED:
+                # Retired but still the file at the path: a rebuild died
+                # between marking and renaming. We hold the lock, so no rebuild
+                # is running; the old generation is intact and current again.
+                g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] & ~L.FLAG_RETIRED
+        return self.gen
+
+    def _adopt(self, old: Generation, new: Generation) -> None:
+        p, q = old.params, new.params
+        if (p.slot_size, p.key_size) != (q.slot_size, q.key_size):
+            raise IncompatibleCacheError(
+                f"{self.path!r} was replaced by a table with other slot/key sizes"
+            )
+        self.gen = new
+        old.close()
+
+    # -------------------------------------------------------------- stats
+    def flush_stats(self, g: Generation) -> None:
+        """Add local counts into this process's stripe (racy by design)."""
+        local = self.local
+        if not any(local):
+            return
+        self.local = [0] * len(local)
+        off = L.OFF_STATS + (os.getpid() % L.STATS_STRIPES) * L.STATS_STRIPE_BYTES
+        cur = L.STATS.unpack_from(g.idx, off)
+        L.STATS.pack_into(g.idx, off, *(a + b for a, b in zip(cur, local, strict=True)))
+
+    def total_stats(self) -> dict[str, int]:
+        g = self.gen
+        tot = list(self.local)
+        for i in range(L.STATS_STRIPES):
+            row = L.STATS.unpack_from(g.idx, L.OFF_STATS + i * L.STATS_STRIPE_BYTES)
+            tot = [a + b for a, b in zip(tot, row, strict=True)]
+        return dict(zip(L.STATS_FIELDS, tot, strict=True))
+
+    def close(self) -> None:
+        try:
+            self.flush_stats(self.gen)
+        except (ValueError, OSError):
+            pass
+        self.gen.close()
+        self.lock.close()
+
+
+def acquire(path: str, heap_path: str, mode: int, interval: float) -> SharedTable:
+    """The process's SharedTable for ``path`` (opened on first use)."""
+    with _registry_lock:
+        t = _registry.get(path)
+        if t is None:
+            t = SharedTable(path, heap_path, mode, interval)
+            _registry[path] = t
+        elif t.heap_path != heap_path:
+            raise IncompatibleCacheError(
+                f"{path!r} is already open in this process with heap_path {t.heap_path!r}"
+            )
+        t.refs += 1
+        return t
+
+
+def release(t: SharedTable) -> None:
+    with _registry_lock:
+        t.refs -= 1
+        if t.refs <= 0:
+            if _registry.get(t.path) is t:
+                del _registry[t.path]
+            t.close()
+
+
+def _after_fork_in_child() -> None:
+    # Counts made before the fork belong to the parent's stripe and were not
+    # ours to flush; the child starts from zero.
+    for t in list(_all):
+        t.local = [0] * len(t.local)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

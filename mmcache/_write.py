@@ -1,0 +1,276 @@
+"""The write path: put, add, delete and making room (eviction), under the lock.
+
+Every function here is called with the writer lock held. A mutation of the
+index runs between ``dirty = 1`` and ``dirty = 0`` in the header; a writer
+killed in between leaves dirty set, and the next lock holder repairs the
+counters and roster before doing anything else (``_maintenance.repair``).
+
+Publication order (what a lock-free reader may observe): the record is
+written in full, then the slot's location, then, for a new entry, its state
+byte. A reader that sees a half-updated slot finds a record whose key or
+checksum does not match, retries, and at worst reports a miss.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING
+
+from xxhash import xxh3_64_intdigest
+
+from . import _layout as L
+from . import _maintenance as M
+from .errors import CacheFullError, ValueTooLargeError
+
+if TYPE_CHECKING:
+    from ._generation import Generation
+    from ._shared import SharedTable
+    from .table import MmapCache
+
+LIVE_FRACTION = 0.75  # live entries per data slot before eviction / growth
+LOAD_FRACTION = 0.85  # live + tombstones per data slot before a rebuild
+SAMPLES = 8  # candidates looked at per eviction (Redis uses 5)
+
+
+def live_cap(g: Generation) -> int:
+    return min(int(g.nslots * LIVE_FRACTION), g.nslots - 1)
+
+
+def load_cap(g: Generation) -> int:
+    # At least one slot stays EMPTY so that every probe terminates.
+    return max(live_cap(g), min(int(g.nslots * LOAD_FRACTION), g.nslots - 1))
+
+
+def begin(s: SharedTable) -> Generation:
+    """The generation to write to; repairs first if a writer died mid-update."""
+    g = s.current_for_write()
+    if g.idx[L.OFF_DIRTY]:
+        M.repair(None, s, g)
+    return g
+
+
+def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
+    """(offset of the slot holding this key or -1, offset of the first free slot)."""
+    mm, n, ss, K = g.idx, g.nslots, g.params.slot_size, g.params.key_size
+    span = K + 3
+    i = h % n
+    o = L.HEADER_BYTES + i * ss
+    free = -1
+    for _ in range(n):
+        if mm[o : span + o] == probe and (not kf & L.KF_HASHED or M.record_key(g, o) in (kb, None)):
+            return o, free
+        st = mm[o + K]
+        if st == L.EMPTY:
+            return -1, (o if free < 0 else free)
+        if st == L.DELETED and free < 0:
+            free = o
+        i += 1
+        o += ss
+        if i == n:
+            i, o = 0, L.HEADER_BYTES
+    return -1, free
+
+
+def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
+          data: bytes | memoryview, exp: int, flags: int, *, only_if_absent: bool) -> bool:  # fmt: skip
+    """Store a record for ``kb``; False only for ``add`` on a live key."""
+    rec_len = L.record_size(len(kb), len(data))
+    if c.max_bytes is not None and rec_len > c.max_bytes:
+        raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={c.max_bytes}")
+    g = begin(s)
+    for _ in range(100_000):
+        g = s.gen
+        found, free = find(c, g, kb, kf, probe, h)
+        if found >= 0 and only_if_absent and not M.is_expired(g, found):
+            return False
+        if not _make_room(c, s, g, found, free, rec_len):
+            break
+    else:  # pragma: no cover - eviction always frees something
+        raise CacheFullError("could not make room for the entry")
+    g = s.gen
+    _publish(g, found, free, kb, kf, probe, data, exp, flags, rec_len)
+    s.local[2] += 1
+    occ_dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
+    live, dead = occ_dead
+    if dead >= c.compact_min_bytes and dead > c.compact_threshold * (live + dead):
+        M.rebuild(c, s, None)
+    return True
+
+
+def _make_room(
+    c: MmapCache, s: SharedTable, g: Generation, found: int, free: int, rec_len: int
+) -> bool:
+    """Evict, grow or rebuild if the put needs it; True if it did something
+    (the caller probes again), False if the put can go ahead."""
+    occ, dele, _ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
+    if found < 0:
+        cap = live_cap(g)
+        if occ + 1 > cap and c.max_size is not None and g.params.size < c.max_size:
+            M.rebuild(c, s, min(c.max_size, g.params.size * 2))
+            return True
+        limit = cap if c.max_entries is None else min(cap, c.max_entries)
+        if occ + 1 > limit:
+            _evict_or_raise(c, s, occ + 1 - limit, "entries")
+            return True
+        if (
+            free >= 0
+            and g.idx[free + g.params.key_size] == L.EMPTY
+            and occ + dele + 1 > load_cap(g)
+        ):
+            M.rebuild(c, s, None)  # purge tombstones
+            return True
+    if c.max_bytes is not None:
+        live, _dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
+        old = M.slot_record_size(g, found) if found >= 0 else 0
+        if live - old + rec_len > c.max_bytes:
+            _evict_or_raise(c, s, 1, "bytes")
+            return True
+    return False
+
+
+def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
+    if c.eviction == "none":
+        if M.purge_expired(c, s):
+            return
+        raise CacheFullError(
+            f"the table is full ({what}) and eviction is 'none'; nothing was changed"
+        )
+    if evict(c, s, n) == 0:
+        raise CacheFullError(f"the table is full ({what}) and nothing could be evicted")
+
+
+def _publish(g: Generation, found: int, free: int, kb: bytes, kf: int, probe: bytes,
+             data: bytes | memoryview, exp: int, flags: int, rec_len: int) -> None:  # fmt: skip
+    mm = g.idx
+    K = g.params.key_size
+    heap_seg, _dirty, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
+    # Reserve and write the record first: a full disk fails here, before
+    # anything is published or marked dirty.
+    seg, off, mv = g.heap.append(heap_seg, tail, rec_len)
+    klen, vlen = len(kb), len(data)
+    start = off + L.RECORD_HEADER
+    L.RECORD.pack_into(mv, off, 0, exp, klen, vlen, flags, kf & L.KF_STR, L.REC_MAGIC, 0)
+    mv[start : start + klen] = kb
+    mv[start + klen : start + klen + vlen] = data
+    end = start + klen + vlen
+    L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))
+    now = time.time_ns()
+
+    mm[L.OFF_DIRTY] = 1
+    L.HEAP_POS.pack_into(mm, L.OFF_HEAP_SEG, seg, 1, off + rec_len)
+    occ, dele, hwm = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)
+    live, dead = L.BYTES.unpack_from(mm, L.OFF_BYTES)
+    if found >= 0:
+        old = M.slot_record_size(g, found)
+        L.SLOT_LOC_MTIME.pack_into(mm, found + K + L.OFF_SLOT_LOC, seg, off, now)
+        live, dead = live + rec_len - old, dead + old
+    else:
+        o = free
+        slot = (o - L.HEADER_BYTES) // g.params.slot_size + 1
+        state = mm[o + K]
+        if state == L.DELETED:
+            dele -= 1
+        mm[o : o + K] = probe[:K]
+        L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, now)
+        L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * occ, slot)
+        mm[o + K] = L.OCCUPIED  # publish: the last store a reader depends on
+        occ += 1
+        hwm = max(hwm, slot)
+        live += rec_len
+    L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, occ, dele, hwm)
+    L.BYTES.pack_into(mm, L.OFF_BYTES, live, dead)
+    _bump_seq(mm)
+    mm[L.OFF_DIRTY] = 0
+
+
+def _bump_seq(mm: object) -> None:
+    (seq,) = L.U64.unpack_from(mm, L.OFF_WRITE_SEQ)  # type: ignore[arg-type]
+    L.U64.pack_into(mm, L.OFF_WRITE_SEQ, seq + 1)  # type: ignore[arg-type]
+
+
+def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int) -> bool:
+    g = begin(s)
+    found, _free = find(c, g, kb, kf, probe, h)
+    if found < 0:
+        return False
+    live = not M.is_expired(g, found)
+    g.idx[L.OFF_DIRTY] = 1
+    remove_slot(g, found)
+    _bump_seq(g.idx)
+    g.idx[L.OFF_DIRTY] = 0
+    s.local[3] += 1
+    return live
+
+
+def remove_slot(g: Generation, o: int) -> None:
+    """Tombstone slot ``o`` and take it out of the roster (swap with the last)."""
+    mm, K = g.idx, g.params.key_size
+    size = M.slot_record_size(g, o)
+    occ, dele, hwm = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)
+    pos = L.U32.unpack_from(mm, o + K + L.OFF_SLOT_ROSTER)[0]
+    mm[o + K] = L.DELETED
+    last = occ - 1
+    if 0 <= pos < last:
+        moved = L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * last)[0]
+        L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
+        mo = L.slot_offset(moved, g.params.slot_size)
+        L.U32.pack_into(mm, mo + K + L.OFF_SLOT_ROSTER, pos)
+    L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, max(occ - 1, 0), dele + 1, hwm)
+    live, dead = L.BYTES.unpack_from(mm, L.OFF_BYTES)
+    L.BYTES.pack_into(mm, L.OFF_BYTES, max(live - size, 0), dead + size)
+
+
+def evict(c: MmapCache, s: SharedTable, n: int) -> int:
+    """Evict up to ``n`` entries: expired ones first, else the least recently
+    used (``"lru"``) or oldest (``"fifo"``) of a random sample of the roster.
+
+    This is Redis's approximated LRU: sampling avoids keeping a global order
+    that every reader would have to update under a lock.
+    """
+    g = begin(s)
+    mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
+    field = L.OFF_SLOT_ATIME if c.eviction == "lru" else L.OFF_SLOT_MTIME
+    done = 0
+    now = time.time_ns()
+    mm[L.OFF_DIRTY] = 1
+    for _ in range(n):
+        occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
+        if occ == 0:
+            break
+        best, best_t, expired = -1, 0, False
+        for _ in range(min(SAMPLES, occ)):
+            slot = L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * random.randrange(occ))[0]
+            o = L.slot_offset(slot, ss)
+            if M.is_expired(g, o, now):
+                best, expired = o, True
+                break
+            t = L.U64.unpack_from(mm, o + K + field)[0]
+            if best < 0 or t < best_t:
+                best, best_t = o, t
+        remove_slot(g, best)
+        s.local[5 if expired else 4] += 1
+        done += 1
+    _bump_seq(mm)
+    mm[L.OFF_DIRTY] = 0
+    return done
+
+
+def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
+    """Remove every expired entry (one pass over the roster)."""
+    g = begin(s)
+    mm = g.idx
+    now = time.time_ns()
+    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
+    slots = M.roster_snapshot(g, occ)
+    ss = g.params.slot_size
+    doomed = [o for o in (L.slot_offset(x, ss) for x in slots) if M.is_expired(g, o, now)]
+    if not doomed:
+        return 0
+    mm[L.OFF_DIRTY] = 1
+    for o in doomed:
+        remove_slot(g, o)
+    _bump_seq(mm)
+    mm[L.OFF_DIRTY] = 0
+    s.local[5] += len(doomed)
+    return len(doomed)

@@ -1,0 +1,520 @@
+"""MmapCache: a shared, persistent hash table in memory-mapped files.
+
+Open addressing with linear probing over an index file, an append-only heap
+of self-checking records, and a roster of live slots (see ``_layout`` for the
+bytes and ``docs/FORMAT.md`` for the same in prose). Readers take no lock and
+make no system call on a hit; writers hold one inter-process lock. Expiry,
+limits and eviction live here too; rebuild, repair and eviction sampling are
+in ``_maintenance``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, NamedTuple
+
+from xxhash import xxh3_64_intdigest
+
+from . import _layout as L
+from . import _maintenance as M
+from . import _write as W
+from ._fs import check_network_fs, check_parent, check_safe
+from ._generation import Generation, Params, read_header
+from ._locking import WriterLock
+from ._shared import SharedTable, acquire, release
+from .errors import ClosedCacheError, CorruptCacheError, IncompatibleCacheError
+from .keys import encode_key, slot_key
+
+DEFAULT_MAX_SEGMENT_BYTES = L.DEFAULT_MAX_SEGMENT_BYTES
+Key = str | bytes
+Policy = Literal["lru", "fifo", "none"]
+
+_HB = L.HEADER_BYTES
+_RH = L.RECORD_HEADER
+_REC = L.RECORD.unpack_from
+_LOC = L.SLOT_LOC.unpack_from
+_ATIME = L.U64.pack_into
+_time_ns = time.time_ns
+_monotonic = time.monotonic
+
+
+class Entry(NamedTuple):
+    """A stored value with its metadata, as returned by ``get_entry``."""
+
+    value: bytes
+    flags: int
+    mtime_ns: int
+    expire_ns: int | None
+
+
+class MmapCache:
+    """A shared, persistent, process-safe key/value table in mapped files.
+
+    Keys are ``str`` or ``bytes`` (a str and a bytes key are different keys,
+    as in a dict); values are bytes-like and come back as ``bytes``. Any
+    number of processes may open the same ``path``; in one process, handles
+    on the same path share one set of maps.
+
+    ``size`` is the number of slots (``size - 1`` hold entries; at most 75 % of
+    them are used before eviction, growth or ``CacheFullError``). With
+    ``max_size`` the table starts at ``size`` and doubles by rebuilding when
+    it fills, up to ``max_size``. ``max_entries`` / ``max_bytes`` cap live
+    entries / live heap bytes; ``eviction`` chooses what goes when a put
+    would pass a cap: ``"lru"`` (sampled), ``"fifo"`` or ``"none"`` (raise).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        size: int = 1_000_000,
+        slot_size: int = 96,
+        key_size: int = 64,
+        heap_path: str | os.PathLike[str] | None = None,
+        staleness_check_interval: float = 0.25,
+        verify_checksums: bool = True,
+        max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
+        *,
+        max_size: int | None = None,
+        max_entries: int | None = None,
+        max_bytes: int | None = None,
+        eviction: Policy = "lru",
+        compact_threshold: float = 0.5,
+        compact_min_bytes: int = 1 << 20,
+        mode: int = 0o600,
+        allow_network_fs: bool | None = None,
+        allow_symlink: bool = False,
+        allow_foreign_owner: bool = False,
+    ) -> None:
+        path = os.path.abspath(os.fspath(path))
+        hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else path + ".heap"
+        _check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
+                    max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
+        check_parent(path)
+        check_parent(hp)
+        for name in (path, L.lock_name(path)):
+            check_safe(name, allow_symlink=allow_symlink, allow_foreign_owner=allow_foreign_owner)
+        check_network_fs(path, allow_network_fs)
+        params = Params(size, slot_size, key_size, max_segment_bytes)
+        if not os.path.exists(path):
+            _create(path, hp, params, mode)
+        self._s: SharedTable | None = acquire(
+            os.path.realpath(path), hp, mode, staleness_check_interval
+        )
+        try:
+            _check_params(self._s.gen, params, max_size)
+        except BaseException:
+            release(self._s)
+            self._s = None
+            raise
+        self.path = path
+        self.heap_path = hp
+        self.verify_checksums = verify_checksums
+        self.max_size = max_size
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.eviction: Policy = eviction
+        self.compact_threshold = compact_threshold
+        self.compact_min_bytes = compact_min_bytes
+        self._key_size = key_size
+        self._track_atime = eviction == "lru"
+        # probe tails: key padding + (state, kflags, klen), per kflags and klen,
+        # so a probe is one slice compare against slot[0 : key_size + 3].
+        self._tails = {
+            kf: [b"\0" * (key_size - n) + bytes((L.OCCUPIED, kf, n)) for n in range(key_size + 1)]
+            for kf in (0, L.KF_STR, L.KF_HASHED, L.KF_HASHED | L.KF_STR)
+        }
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **options: Any) -> MmapCache:
+        """Open an existing table with the parameters stored in its header."""
+        p = os.path.abspath(os.fspath(path))
+        if not os.path.exists(p):
+            raise FileNotFoundError(2, "no mmcache table at this path", p)
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            head = os.pread(fd, L.HEADER.size, 0)
+        finally:
+            os.close(fd)
+        if len(head) < L.HEADER.size:
+            raise CorruptCacheError(f"{p!r} is too short to be an mmcache index")
+        prm, _ = read_header(head, p)
+        options.setdefault("max_size", max(prm.size, options.get("max_size") or 0) or None)
+        return cls(p, prm.size if options["max_size"] is None else min(prm.size, options["max_size"]),
+                   prm.slot_size, prm.key_size, max_segment_bytes=prm.max_segment_bytes, **options)  # fmt: skip
+
+    # ----------------------------------------------------------------- keys
+    def _prep(self, key: Key) -> tuple[bytes, int, bytes, int]:
+        """(encoded key, kflags, probe bytes, hash): see ``keys`` for the rules."""
+        t = type(key)
+        if t is str:
+            kb, kf = key.encode("utf-8", "surrogatepass"), L.KF_STR  # type: ignore[union-attr]
+        elif t is bytes:
+            kb, kf = key, 0  # type: ignore[assignment]
+        else:
+            kb, kf = encode_key(key)
+        n = len(kb)
+        if n <= self._key_size:
+            if n == 0:
+                raise ValueError("mmcache keys must not be empty")
+            return kb, kf, kb + self._tails[kf][n], xxh3_64_intdigest(kb)
+        skey, hashed, h = slot_key(kb, self._key_size)
+        kf |= hashed
+        return kb, kf, skey + self._tails[kf][len(skey)], h
+
+    def _shared(self) -> SharedTable:
+        s = self._s
+        if s is None:
+            raise ClosedCacheError("operation on a closed MmapCache")
+        return s
+
+    # ---------------------------------------------------------------- reads
+    def get(self, key: Key, default: Any = None) -> Any:
+        """The value stored under ``key`` as bytes, or ``default`` on a miss.
+
+        Lock-free: a few reads from mapped memory, one hash, one checksum.
+        An expired entry is a miss for every process at once.
+        """
+        s = self._s
+        if s is None:
+            raise ClosedCacheError("operation on a closed MmapCache")
+        kb, kf, probe, h = self._prep(key)
+        g = s.gen
+        if g.idx[L.OFF_FLAGS] or _monotonic() >= s.next_check:
+            g = s.refresh()
+        for _ in range(3):
+            r = self._lookup(g, kb, kf, probe, h)
+            if r is None:
+                break
+            if r is not False:
+                s.local[0] += 1
+                return r[0]
+            g = s.gen
+        s.local[1] += 1
+        return default
+
+    def _lookup(self, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> Any:
+        """Probe for ``kb``: a tuple (value, flags, expire, slot offset) on a
+        hit, None on a miss, False if a racing writer made the read unsure."""
+        mm = g.idx
+        n = g.nslots
+        ss = g.params.slot_size
+        K = self._key_size
+        span = K + 3
+        i = h % n
+        o = _HB + i * ss
+        while True:
+            if mm[o : o + span] == probe:
+                break
+            if mm[o + K] == L.EMPTY:
+                return None
+            i += 1
+            o += ss
+            if i == n:
+                i, o = 0, _HB
+        seg, off = _LOC(mm, o + K + L.OFF_SLOT_LOC)
+        heap = g.heap
+        views = heap.views
+        mv = views[seg] if seg < len(views) else None
+        if mv is None or off + _RH > len(mv):
+            mv = heap.view(seg, off + _RH)
+            if mv is None:
+                return False
+        csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)
+        start = off + _RH
+        end = start + klen + vlen
+        if end > len(mv):
+            mv = heap.view(seg, end)
+            if mv is None:
+                return False
+        if (
+            magic != L.REC_MAGIC
+            or klen != len(kb)
+            or rkf != kf & L.KF_STR
+            or mv[start : start + klen] != kb
+        ):
+            return False
+        if self.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum:
+            return False
+        now = 0
+        if exp:
+            now = _time_ns()
+            if exp <= now:
+                return None
+        if self._track_atime:
+            _ATIME(mm, o + K + L.OFF_SLOT_ATIME, now or _time_ns())
+        return heap.maps[seg][start + klen : end], flags, exp, o  # type: ignore[index]
+
+    def get_entry(self, key: Key) -> Entry | None:
+        """The value with its codec flags, mtime and expiry, or None on a miss."""
+        s = self._shared()
+        kb, kf, probe, h = self._prep(key)
+        g = s.refresh() if _monotonic() >= s.next_check or s.gen.retired else s.gen
+        for _ in range(3):
+            r = self._lookup(g, kb, kf, probe, h)
+            if r is None:
+                break
+            if r is not False:
+                value, flags, exp, o = r
+                mtime = L.U64.unpack_from(g.idx, o + self._key_size + L.OFF_SLOT_MTIME)[0]
+                s.local[0] += 1
+                return Entry(value, flags, mtime, exp or None)
+            g = s.gen
+        s.local[1] += 1
+        return None
+
+    def get_mtime(self, key: Key) -> int | None:
+        """When ``key`` was last put (ns since the epoch), or None if absent."""
+        e = self.get_entry(key)
+        return None if e is None else e.mtime_ns
+
+    def contains(self, key: Key) -> bool:
+        """True if ``key`` holds a live (unexpired, intact) entry."""
+        return self.get_entry(key) is not None
+
+    __contains__ = contains
+
+    def __len__(self) -> int:
+        return L.COUNTERS.unpack_from(self._shared().gen.idx, L.OFF_COUNTERS)[0]
+
+    # --------------------------------------------------------------- writes
+    def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
+            *, flags: int = 0) -> None:  # fmt: skip
+        """Store ``value`` under ``key``, replacing any previous value.
+
+        ``expire`` is seconds from now (None: never; 0 or less: the key is
+        removed at once). ``flags`` is a 16-bit tag kept with the record
+        (the faces store their codec there). Raises CacheFullError when the
+        table is full and the eviction policy is ``"none"``.
+        """
+        s = self._shared()
+        kb, kf, probe, h = self._prep(key)
+        data = _as_buffer(value)
+        if not 0 <= flags < 1 << 16:
+            raise ValueError("flags must fit in 16 bits")
+        exp = _expire_ns(expire)
+        if exp < 0:
+            self.delete(key)
+            return
+        with s.lock.hold():
+            W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=False)
+
+    def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
+            *, flags: int = 0) -> bool:  # fmt: skip
+        """Store only if ``key`` has no live entry; True if stored. Atomic."""
+        s = self._shared()
+        kb, kf, probe, h = self._prep(key)
+        data = _as_buffer(value)
+        exp = _expire_ns(expire)
+        if exp < 0:
+            return not self.contains(key)
+        with s.lock.hold():
+            return W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=True)
+
+    def touch(self, key: Key, expire: float | None = None) -> bool:
+        """Give a live entry a new expiry; True if it existed. Atomic."""
+        s = self._shared()
+        with s.lock.hold():
+            e = self.get_entry(key)
+            if e is None:
+                return False
+            self.put(key, e.value, expire, flags=e.flags)
+            return True
+
+    def delete(self, key: Key) -> bool:
+        """Remove ``key``; True if it had a live entry."""
+        s = self._shared()
+        kb, kf, probe, h = self._prep(key)
+        with s.lock.hold():
+            return W.delete(self, s, kb, kf, probe, h)
+
+    @contextmanager
+    def transaction(self) -> Iterator[MmapCache]:
+        """Hold the writer lock: puts and deletes inside are atomic as a group
+        with respect to other writers (readers still see each step)."""
+        s = self._shared()
+        with s.lock.hold():
+            yield self
+
+    # -------------------------------------------------------------- listing
+    def list(self) -> list[Key]:
+        """The live keys, as they were given (str or bytes). O(occupied)."""
+        return [k for k, _ in M.iter_items(self, self._shared(), values=False)]
+
+    def list_items(self) -> list[tuple[Key, bytes]]:
+        """(key, value) pairs of the live entries, via the roster. O(occupied)."""
+        return list(M.iter_items(self, self._shared(), values=True))  # type: ignore[arg-type]
+
+    def items(self) -> Iterator[tuple[Key, bytes]]:
+        return M.iter_items(self, self._shared(), values=True)  # type: ignore[return-value]
+
+    def keys(self) -> list[Key]:
+        return self.list()
+
+    # ---------------------------------------------------------- maintenance
+    def atomic_rebuild(self, new_size: int | None = None) -> None:
+        """Compact the heap, drop tombstones and expired entries, optionally
+        resize: new files are written beside the old ones and renamed into
+        place; other processes switch over by themselves and keep reading."""
+        s = self._shared()
+        if new_size is not None:
+            _check_size(new_size)
+        with s.lock.hold():
+            M.rebuild(self, s, new_size)
+
+    def purge_expired(self) -> int:
+        """Remove every expired entry now; returns how many."""
+        s = self._shared()
+        with s.lock.hold():
+            return W.purge_expired(self, s)
+
+    def evict(self, n: int) -> int:
+        """Evict ``n`` entries by this handle's policy (expired ones first)."""
+        s = self._shared()
+        with s.lock.hold():
+            return W.evict(self, s, n)
+
+    def clear(self) -> None:
+        """Remove every entry (by rebuilding into empty files)."""
+        s = self._shared()
+        with s.lock.hold():
+            M.rebuild(self, s, None, keep=False)
+
+    def verify(self) -> list[str]:
+        """Check every invariant; returns the problems found (empty if none)."""
+        s = self._shared()
+        with s.lock.hold():
+            return M.verify(self, s)
+
+    def repair(self) -> list[str]:
+        """Fix counters, roster and damaged slots; returns what was fixed."""
+        s = self._shared()
+        with s.lock.hold():
+            return M.repair(self, s, s.current_for_write())
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters and sizes; hits, misses etc. are summed over processes."""
+        return M.stats(self, self._shared())
+
+    # ------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Release this handle; maps are unmapped when the last handle in the
+        process closes. Idempotent."""
+        s, self._s = self._s, None
+        if s is not None:
+            release(s)
+
+    def __enter__(self) -> MmapCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._s is None else f"{len(self)} entries"
+        return f"<MmapCache {self.path!r} {state}>"
+
+
+# --------------------------------------------------------------------- helpers
+def _as_buffer(value: Any) -> bytes | memoryview:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        mv = memoryview(value)
+        return mv.cast("B") if mv.c_contiguous else mv.tobytes()  # type: ignore[return-value]
+    raise TypeError(f"mmcache values are bytes-like, not {type(value).__name__}")
+
+
+def _expire_ns(expire: float | None) -> int:
+    """Absolute expiry in ns (0 = never, -1 = already expired)."""
+    if expire is None:
+        return 0
+    if isinstance(expire, bool) or not isinstance(expire, int | float):
+        raise TypeError("expire is a number of seconds or None")
+    if expire != expire:
+        raise ValueError("expire must not be NaN")
+    if expire <= 0:
+        return -1
+    if expire == float("inf"):
+        return 0
+    return _time_ns() + int(expire * 1e9)
+
+
+def _check_size(size: int) -> None:
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise TypeError("size must be an int")
+    if not 2 <= size <= L.MAX_SIZE:
+        raise ValueError(f"size must be between 2 and {L.MAX_SIZE}, got {size}")
+
+
+def _check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size: int | None,
+                max_entries: int | None, max_bytes: int | None, eviction: str,
+                compact_threshold: float, interval: float) -> None:  # fmt: skip
+    _check_size(size)
+    for name, v in (
+        ("slot_size", slot_size),
+        ("key_size", key_size),
+        ("max_segment_bytes", max_seg),
+    ):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an int")
+    if not L.MIN_KEY_SIZE <= key_size <= L.MAX_KEY_SIZE:
+        raise ValueError(f"key_size must be between {L.MIN_KEY_SIZE} and {L.MAX_KEY_SIZE}")
+    if slot_size < key_size + L.SLOT_FIXED:
+        raise ValueError(
+            f"slot_size {slot_size} cannot hold key_size {key_size}: a slot needs "
+            f"key_size + {L.SLOT_FIXED} bytes (key_size <= {slot_size - L.SLOT_FIXED})"
+        )
+    if not L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT:
+        raise ValueError(
+            f"max_segment_bytes must be between {L.MIN_SEGMENT_BYTES} and {L.MAX_SEGMENT_LIMIT}"
+        )
+    if max_size is not None:
+        _check_size(max_size)
+        if max_size < size:
+            raise ValueError("max_size must be at least size")
+    for name, v in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name} must be a positive int or None")
+    if eviction not in ("lru", "fifo", "none"):
+        raise ValueError(f"eviction must be 'lru', 'fifo' or 'none', not {eviction!r}")
+    if not 0 < compact_threshold <= 1:
+        raise ValueError("compact_threshold must be in (0, 1]")
+    if not interval >= 0:
+        raise ValueError("staleness_check_interval must be >= 0")
+
+
+def _create(path: str, heap_path: str, p: Params, mode: int) -> None:
+    """Create generation 1 at ``path`` unless another process beat us to it."""
+    lock = WriterLock(L.lock_name(path), mode)
+    try:
+        with lock.hold():
+            if os.path.exists(path):
+                return
+            M.remove_generation_files(path, heap_path, 1)
+            tmp = f"{path}.new.{os.getpid()}"
+            Generation.create(tmp, path, heap_path, p, 1, mode)
+            os.rename(tmp, path)
+    finally:
+        lock.close()
+
+
+def _check_params(g: Generation, want: Params, max_size: int | None) -> None:
+    have = g.params
+    bad = [
+        f"{name}={getattr(have, name)} (asked {getattr(want, name)})"
+        for name in ("slot_size", "key_size", "max_segment_bytes")
+        if getattr(have, name) != getattr(want, name)
+    ]
+    size_ok = have.size == want.size or (
+        max_size is not None and want.size <= have.size <= max_size
+    )
+    if not size_ok:
+        bad.append(f"size={have.size} (asked {want.size})")
+    if bad:
+        raise IncompatibleCacheError(
+            f"{g.path!r} was created with " + ", ".join(bad) + "; open it with the same "
+            "parameters, or with MmapCache.open(path) to adopt the stored ones"
+        )
