@@ -77,9 +77,7 @@ def check_parent(path: str) -> None:
     if not os.path.exists(parent):
         raise FileNotFoundError(errno.ENOENT, "cache directory does not exist", parent)
     if not os.path.isdir(parent):
-        raise NotADirectoryError(
-            errno.ENOTDIR, "cache location's parent is not a directory", parent
-        )
+        raise NotADirectoryError(errno.ENOTDIR, "cache location's parent is not a directory", parent)
 
 
 def check_safe(path: str, *, allow_symlink: bool, allow_foreign_owner: bool) -> None:

@@ -133,9 +133,7 @@ class Generation:
 
 def read_header(idx: mmap.mmap | bytes, path: str) -> tuple[Params, int]:
     """Validate the index header and return its parameters and generation."""
-    (magic, version, _flags, size, slot_size, key_size, max_seg, gen, *_rest) = (
-        L.HEADER.unpack_from(idx, 0)
-    )
+    (magic, version, _flags, size, slot_size, key_size, max_seg, gen, *_rest) = L.HEADER.unpack_from(idx, 0)
     if magic != L.INDEX_MAGIC:
         raise CorruptCacheError(f"{path!r} is not an mmcache index (bad magic {magic!r})")
     if version != L.FORMAT_VERSION:

@@ -93,9 +93,7 @@ class SharedTable:
     def _adopt(self, old: Generation, new: Generation) -> None:
         p, q = old.params, new.params
         if (p.slot_size, p.key_size) != (q.slot_size, q.key_size):
-            raise IncompatibleCacheError(
-                f"{self.path!r} was replaced by a table with other slot/key sizes"
-            )
+            raise IncompatibleCacheError(f"{self.path!r} was replaced by a table with other slot/key sizes")
         self.gen = new
         old.close()
 

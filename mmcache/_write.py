@@ -98,9 +98,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     return True
 
 
-def _make_room(
-    c: MmapCache, s: SharedTable, g: Generation, found: int, free: int, rec_len: int
-) -> bool:
+def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: int, rec_len: int) -> bool:
     """Evict, grow or rebuild if the put needs it; True if it did something
     (the caller probes again), False if the put can go ahead."""
     occ, dele, _ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
@@ -113,11 +111,7 @@ def _make_room(
         if occ + 1 > limit:
             _evict_or_raise(c, s, occ + 1 - limit, "entries")
             return True
-        if (
-            free >= 0
-            and g.idx[free + g.params.key_size] == L.EMPTY
-            and occ + dele + 1 > load_cap(g)
-        ):
+        if free >= 0 and g.idx[free + g.params.key_size] == L.EMPTY and occ + dele + 1 > load_cap(g):
             M.rebuild(c, s, None)  # purge tombstones
             return True
     if c.max_bytes is not None:
@@ -133,9 +127,7 @@ def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
     if c.eviction == "none":
         if M.purge_expired(c, s):
             return
-        raise CacheFullError(
-            f"the table is full ({what}) and eviction is 'none'; nothing was changed"
-        )
+        raise CacheFullError(f"the table is full ({what}) and eviction is 'none'; nothing was changed")
     if evict(c, s, n) == 0:
         raise CacheFullError(f"the table is full ({what}) and nothing could be evicted")
 

@@ -100,9 +100,7 @@ class MmapCache:
         params = Params(size, slot_size, key_size, max_segment_bytes)
         if not os.path.exists(path):
             _create(path, hp, params, mode)
-        self._s: SharedTable | None = acquire(
-            os.path.realpath(path), hp, mode, staleness_check_interval
-        )
+        self._s: SharedTable | None = acquire(os.path.realpath(path), hp, mode, staleness_check_interval)
         try:
             _check_params(self._s.gen, params, max_size)
         except BaseException:
@@ -229,12 +227,7 @@ class MmapCache:
             mv = heap.view(seg, end)
             if mv is None:
                 return False
-        if (
-            magic != L.REC_MAGIC
-            or klen != len(kb)
-            or rkf != kf & L.KF_STR
-            or mv[start : start + klen] != kb
-        ):
+        if magic != L.REC_MAGIC or klen != len(kb) or rkf != kf & L.KF_STR or mv[start : start + klen] != kb:
             return False
         if self.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum:
             return False
@@ -468,9 +461,7 @@ def _check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size
             f"key_size + {L.SLOT_FIXED} bytes (key_size <= {slot_size - L.SLOT_FIXED})"
         )
     if not L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT:
-        raise ValueError(
-            f"max_segment_bytes must be between {L.MIN_SEGMENT_BYTES} and {L.MAX_SEGMENT_LIMIT}"
-        )
+        raise ValueError(f"max_segment_bytes must be between {L.MIN_SEGMENT_BYTES} and {L.MAX_SEGMENT_LIMIT}")
     if max_size is not None:
         _check_size(max_size)
         if max_size < size:
@@ -508,9 +499,7 @@ def _check_params(g: Generation, want: Params, max_size: int | None) -> None:
         for name in ("slot_size", "key_size", "max_segment_bytes")
         if getattr(have, name) != getattr(want, name)
     ]
-    size_ok = have.size == want.size or (
-        max_size is not None and want.size <= have.size <= max_size
-    )
+    size_ok = have.size == want.size or (max_size is not None and want.size <= have.size <= max_size)
     if not size_ok:
         bad.append(f"size={have.size} (asked {want.size})")
     if bad:
