@@ -139,9 +139,13 @@ class MmapCache:
         if len(head) < L.HEADER.size:
             raise CorruptCacheError(f"{p!r} is too short to be an mmcache index")
         prm, _ = read_header(head, p)
-        options.setdefault("max_size", max(prm.size, options.get("max_size") or 0) or None)
-        return cls(p, prm.size if options["max_size"] is None else min(prm.size, options["max_size"]),
-                   prm.slot_size, prm.key_size, max_segment_bytes=prm.max_segment_bytes, **options)  # fmt: skip
+        max_size = options.pop("max_size", None)
+        if max_size is not None:
+            max_size = max(max_size, prm.size)
+        return cls(
+            p, prm.size, prm.slot_size, prm.key_size,
+            max_segment_bytes=prm.max_segment_bytes, max_size=max_size, **options,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- keys
     def _prep(self, key: Key) -> tuple[bytes, int, bytes, int]:
