@@ -45,6 +45,7 @@ class Generation:
         self.ino = ino
         self.heap = Heap(heap_path, gen, params.max_segment_bytes, mode)
         self.nslots = params.size - 1  # data slots are numbered 1 .. size-1
+        self.slot_size = params.slot_size  # a plain attribute for the hot path
 
     # ---------------------------------------------------------------- create
     @staticmethod

@@ -88,6 +88,7 @@ SLOT_LOC = struct.Struct("<II")
 OFF_SLOT_MTIME = 16
 OFF_SLOT_ATIME = 24
 SLOT_LOC_MTIME = struct.Struct("<IIQ")
+SLOT_TAIL = struct.Struct("<IIQQ")  # seg, off, mtime, atime
 
 EMPTY, OCCUPIED, DELETED = 0, 1, 2
 KF_HASHED = 1  # slot holds a digest of the key
