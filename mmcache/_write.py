@@ -125,7 +125,7 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
 
 def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
     if c.eviction == "none":
-        if M.purge_expired(c, s):
+        if purge_expired(c, s):
             return
         raise CacheFullError(f"the table is full ({what}) and eviction is 'none'; nothing was changed")
     if evict(c, s, n) == 0:

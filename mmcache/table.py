@@ -91,7 +91,8 @@ class MmapCache:
         allow_foreign_owner: bool = False,
     ) -> None:
         path = os.path.abspath(os.fspath(path))
-        hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else path + ".heap"
+        real = os.path.realpath(path)  # an allowed symlink: name the files after its target
+        hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else real + ".heap"
         _check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
                     max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
         check_parent(path)
@@ -102,7 +103,7 @@ class MmapCache:
         params = Params(size, slot_size, key_size, max_segment_bytes)
         if not os.path.exists(path):
             _create(path, hp, params, mode)
-        self._s: SharedTable | None = acquire(os.path.realpath(path), hp, mode, staleness_check_interval)
+        self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval)
         try:
             _check_params(self._s.gen, params, max_size)
         except BaseException:

@@ -20,9 +20,7 @@ pytest.importorskip("django", reason="Django is not installed (pip install mmcac
 
 RUN_SUITE = Path(__file__).resolve().parent / "django_suite" / "run_suite.py"
 BACKEND = "mmcache.contrib.django.MmapCacheBackend"
-SUMMARY_RE = re.compile(
-    r"^django cache suite: (\d+) passed, (\d+) failed, (\d+) skipped$", re.MULTILINE
-)
+SUMMARY_RE = re.compile(r"^django cache suite: (\d+) passed, (\d+) failed, (\d+) skipped$", re.MULTILINE)
 
 
 @pytest.mark.slow
@@ -38,8 +36,7 @@ def test_django_base_cache_tests_pass(capsys: pytest.CaptureFixture[str]) -> Non
     output = proc.stdout + proc.stderr
     matches = SUMMARY_RE.findall(output)
     summary = (
-        f"django cache suite: {matches[-1][0]} passed, {matches[-1][1]} failed, "
-        f"{matches[-1][2]} skipped"
+        f"django cache suite: {matches[-1][0]} passed, {matches[-1][1]} failed, {matches[-1][2]} skipped"
         if matches
         else "django cache suite: no summary line"
     )

@@ -117,8 +117,7 @@ def base_cache_test_names(cache_tests_py: Path) -> list[str]:
             return sorted(
                 item.name
                 for item in node.body
-                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
-                and item.name.startswith("test")
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name.startswith("test")
             )
     raise RuntimeError(f"no BaseCacheTests class in {cache_tests_py}")
 
@@ -137,9 +136,7 @@ def build_test_root(django_tests: Path, backend: str, location_kind: str) -> Pat
         if entry.name != "__pycache__":
             (app / entry.name).symlink_to(entry)
     (app / f"{MODULE_NAME}.py").write_text(
-        _MODULE_TEMPLATE.format(
-            backend=backend, location_kind=location_kind, class_name=CLASS_NAME
-        ),
+        _MODULE_TEMPLATE.format(backend=backend, location_kind=location_kind, class_name=CLASS_NAME),
         encoding="utf-8",
     )
     return root
@@ -220,9 +217,7 @@ def parse_output(output: str, expected: list[str], returncode: int) -> Outcome:
     # on Python < 3.12, so the next description may follow on the same line.
     for match in re.finditer(rf"(test\w*) \({ident}(test\w*)\)", output):
         outcome.seen.add(match.group(2))
-    for match in re.finditer(
-        rf"^(test\w*) \({ident}\w+\)(?:\n[^\n]*)? \.\.\. skipped (.*)$", output, re.M
-    ):
+    for match in re.finditer(rf"^(test\w*) \({ident}\w+\)(?:\n[^\n]*)? \.\.\. skipped (.*)$", output, re.M):
         outcome.skipped[match.group(1)] = match.group(2)
     for match in re.finditer(r"^(?:FAIL|ERROR): (\S+) \(([^)\s]*)\)", output, re.M):
         name, where = match.group(1), match.group(2)
@@ -325,18 +320,15 @@ def report(outcome: Outcome, allow_skips: bool, verbose: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backend", required=True, help="dotted path of the cache class")
     parser.add_argument(
         "--location-kind",
         choices=("dir", "file"),
         default="dir",
-        help="LOCATION shared by all aliases: a fresh directory (default) or a "
-        "path prefix inside one",
+        help="LOCATION shared by all aliases: a fresh directory (default) or a path prefix inside one",
     )
-    parser.add_argument(
-        "--allow-skips", action="store_true", help="do not fail when a test is skipped"
-    )
+    parser.add_argument("--allow-skips", action="store_true", help="do not fail when a test is skipped")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary test root")
     parser.add_argument("-v", "--verbose", action="store_true", help="stream runtests output")

@@ -1,0 +1,50 @@
+"""Shared fixtures: real files in a temporary directory, real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    """A fresh table path in its own directory."""
+    return str(tmp_path / "table")
+
+
+@pytest.fixture
+def small() -> dict[str, int]:
+    """Table parameters small enough for fast tests."""
+    return {"size": 4096}
+
+
+def run_py(code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter; return stdout, fail on non-zero exit."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture
+def cache(path: str) -> Iterator[object]:
+    from mmcache import MmapCache
+
+    c = MmapCache(path, size=4096)
+    yield c
+    c.close()
