@@ -1,0 +1,78 @@
+"""Worker functions for the multi-process tests (importable by spawned children).
+
+Every value a worker writes names its key (``key|worker|seq``), so a reader
+can tell a wrong value from a right one without knowing the interleaving.
+Writes are logged to one shared O_APPEND file while the writer lock is held,
+so the log's order is the table's commit order and can be replayed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+
+def _log(fd: int, key: str, value: bytes | None) -> None:
+    os.write(fd, f"{key}\t{'-' if value is None else value.decode()}\n".encode())
+
+
+def mixed_worker(path: str, wid: int, duration: float, logpath: str, nkeys: int, out) -> None:  # type: ignore[no-untyped-def]
+    """Random get/put/delete on shared keys; reports (reads, hits, wrong values)."""
+    from mmcache import MmapCache
+
+    c = MmapCache(path, size=4096)
+    rnd = random.Random(wid)
+    fd = os.open(logpath, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    reads = hits = wrong = seq = 0
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        key = f"k{rnd.randrange(nkeys)}"
+        r = rnd.random()
+        if r < 0.6:
+            v = c.get(key)
+            reads += 1
+            if v is not None:
+                hits += 1
+                if v.split(b"|")[0] != key.encode():
+                    wrong += 1
+        elif r < 0.9:
+            seq += 1
+            value = f"{key}|{wid}|{seq}|".encode() + b"x" * rnd.randrange(200)
+            with c.transaction():
+                c.put(key, value)
+                _log(fd, key, value)
+        else:
+            with c.transaction():
+                if c.delete(key):
+                    _log(fd, key, None)
+    os.close(fd)
+    out.put((wid, reads, hits, wrong, c.get_stats()["generation"]))
+    c.close()
+
+
+def rebuild_worker(path: str, duration: float, out) -> None:  # type: ignore[no-untyped-def]
+    """Rebuild the table over and over while others read and write."""
+    from mmcache import MmapCache
+
+    c = MmapCache(path, size=4096)
+    n = 0
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        c.atomic_rebuild()
+        n += 1
+        time.sleep(0.02)
+    out.put(("rebuilds", n, c.get_stats()["generation"]))
+    c.close()
+
+
+def replay(logpath: str) -> dict[str, bytes]:
+    model: dict[str, bytes] = {}
+    with open(logpath, "rb") as f:
+        for line in f:
+            key, _, value = line.rstrip(b"\n").partition(b"\t")
+            if value == b"-":
+                model.pop(key.decode(), None)
+            else:
+                model[key.decode()] = value
+    return model

@@ -1,0 +1,177 @@
+"""MmapCache across real processes, threads and fork."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import threading
+
+import pytest
+from _workers import mixed_worker, rebuild_worker, replay
+
+from mmcache import MmapCache
+
+CTX = mp.get_context("spawn")
+
+
+def _join_all(procs: list, timeout: float = 120) -> None:  # type: ignore[type-arg]
+    for p in procs:
+        p.join(timeout)
+        assert p.exitcode == 0, f"{p.name} exited with {p.exitcode}"
+
+
+def test_four_processes_overlapping_keys(path: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    MmapCache(path, size=4096).close()
+    log = str(tmp_path / "log")
+    out = CTX.Queue()
+    procs = [CTX.Process(target=mixed_worker, args=(path, w, 3.0, log, 300, out)) for w in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    _join_all(procs)
+    assert sum(r[3] for r in results) == 0, "a process read a value put under another key"
+    assert sum(r[2] for r in results) > 100, "the workers should have hit each other's entries"
+    with MmapCache(path, size=4096) as c:
+        assert dict(c.list_items()) == {k: v for k, v in replay(log).items()}
+        assert c.verify() == []
+        st = c.get_stats()
+        assert st["occupied_count"] == len(replay(log)) == len(c.list())
+
+
+def test_rebuild_while_others_read_and_write(path: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    MmapCache(path, size=4096).close()
+    log = str(tmp_path / "log")
+    out = CTX.Queue()
+    procs = [CTX.Process(target=mixed_worker, args=(path, w, 3.0, log, 300, out)) for w in range(3)]
+    procs.append(CTX.Process(target=rebuild_worker, args=(path, 3.0, out)))
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    _join_all(procs)
+    rebuilds = [r for r in results if r[0] == "rebuilds"][0]
+    workers = [r for r in results if r[0] != "rebuilds"]
+    assert rebuilds[1] >= 10
+    assert sum(r[3] for r in workers) == 0
+    # every worker followed the rebuilds by itself (no reopen by the test)
+    assert all(r[4] > 1 for r in workers)
+    with MmapCache(path, size=4096) as c:
+        assert dict(c.list_items()) == replay(log), "an entry was lost or resurrected by a rebuild"
+        assert c.verify() == []
+        gen = c.get_stats()["generation"]
+        assert gen >= rebuilds[1]
+        files = sorted(os.listdir(os.path.dirname(path)))
+        assert [f for f in files if ".roster." in f] == [f"table.roster.{gen}"]
+
+
+def test_other_process_sees_puts_and_rebuilds(path: str) -> None:
+    from conftest import run_py
+
+    with MmapCache(path, size=1024) as c:
+        c.put("from-parent", b"1")
+        out = run_py(
+            """
+            import sys
+            from mmcache import MmapCache
+            c = MmapCache(sys.argv[1], size=1024)
+            print(c.get("from-parent").decode())
+            c.put("from-child", b"2")
+            c.atomic_rebuild()
+            c.put("after-rebuild", b"3")
+            """,
+            path,
+        )
+        assert out.strip() == "1"
+        assert c.get("from-child") == b"2"
+        # the parent's maps are retired; the next read follows the new files
+        assert c.get("after-rebuild") == b"3"
+        assert c.get_stats()["generation"] == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_fork_parent_and_child_keep_working(path: str) -> None:
+    c = MmapCache(path, size=1024)
+    c.put("before", b"0")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: use the inherited handle, including the writer lock
+        try:
+            ok = c.get("before") == b"0"
+            for i in range(200):
+                c.put(f"child{i}", b"c")
+            with c.transaction():
+                c.put("child-tx", b"t")
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    for i in range(200):
+        c.put(f"parent{i}", b"p")
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
+    assert all(c.get(f"child{i}") == b"c" and c.get(f"parent{i}") == b"p" for i in range(200))
+    assert c.get("child-tx") == b"t"
+    assert c.verify() == []
+    c.close()
+
+
+def test_fork_while_another_thread_holds_the_lock(path: str) -> None:
+    c = MmapCache(path, size=1024)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with c.transaction():
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        # the parent's thread holds the flock; the child must wait for it,
+        # not deadlock on a copied thread lock nor share the parent's lock
+        try:
+            c.put("child", b"ok")
+        finally:
+            os._exit(0)
+    release.set()
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert c.get("child") == b"ok"
+    c.close()
+
+
+def test_many_threads_share_one_table(path: str) -> None:
+    c = MmapCache(path, size=8192)
+    errors: list[str] = []
+
+    def work(tid: int) -> None:
+        for i in range(500):
+            key = f"t{tid}-{i % 50}"
+            c.put(key, f"{key}|{i}".encode())
+            v = c.get(key)
+            if v is None or not v.startswith(key.encode() + b"|"):
+                errors.append(f"{key}: {v!r}")
+            if i % 7 == 0:
+                c.delete(key)
+            if tid == 0 and i % 100 == 99:
+                c.atomic_rebuild()
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert c.verify() == []
+    c.close()
+
+
+def test_many_handles_do_not_leak_descriptors(path: str) -> None:
+    MmapCache(path, size=64).close()
+    fds = len(os.listdir("/proc/self/fd"))
+    handles = [MmapCache(path, size=64) for _ in range(500)]
+    assert len(os.listdir("/proc/self/fd")) <= fds + 3
+    for h in handles:
+        h.close()
