@@ -54,14 +54,24 @@ U32 = struct.Struct("<I")
 
 FLAG_RETIRED = 1  # this index has been replaced by a rebuild; reopen <path>
 
-# Statistics stripes: processes add their local counts into the stripe
-# ``pid % STATS_STRIPES`` now and then (never on the hot path). Processes
-# sharing a stripe may race and lose an increment: the sums are approximate,
-# and no reader ever writes a shared cache line per operation.
-OFF_STATS = 2048
+# ------------------------------------------------------- control (lock) file
+# <path>.lock is never replaced by a rebuild, so besides carrying the writer's
+# flock it holds what must outlive generations: the statistics stripes.
+# Each process counts in local variables and adds them into a 64-byte stripe
+# of its own now and then (every staleness check and at close, never per
+# operation), so no reader writes a shared cache line per get. A process
+# claims a stripe by writing its pid at STATS_PID (under the writer lock); a
+# dead process's stripe is taken over with its counts kept. With more than
+# STATS_STRIPES live processes some share a stripe, and the sums become
+# approximate (a racing increment can be lost).
+CTL_MAGIC = b"MMCLOCK\x00"
+CTL_HEADER = struct.Struct("<8sI")  # magic, version
+CTL_BYTES = 4096
+OFF_STATS = 64
 STATS_STRIPES = 32
 STATS_STRIPE_BYTES = 64
 STATS = struct.Struct("<7Q")  # hits, misses, sets, deletes, evictions, expirations, rebuilds
+STATS_PID = 60  # u32 owner pid within the stripe
 STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "rebuilds")
 
 # ------------------------------------------------------------------ data slots

@@ -146,8 +146,6 @@ def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: boo
         if len(slots) > live_cap(ng):
             raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {size}")
         expired = _copy_entries(g, ng, slots)
-        # Keep the per-process statistics across generations.
-        ng.idx[L.OFF_STATS : L.HEADER_BYTES] = g.idx[L.OFF_STATS : L.HEADER_BYTES]
         ng.idx.flush()
         ng.roster.flush()
         for m in ng.heap.maps:

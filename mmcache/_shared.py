@@ -7,12 +7,14 @@ make a cache object per thread pay for one set of maps and file descriptors.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import time
 import weakref
 
 from . import _layout as L
+from ._fs import reserve
 from ._generation import Generation
 from ._locking import WriterLock
 from .errors import IncompatibleCacheError
@@ -31,10 +33,12 @@ class SharedTable:
         self.mode = mode
         self.interval = interval
         self.lock = WriterLock(L.lock_name(path), mode)
+        self.ctl = self._map_control()
         self.gen = self._open_retrying()
         self.refs = 0
         # This process's counts not yet added to its stats stripe (see _layout).
         self.local = [0] * len(L.STATS_FIELDS)
+        self.stripe: int | None = None
         self.next_check = time.monotonic() + interval
         _all.add(self)
 
@@ -49,6 +53,21 @@ class SharedTable:
                 time.sleep(0.001)
         return Generation.open(self.path, self.heap_path, self.mode)
 
+    def _map_control(self) -> mmap.mmap:
+        """Map <path>.lock, sizing it (once, under the lock) for the stats stripes."""
+        name = L.lock_name(self.path)
+        fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            if os.fstat(fd).st_size < L.CTL_BYTES:
+                with self.lock.hold():
+                    size = os.fstat(fd).st_size
+                    if size < L.CTL_BYTES:
+                        reserve(fd, size, L.CTL_BYTES - size, name)
+                        os.pwrite(fd, L.CTL_HEADER.pack(L.CTL_MAGIC, L.FORMAT_VERSION), 0)
+            return mmap.mmap(fd, L.CTL_BYTES)
+        finally:
+            os.close(fd)
+
     # ---------------------------------------------------------- staleness
     def refresh(self) -> Generation:
         """Reader-side check, at most every ``interval`` s or when retired.
@@ -60,7 +79,7 @@ class SharedTable:
         """
         g = self.gen
         self.next_check = time.monotonic() + self.interval
-        self.flush_stats(g)
+        self.flush_stats()
         try:
             ino = os.stat(self.path).st_ino
         except FileNotFoundError:
@@ -79,7 +98,7 @@ class SharedTable:
         g = self.gen
         if g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED or time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + self.interval
-            self.flush_stats(g)
+            self.flush_stats()
             ino = os.stat(self.path).st_ino
             if ino != g.ino:
                 self._adopt(g, self._open_retrying())
@@ -98,31 +117,63 @@ class SharedTable:
         old.close()
 
     # -------------------------------------------------------------- stats
-    def flush_stats(self, g: Generation) -> None:
-        """Add local counts into this process's stripe (racy by design)."""
+    def flush_stats(self) -> None:
+        """Add local counts into this process's stripe.
+
+        Each process claims a stripe of its own (its pid in the stripe's
+        last 4 bytes), so counts are exact while at most STATS_STRIPES
+        processes are alive; past that, processes share stripes and an
+        increment can be lost in a race (the sums are then approximate).
+        """
         local = self.local
         if not any(local):
             return
+        if self.stripe is None:
+            self.stripe = self._claim_stripe()
         self.local = [0] * len(local)
-        off = L.OFF_STATS + (os.getpid() % L.STATS_STRIPES) * L.STATS_STRIPE_BYTES
-        cur = L.STATS.unpack_from(g.idx, off)
-        L.STATS.pack_into(g.idx, off, *(a + b for a, b in zip(cur, local, strict=True)))
+        off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
+        cur = L.STATS.unpack_from(self.ctl, off)
+        L.STATS.pack_into(self.ctl, off, *(a + b for a, b in zip(cur, local, strict=True)))
+
+    def _claim_stripe(self) -> int:
+        pid = os.getpid()
+        with self.lock.hold():
+            owners = [
+                L.U32.unpack_from(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID)[0]
+                for i in range(L.STATS_STRIPES)
+            ]
+            if pid in owners:
+                return owners.index(pid)
+            for i, owner in enumerate(owners):
+                if owner == 0 or not _alive(owner):
+                    L.U32.pack_into(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID, pid)
+                    return i
+        return pid % L.STATS_STRIPES
 
     def total_stats(self) -> dict[str, int]:
-        g = self.gen
         tot = list(self.local)
         for i in range(L.STATS_STRIPES):
-            row = L.STATS.unpack_from(g.idx, L.OFF_STATS + i * L.STATS_STRIPE_BYTES)
+            row = L.STATS.unpack_from(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES)
             tot = [a + b for a, b in zip(tot, row, strict=True)]
         return dict(zip(L.STATS_FIELDS, tot, strict=True))
 
     def close(self) -> None:
         try:
-            self.flush_stats(self.gen)
+            self.flush_stats()
         except (ValueError, OSError):
             pass
         self.gen.close()
         self.lock.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def acquire(path: str, heap_path: str, mode: int, interval: float) -> SharedTable:
@@ -154,6 +205,7 @@ def _after_fork_in_child() -> None:
     # ours to flush; the child starts from zero.
     for t in list(_all):
         t.local = [0] * len(t.local)
+        t.stripe = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

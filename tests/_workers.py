@@ -76,3 +76,53 @@ def replay(logpath: str) -> dict[str, bytes]:
             else:
                 model[key.decode()] = value
     return model
+
+
+def churn_worker(path: str, wid: int, duration: float, logpath: str, out, **opts) -> None:  # type: ignore[no-untyped-def]
+    """Writes and reads its own keys (logged) under eviction pressure."""
+    from mmcache import MmapCache
+
+    c = MmapCache(path, size=4096, **opts)
+    rnd = random.Random(wid)
+    fd = os.open(logpath, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    wrong = seq = 0
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        key = f"w{wid}k{rnd.randrange(400)}"
+        if rnd.random() < 0.5:
+            v = c.get(key)
+            if v is not None and v.split(b"|")[0] != key.encode():
+                wrong += 1
+        else:
+            seq += 1
+            value = f"{key}|{seq}|".encode() + b"v" * rnd.randrange(2000)
+            with c.transaction():
+                c.put(key, value)
+                _log(fd, key, value)
+    os.close(fd)
+    out.put((wid, wrong))
+    c.close()
+
+
+def disk_watcher(path: str, stop, max_bytes: int, out) -> None:  # type: ignore[no-untyped-def]
+    """Samples the table's heap files on disk and its live bytes until ``stop``."""
+    from mmcache import MmapCache
+
+    c = MmapCache(path, size=4096, max_bytes=max_bytes)
+    d = os.path.dirname(path)
+    worst_disk = worst_live = samples = 0
+    while not stop.is_set():
+        disk = 0
+        for name in os.listdir(d):
+            try:
+                st = os.stat(os.path.join(d, name))
+            except FileNotFoundError:
+                continue  # unlinked by a rebuild between listdir and stat
+            if ".heap." in name:
+                disk += st.st_blocks * 512
+        live = c.get_stats()["heap_live_bytes"]
+        worst_disk, worst_live = max(worst_disk, disk), max(worst_live, live)
+        samples += 1
+        time.sleep(0.005)
+    out.put((worst_disk, worst_live, samples))
+    c.close()

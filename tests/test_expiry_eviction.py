@@ -1,0 +1,205 @@
+"""Expiry, limits, eviction and compaction (issue 3), with real processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+import pytest
+from _workers import churn_worker, disk_watcher, replay
+from conftest import run_py
+
+from mmcache import CacheFullError, MmapCache, ValueTooLargeError
+
+CTX = mp.get_context("spawn")
+
+
+def test_expiry_is_seen_by_another_process(path: str) -> None:
+    with MmapCache(path, size=1024) as c:
+        c.put("short", b"v", expire=0.2)
+        c.put("long", b"v", expire=60)
+        c.put("never", b"v")
+        code = """
+            import sys, time
+            from mmcache import MmapCache
+            c = MmapCache(sys.argv[1], size=1024)
+            print(c.get("short"), c.get("long"), c.get("never"))
+            time.sleep(0.3)
+            print(c.get("short"), c.get("long"), c.get("never"), "short" in c)
+        """
+        out = run_py(code, path).splitlines()
+        assert out[0] == "b'v' b'v' b'v'"
+        assert out[1] == "None b'v' b'v' False"
+        assert c.get("short") is None
+        e = c.get_entry("long")
+        assert e is not None and e.expire_ns is not None and e.expire_ns > time.time_ns()
+
+
+def test_expired_entries_are_reclaimed_in_bulk(path: str) -> None:
+    with MmapCache(path, size=1024) as c:
+        for i in range(100):
+            c.put(f"k{i}", b"v", expire=0.05 if i % 2 else None)
+        time.sleep(0.1)
+        assert len(c.list()) == 50
+        assert c.purge_expired() == 50
+        assert len(c) == 50 and c.get_stats()["expirations"] >= 50
+        assert c.verify() == []
+
+
+def test_zero_or_negative_expire_removes(path: str) -> None:
+    with MmapCache(path, size=64) as c:
+        c.put("k", b"v")
+        c.put("k", b"v2", expire=0)
+        assert c.get("k") is None and len(c) == 0
+        with pytest.raises(TypeError):
+            c.put("k", b"v", expire="1")  # type: ignore[arg-type]
+
+
+def test_add_respects_expiry_and_is_atomic(path: str) -> None:
+    with MmapCache(path, size=64) as c:
+        assert c.add("k", b"1", expire=0.05)
+        assert not c.add("k", b"2")
+        time.sleep(0.08)
+        assert c.add("k", b"3")
+        assert c.get("k") == b"3"
+        assert c.touch("k", 0.05) and not c.touch("absent")
+        time.sleep(0.08)
+        assert c.get("k") is None
+
+
+def _lru_fill(c: MmapCache) -> None:
+    for i in range(100):
+        c.put(f"k{i}", b"v")
+    time.sleep(0.01)  # recency is kept at millisecond resolution
+    for _ in range(3):
+        for i in range(50):
+            assert c.get(f"k{i}") == b"v"
+    time.sleep(0.01)
+    for i in range(100, 150):
+        c.put(f"k{i}", b"v")
+
+
+def test_max_entries_lru_keeps_recently_used(path: str) -> None:
+    with MmapCache(path, size=1024, max_entries=100) as c:
+        _lru_fill(c)
+        assert len(c) == 100
+        hot = sum(c.get(f"k{i}") is not None for i in range(50))
+        cold = sum(c.get(f"k{i}") is not None for i in range(50, 100))
+        assert hot >= 30 and cold <= 20, (hot, cold)
+        assert c.get_stats()["evictions"] == 50
+
+
+def test_fifo_evicts_oldest_writes(path: str) -> None:
+    with MmapCache(path, size=1024, max_entries=100, eviction="fifo") as c:
+        _lru_fill(c)
+        first = sum(c.get(f"k{i}") is not None for i in range(50))
+        second = sum(c.get(f"k{i}") is not None for i in range(50, 100))
+        assert first <= 25 and second >= 25, (first, second)
+
+
+def test_policy_none_raises_and_loses_nothing(path: str) -> None:
+    with MmapCache(path, size=1024, max_entries=10, eviction="none") as c:
+        for i in range(10):
+            c.put(f"k{i}", b"v")
+        with pytest.raises(CacheFullError):
+            c.put("k10", b"v")
+        assert sorted(c.list()) == sorted(f"k{i}" for i in range(10))
+    with MmapCache(path, size=1024, max_entries=10, eviction="none") as c:
+        c.delete("k0")
+        c.put("exp", b"v", expire=0.02)
+        time.sleep(0.05)
+        c.put("k10", b"v")  # the expired entry is purged to make room
+        assert len(c) == 10 and c.get("exp") is None
+
+
+def test_max_bytes_evicts_to_stay_under(path: str) -> None:
+    with MmapCache(path, size=4096, max_bytes=100_000) as c:
+        for i in range(1000):
+            c.put(f"k{i}", os.urandom(1000))
+            assert c.get_stats()["heap_live_bytes"] <= 100_000
+        assert 50 <= len(c) <= 100
+        with pytest.raises(ValueTooLargeError):
+            c.put("huge", b"x" * 200_000)
+
+
+def test_compaction_bounds_the_heap(path: str) -> None:
+    with MmapCache(path, size=1024, compact_min_bytes=100_000) as c:
+        for i in range(2000):
+            c.put(f"k{i % 50}", os.urandom(2000))
+        st = c.get_stats()
+        assert st["rebuilds"] >= 5
+        assert st["heap_dead_bytes"] <= max(100_000, st["heap_live_bytes"])
+        assert len(c) == 50 and c.verify() == []
+
+
+@pytest.mark.slow
+def test_one_gib_through_ten_mib(path: str) -> None:
+    """1 GiB written through max_bytes=10 MiB: a second process watches the
+    heap files stay under 4x the limit and live bytes under the limit."""
+    max_bytes = 10 << 20
+    MmapCache(path, size=4096, max_bytes=max_bytes).close()
+    out, stop = CTX.Queue(), CTX.Event()
+    watcher = CTX.Process(target=disk_watcher, args=(path, stop, max_bytes, out))
+    watcher.start()
+    value = os.urandom(64 << 10)
+    try:
+        with MmapCache(path, size=4096, max_bytes=max_bytes) as c:
+            for i in range((1 << 30) // len(value)):
+                c.put(f"k{i}", value[: len(value) - (i % 100)])
+            final = c.get_stats()
+    finally:
+        stop.set()
+    worst_disk, worst_live, samples = out.get(timeout=120)
+    watcher.join(60)
+    assert samples > 20
+    assert worst_live <= max_bytes and final["heap_live_bytes"] <= max_bytes
+    assert worst_disk <= 4 * max_bytes, worst_disk / max_bytes
+    assert final["evictions"] > 10_000 and final["rebuilds"] > 10
+
+
+def test_eviction_and_compaction_with_concurrent_writers(path: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    opts = {"max_bytes": 400_000, "compact_min_bytes": 100_000}
+    MmapCache(path, size=4096, **opts).close()
+    log = str(tmp_path / "log")
+    out = CTX.Queue()
+    procs = [CTX.Process(target=churn_worker, args=(path, w, 3.0, log), kwargs={"out": out, **opts})
+             for w in range(4)]  # fmt: skip
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert sum(r[1] for r in results) == 0, "a wrong value was read"
+    model = replay(log)
+    with MmapCache(path, size=4096, **opts) as c:
+        items = dict(c.list_items())
+        st = c.get_stats()
+        assert c.verify() == []
+    # every entry left holds the last value written under its key
+    assert all(model[k] == v for k, v in items.items())
+    # and every entry missing was taken by the policy, not lost
+    missing = len(model) - len(items)
+    assert 0 < missing <= st["evictions"] + st["expirations"], (missing, st["evictions"])
+    assert st["heap_live_bytes"] <= 400_000 and st["rebuilds"] > 0
+
+
+def test_stats_are_summed_over_processes(path: str) -> None:
+    with MmapCache(path, size=1024) as c:
+        c.put("a", b"1")
+        code = """
+            import sys
+            from mmcache import MmapCache
+            c = MmapCache(sys.argv[1], size=1024)
+            for _ in range(100): c.get("a")
+            for _ in range(30): c.get("b")
+            c.close()
+        """
+        run_py(code, path)
+        run_py(code, path)
+        for _ in range(5):
+            c.get("a")
+        st = c.get_stats()
+        assert st["hits"] == 205 and st["misses"] == 60 and st["sets"] == 1
+        assert st["hit_rate"] == pytest.approx(205 / 265)
