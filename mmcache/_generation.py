@@ -46,6 +46,7 @@ class Generation:
         self.heap = Heap(heap_path, gen, params.max_segment_bytes, mode)
         self.nslots = params.size - 1  # data slots are numbered 1 .. size-1
         self.slot_size = params.slot_size  # a plain attribute for the hot path
+        self.needs_repair = False  # set by a writer that met a damaged roster link
 
     # ---------------------------------------------------------------- create
     @staticmethod

@@ -19,7 +19,7 @@ import os
 
 from . import _layout as L
 from ._fs import reserve
-from .errors import CorruptCacheError, DiskFullError, ValueTooLargeError
+from .errors import DiskFullError, ValueTooLargeError
 
 
 class Heap:
@@ -57,17 +57,14 @@ class Heap:
         Called only off the fast path: when a segment is not mapped yet or a
         record lies past the end of our (older, shorter) map of it.
         """
-        while len(self.views) <= seg:
-            self.maps.append(None)
-            self.views.append(None)
-        cur = self.views[seg]
+        cur = self.views[seg] if seg < len(self.views) else None
         if cur is not None and len(cur) >= need:
             return cur
         name = L.segment_name(self.heap_path, self.gen, seg)
         try:
             fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, ValueError):
+            return None  # unlinked by a rebuild, or a damaged slot's bogus segment
         try:
             size = os.fstat(fd).st_size
             if size < max(need, L.SEG_HEADER_BYTES):
@@ -77,7 +74,10 @@ class Heap:
             os.close(fd)
         magic, version, number, gen = L.SEG_HEADER.unpack_from(mm, 0)
         if magic != L.SEG_MAGIC or number != seg or gen != self.gen:
-            raise CorruptCacheError(f"{name} is not heap segment {seg} of generation {self.gen}")
+            return None  # damaged: its records are unreadable (verify() reports it)
+        while len(self.views) <= seg:
+            self.maps.append(None)
+            self.views.append(None)
         # Older maps are dropped, not closed: another thread may still be
         # slicing them; refcounting unmaps them when the last user lets go.
         self.maps[seg] = mm
@@ -119,8 +119,12 @@ class Heap:
                 # calls, and at most ~25 % of a segment reserved but unused.
                 step = min(max(size // 4, 1 << 20), 64 << 20)
                 new = min(self.max_segment_bytes, max(end, size + step))
-                new = max(new, end)
-                reserve(fd, size, new - size, f"heap segment {name}")
+                try:
+                    reserve(fd, size, new - size, f"heap segment {name}")
+                except DiskFullError:
+                    if new == end:
+                        raise
+                    reserve(fd, size, end - size, f"heap segment {name}")  # just enough
         finally:
             os.close(fd)
         mv = self.view(seg, end)

@@ -103,6 +103,7 @@ SLOT_TAIL = struct.Struct("<IIQQ")  # seg, off, mtime, atime
 EMPTY, OCCUPIED, DELETED = 0, 1, 2
 KF_HASHED = 1  # slot holds a digest of the key
 KF_STR = 2  # the key was given as str (UTF-8 encoded on disk)
+KF_SIGNED = 4  # (records only) a 16-byte keyed BLAKE2b MAC follows the value
 DIGEST_BYTES = 16
 MIN_KEY_SIZE = DIGEST_BYTES
 MAX_KEY_SIZE = 255  # klen is a u8
@@ -123,8 +124,9 @@ SEG_HEADER_BYTES = 64
 #   0: u64 checksum: xxh3_64 of bytes [8, end) (keyed when a secret is set)
 #   8: u64 expire_ns (CLOCK_REALTIME; 0 = never)
 #  16: u32 klen | 20: u32 vlen | 24: u16 flags (the caller's codec tag)
-#  26: u8 kflags (KF_STR) | 27: u8 REC_MAGIC | 28: u32 reserved (0)
+#  26: u8 kflags (KF_STR, KF_SIGNED) | 27: u8 REC_MAGIC | 28: u32 reserved (0)
 #  32: key[klen] | 32+klen: value[vlen]
+#  [if KF_SIGNED] 32+klen+vlen: 16-byte keyed BLAKE2b of bytes [8, 32+klen+vlen)
 RECORD = struct.Struct("<QQIIHBBI")
 RECORD_HEADER = RECORD.size
 assert RECORD_HEADER == 32
@@ -138,9 +140,12 @@ def align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def record_size(klen: int, vlen: int) -> int:
-    """Bytes a record takes in the heap, padding included."""
-    return align8(RECORD_HEADER + klen + vlen)
+MAC_BYTES = 16
+
+
+def record_size(klen: int, vlen: int, signed: bool = False) -> int:
+    """Bytes a record takes in the heap, MAC and padding included."""
+    return align8(RECORD_HEADER + klen + vlen + (MAC_BYTES if signed else 0))
 
 
 def index_bytes(size: int, slot_size: int) -> int:

@@ -7,6 +7,8 @@ and repair run under the writer lock (the caller holds it).
 from __future__ import annotations
 
 import array
+import hashlib
+import hmac
 import os
 import sys
 import time
@@ -31,6 +33,24 @@ if sys.byteorder != "little" or array.array("I").itemsize != 4:  # pragma: no co
 
 
 # ------------------------------------------------------------------ records
+def mac(secret: bytes, data: bytes | memoryview) -> bytes:
+    """The keyed hash that signs a record when the table has a secret."""
+    return hashlib.blake2b(data, key=secret, digest_size=L.MAC_BYTES, person=b"mmcache-rec-v1").digest()
+
+
+def mac_ok(g: Generation, seg: int, off: int, end: int, rkf: int, secret: bytes | None) -> bool:
+    """True unless ``secret`` is set and the record is unsigned or forged."""
+    if secret is None:
+        return True
+    if not rkf & L.KF_SIGNED:
+        return False
+    mv = g.heap.view(seg, end + L.MAC_BYTES)
+    if mv is None:
+        return False
+    return hmac.compare_digest(bytes(mv[end : end + L.MAC_BYTES]), mac(secret, mv[off + 8 : end]))
+
+
+
 def read_record(g: Generation, o: int, verify: bool = True) -> tuple[Any, ...] | None:
     """(seg, off, exp, klen, vlen, flags, rkf, rec_len) of slot ``o``'s record,
     or None if it cannot be read or does not check out."""
@@ -45,7 +65,7 @@ def read_record(g: Generation, o: int, verify: bool = True) -> tuple[Any, ...] |
         return None
     if verify and xxh3_64_intdigest(mv[off + 8 : end]) != csum:
         return None
-    return seg, off, exp, klen, vlen, flags, rkf, L.align8(end - off)
+    return seg, off, exp, klen, vlen, flags, rkf, L.record_size(klen, vlen, bool(rkf & L.KF_SIGNED))
 
 
 def record_key(g: Generation, o: int) -> bytes | None:
@@ -70,10 +90,28 @@ def slot_record_size(g: Generation, o: int) -> int:
     return 0 if r is None else r[7]
 
 
-def roster_snapshot(g: Generation, occ: int) -> array.array[int]:
+def roster_snapshot(g: Generation, occ: int, strict: bool = False) -> array.array[int]:
+    """The live slot numbers; with ``strict=False`` numbers outside the table
+    (a damaged roster) are dropped rather than trusted."""
+    occ = max(0, min(occ, g.params.size))
     a = array.array("I")
     a.frombytes(g.roster[L.ROSTER_HEADER_BYTES : L.ROSTER_HEADER_BYTES + 4 * occ])
+    if not strict and a and (min(a) < 1 or max(a) > g.nslots):
+        a = array.array("I", (x for x in a if 1 <= x <= g.nslots))
     return a
+
+
+def counters_sane(g: Generation) -> bool:
+    """Cheap plausibility check of the header counters (a damaged header or a
+    writer killed mid-update makes the next writer repair first)."""
+    occ, dele, hwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
+    seg, _dirty, tail = L.HEAP_POS.unpack_from(g.idx, L.OFF_HEAP_SEG)
+    return (
+        occ + dele <= g.nslots
+        and hwm <= g.nslots
+        and L.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes
+        and seg < 1 << 20
+    )
 
 
 # ------------------------------------------------------------------ listing
@@ -97,6 +135,8 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
         seg, off, exp, klen, vlen, _flags, rkf, _ = r
         if exp and exp <= now:
             continue
+        if not mac_ok(g, seg, off, off + L.RECORD_HEADER + klen + vlen, rkf, c._secret):
+            continue
         mm = g.heap.maps[seg]
         start = off + L.RECORD_HEADER
         kb = mm[start : start + klen]  # type: ignore[index]
@@ -116,6 +156,27 @@ def remove_generation_files(path: str, heap_path: str, gen: int) -> None:
             os.unlink(name)
         except FileNotFoundError:
             pass
+
+
+def remove_orphans(s: SharedTable, keep_gen: int) -> list[str]:
+    """Unlink files of other generations and temporary indexes left by killed
+    writers. Only called under the lock, so no live writer owns any of them."""
+    import glob
+
+    doomed = glob.glob(glob.escape(s.path) + ".rebuild.*") + glob.glob(glob.escape(s.path) + ".new.*")
+    for name in glob.glob(glob.escape(s.path) + ".roster.*"):
+        if name.rsplit(".", 1)[1] != str(keep_gen):
+            doomed.append(name)
+    for name in glob.glob(glob.escape(s.heap_path) + ".*.*"):
+        gen, _, seg = name[len(s.heap_path) + 1 :].partition(".")
+        if gen.isdigit() and seg.isdigit() and int(gen) != keep_gen:
+            doomed.append(name)
+    for name in doomed:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+    return doomed
 
 
 def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: bool = True) -> None:
@@ -166,7 +227,7 @@ def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: boo
         raise
     fsync_dir(s.path)
     s._adopt(g, ng)
-    remove_generation_files(s.path, s.heap_path, g.gen)
+    remove_orphans(s, new_gen)
     s.local[5] += expired
     s.local[6] += 1
 
@@ -188,7 +249,9 @@ def _copy_entries(g: Generation, ng: Generation, slots: array.array[int]) -> int
         if exp and exp <= now:
             expired += 1
             continue
-        src = g.heap.views[rseg]
+        src = g.heap.view(rseg, off + rec_len)
+        if src is None:
+            continue
         start = off + L.RECORD_HEADER
         kb = bytes(src[start : start + klen])  # type: ignore[index]
         seg, noff, mv = ng.heap.append(seg, tail, rec_len)
@@ -269,11 +332,11 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
     if hhwm < hwm:
         problems.append(f"header: high_water_mark {hhwm} below highest used slot {hwm}")
     K, ss = g.params.key_size, g.params.slot_size
-    roster = set(roster_snapshot(g, min(occ, g.params.size)))
+    roster = set(roster_snapshot(g, occ, strict=True))
     want = {(o - L.HEADER_BYTES) // ss + 1 for o in live}
     if roster != want:
         problems.append(f"roster: {len(roster ^ want)} slots differ from the live slots")
-    for pos, slot in enumerate(roster_snapshot(g, min(occ, g.params.size))):
+    for pos, slot in enumerate(roster_snapshot(g, occ, strict=True)):
         o = L.slot_offset(slot, ss) if 1 <= slot <= g.nslots else -1
         if o < 0 or L.U32.unpack_from(g.idx, o + K + L.OFF_SLOT_ROSTER)[0] != pos:
             problems.append(f"roster: position {pos} (slot {slot}) is not linked back")
@@ -301,7 +364,8 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     used = seg * g.params.max_segment_bytes + tail
     L.BYTES.pack_into(mm, L.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
     mm[L.OFF_DIRTY] = 0
-    return problems
+    removed = remove_orphans(s, g.gen)
+    return problems + [f"removed leftover file {os.path.basename(n)}" for n in removed]
 
 
 # --------------------------------------------------------------------- stats

@@ -45,7 +45,7 @@ def load_cap(g: Generation) -> int:
 def begin(s: SharedTable) -> Generation:
     """The generation to write to; repairs first if a writer died mid-update."""
     g = s.current_for_write()
-    if g.idx[L.OFF_DIRTY]:
+    if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
         M.repair(None, s, g)
     return g
 
@@ -75,7 +75,7 @@ def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) 
 def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
           data: bytes | memoryview, exp: int, flags: int, *, only_if_absent: bool) -> bool:  # fmt: skip
     """Store a record for ``kb``; False only for ``add`` on a live key."""
-    rec_len = L.record_size(len(kb), len(data))
+    rec_len = L.record_size(len(kb), len(data), signed=c._secret is not None)
     if c.max_bytes is not None and rec_len > c.max_bytes:
         raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={c.max_bytes}")
     g = begin(s)
@@ -89,7 +89,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     else:  # pragma: no cover - eviction always frees something
         raise CacheFullError("could not make room for the entry")
     g = s.gen
-    _publish(g, found, free, kb, kf, probe, data, exp, flags, rec_len)
+    _publish(s, g, found, free, kb, kf, probe, data, exp, flags, rec_len, c._secret)
     s.local[2] += 1
     occ_dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
     live, dead = occ_dead
@@ -132,8 +132,9 @@ def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
         raise CacheFullError(f"the table is full ({what}) and nothing could be evicted")
 
 
-def _publish(g: Generation, found: int, free: int, kb: bytes, kf: int, probe: bytes,
-             data: bytes | memoryview, exp: int, flags: int, rec_len: int) -> None:  # fmt: skip
+def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf: int, probe: bytes,
+             data: bytes | memoryview, exp: int, flags: int, rec_len: int,
+             secret: bytes | None) -> None:  # fmt: skip
     mm = g.idx
     K = g.params.key_size
     heap_seg, _dirty, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
@@ -142,10 +143,13 @@ def _publish(g: Generation, found: int, free: int, kb: bytes, kf: int, probe: by
     seg, off, mv = g.heap.append(heap_seg, tail, rec_len)
     klen, vlen = len(kb), len(data)
     start = off + L.RECORD_HEADER
-    L.RECORD.pack_into(mv, off, 0, exp, klen, vlen, flags, kf & L.KF_STR, L.REC_MAGIC, 0)
+    rkf = (kf & L.KF_STR) | (L.KF_SIGNED if secret else 0)
+    L.RECORD.pack_into(mv, off, 0, exp, klen, vlen, flags, rkf, L.REC_MAGIC, 0)
     mv[start : start + klen] = kb
     mv[start + klen : start + klen + vlen] = data
     end = start + klen + vlen
+    if secret:
+        mv[end : end + L.MAC_BYTES] = M.mac(secret, mv[off + 8 : end])
     L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))
     now = time.time_ns()
 
@@ -172,8 +176,7 @@ def _publish(g: Generation, found: int, free: int, kb: bytes, kf: int, probe: by
         live += rec_len
     L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, occ, dele, hwm)
     L.BYTES.pack_into(mm, L.OFF_BYTES, live, dead)
-    _bump_seq(mm)
-    mm[L.OFF_DIRTY] = 0
+    done(s, g)
 
 
 def _bump_seq(mm: object) -> None:
@@ -189,28 +192,46 @@ def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: in
     live = not M.is_expired(g, found)
     g.idx[L.OFF_DIRTY] = 1
     remove_slot(g, found)
-    _bump_seq(g.idx)
-    g.idx[L.OFF_DIRTY] = 0
+    done(s, g)
     s.local[3] += 1
     return live
 
 
 def remove_slot(g: Generation, o: int) -> None:
-    """Tombstone slot ``o`` and take it out of the roster (swap with the last)."""
-    mm, K = g.idx, g.params.key_size
+    """Tombstone slot ``o`` and take it out of the roster (swap with the last).
+
+    If the slot's roster link does not check out (damaged files), the dirty
+    flag is left set so that the caller's ``done`` repairs the roster."""
+    mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
     size = M.slot_record_size(g, o)
     occ, dele, hwm = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)
     pos = L.U32.unpack_from(mm, o + K + L.OFF_SLOT_ROSTER)[0]
+    slot = (o - L.HEADER_BYTES) // ss + 1
     mm[o + K] = L.DELETED
-    last = occ - 1
-    if 0 <= pos < last:
-        moved = L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * last)[0]
-        L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
-        mo = L.slot_offset(moved, g.params.slot_size)
-        L.U32.pack_into(mm, mo + K + L.OFF_SLOT_ROSTER, pos)
+    linked = 0 <= pos < occ and L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos)[0] == slot
+    if linked:
+        last = occ - 1
+        if pos < last:
+            moved = L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * last)[0]
+            if 1 <= moved <= g.nslots:
+                L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
+                L.U32.pack_into(mm, L.slot_offset(moved, ss) + K + L.OFF_SLOT_ROSTER, pos)
+            else:
+                linked = False
     L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, max(occ - 1, 0), dele + 1, hwm)
     live, dead = L.BYTES.unpack_from(mm, L.OFF_BYTES)
     L.BYTES.pack_into(mm, L.OFF_BYTES, max(live - size, 0), dead + size)
+    if not linked:
+        g.needs_repair = True
+
+
+def done(s: SharedTable, g: Generation) -> None:
+    """End a mutation: bump the write sequence, clear dirty (or repair)."""
+    _bump_seq(g.idx)
+    if g.needs_repair:
+        g.needs_repair = False
+        M.repair(None, s, g)
+    g.idx[L.OFF_DIRTY] = 0
 
 
 def evict(c: MmapCache, s: SharedTable, n: int) -> int:
@@ -223,7 +244,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     g = begin(s)
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
     field = L.OFF_SLOT_ATIME if c.eviction == "lru" else L.OFF_SLOT_MTIME
-    done = 0
+    evicted = 0
     now = time.time_ns()
     mm[L.OFF_DIRTY] = 1
     for _ in range(n):
@@ -233,6 +254,9 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
         best, best_t, expired = -1, 0, False
         for _ in range(min(SAMPLES, occ)):
             slot = L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * random.randrange(occ))[0]
+            if not 1 <= slot <= g.nslots or mm[L.slot_offset(slot, ss) + K] != L.OCCUPIED:
+                g.needs_repair = True  # damaged roster: repaired when this eviction ends
+                continue
             o = L.slot_offset(slot, ss)
             if M.is_expired(g, o, now):
                 best, expired = o, True
@@ -240,12 +264,13 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
             t = L.U64.unpack_from(mm, o + K + field)[0]
             if best < 0 or t < best_t:
                 best, best_t = o, t
+        if best < 0:
+            break
         remove_slot(g, best)
         s.local[5 if expired else 4] += 1
-        done += 1
-    _bump_seq(mm)
-    mm[L.OFF_DIRTY] = 0
-    return done
+        evicted += 1
+    done(s, g)
+    return evicted
 
 
 def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
@@ -262,7 +287,6 @@ def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
     mm[L.OFF_DIRTY] = 1
     for o in doomed:
         remove_slot(g, o)
-    _bump_seq(mm)
-    mm[L.OFF_DIRTY] = 0
+    done(s, g)
     s.local[5] += len(doomed)
     return len(doomed)

@@ -89,6 +89,7 @@ class MmapCache:
         allow_network_fs: bool | None = None,
         allow_symlink: bool = False,
         allow_foreign_owner: bool = False,
+        secret: bytes | str | None = None,
     ) -> None:
         path = os.path.abspath(os.fspath(path))
         real = os.path.realpath(path)  # an allowed symlink: name the files after its target
@@ -121,6 +122,20 @@ class MmapCache:
         self.compact_min_bytes = compact_min_bytes
         self._key_size = key_size
         self._track_atime = eviction == "lru"
+        # With a secret every record this handle writes is signed with a keyed
+        # BLAKE2b MAC, and records without a valid MAC are misses for it.
+        self._secret: bytes | None = secret.encode() if isinstance(secret, str) else secret
+        if self._secret is not None and not 1 <= len(self._secret) <= 64:
+            release(self._s)
+            self._s = None
+            raise ValueError("secret must be 1 to 64 bytes")
+        self._fast = self._secret is None
+        g = self._s.gen
+        if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
+            # A writer died mid-update (or the header is damaged): repair now,
+            # under the lock, rather than at the next put.
+            with self._s.lock.hold():
+                W.begin(self._s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
         self._tails = {
@@ -202,7 +217,7 @@ class MmapCache:
         n = len(kb)
         g = s.gen
         mm = g.idx
-        if 0 < n <= self._key_size and not mm[12] and _monotonic() < s.next_check:  # 12: OFF_FLAGS
+        if 0 < n <= self._key_size and self._fast and not mm[12] and _monotonic() < s.next_check:
             probe = kb + self._tails[kf][n]
             ss = g.slot_size
             K = self._key_size
@@ -228,7 +243,7 @@ class MmapCache:
                     end <= len(mv)
                     and magic == 0xA7  # REC_MAGIC
                     and klen == n
-                    and rkf == kf
+                    and (rkf & 2) == kf  # KF_STR
                     and heap.maps[seg][start : start + klen] == kb  # type: ignore[index]
                     and (not self.verify_checksums or xxh3_64_intdigest(mv[off + 8 : end]) == csum)
                 ):
@@ -296,10 +311,16 @@ class MmapCache:
             mv = heap.view(seg, end)
             if mv is None:
                 return False
-        if magic != L.REC_MAGIC or klen != len(kb) or rkf != kf & L.KF_STR or mv[start : start + klen] != kb:
+        if (
+            magic != L.REC_MAGIC
+            or klen != len(kb)
+            or (rkf ^ kf) & L.KF_STR
+            or mv[start : start + klen] != kb
+            or (self.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)
+        ):
             return False
-        if self.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum:
-            return False
+        if self._secret is not None and not M.mac_ok(g, seg, off, end, rkf, self._secret):
+            return None
         now = 0
         if exp:
             now = _time_ns()
