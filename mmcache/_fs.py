@@ -93,8 +93,10 @@ def check_safe(path: str, *, allow_symlink: bool, allow_foreign_owner: bool) -> 
     if stat.S_ISLNK(st.st_mode) and not allow_symlink:
         raise UnsafePathError(f"refusing to open a symlink as a cache file: {path!r}")
     if not allow_foreign_owner and hasattr(os, "geteuid"):
+        # Root too: root opening files an unprivileged user planted is the
+        # dangerous case, not an exception to the rule.
         st = os.stat(path)
-        if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        if st.st_uid != os.geteuid():
             raise UnsafePathError(
                 f"cache file {path!r} is owned by uid {st.st_uid}, not by this user; "
                 "pass allow_foreign_owner=True to use it anyway"

@@ -19,7 +19,7 @@ import os
 
 from . import _layout as L
 from ._fs import reserve
-from .errors import DiskFullError, ValueTooLargeError
+from .errors import CorruptCacheError, DiskFullError, ValueTooLargeError
 
 
 class Heap:
@@ -102,7 +102,10 @@ class Heap:
             try:
                 Heap.create_segment(self.heap_path, self.gen, seg, initial, self.mode)
             except FileExistsError:
-                pass  # left by a writer killed before publishing it: reuse
+                # Left by a writer killed before it published the segment (the
+                # header still names the previous one), so nothing refers to it.
+                os.unlink(L.segment_name(self.heap_path, self.gen, seg))
+                Heap.create_segment(self.heap_path, self.gen, seg, initial, self.mode)
         end = tail + rec_len
         mv = self.views[seg] if seg < len(self.views) else None
         if mv is None or len(mv) < end:
@@ -129,7 +132,7 @@ class Heap:
             os.close(fd)
         mv = self.view(seg, end)
         if mv is None:
-            raise DiskFullError(f"heap segment {name} could not be extended")
+            raise CorruptCacheError(f"heap segment {name} is damaged (repair() rebuilds the table)")
         return mv
 
     def segment_files(self) -> list[str]:

@@ -47,6 +47,22 @@ class WriterLock:
         self._depth += 1
         return self._depth == 1
 
+    def try_acquire(self) -> bool:
+        """Take the lock only if no other process holds it; True if taken."""
+        if not self._tlock.acquire(blocking=False):
+            return False
+        if self._depth == 0:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._tlock.release()
+                return False
+            except BaseException:
+                self._tlock.release()
+                raise
+        self._depth += 1
+        return True
+
     def release(self) -> None:
         self._depth -= 1
         if self._depth == 0:

@@ -7,6 +7,7 @@ and repair run under the writer lock (the caller holds it).
 from __future__ import annotations
 
 import array
+import glob
 import hashlib
 import hmac
 import os
@@ -158,11 +159,8 @@ def remove_generation_files(path: str, heap_path: str, gen: int) -> None:
             pass
 
 
-def remove_orphans(s: SharedTable, keep_gen: int) -> list[str]:
-    """Unlink files of other generations and temporary indexes left by killed
-    writers. Only called under the lock, so no live writer owns any of them."""
-    import glob
-
+def orphans(s: SharedTable, keep_gen: int) -> list[str]:
+    """Files of other generations and temporary indexes left by killed writers."""
     doomed = glob.glob(glob.escape(s.path) + ".rebuild.*") + glob.glob(glob.escape(s.path) + ".new.*")
     for name in glob.glob(glob.escape(s.path) + ".roster.*"):
         if name.rsplit(".", 1)[1] != str(keep_gen):
@@ -171,12 +169,28 @@ def remove_orphans(s: SharedTable, keep_gen: int) -> list[str]:
         gen, _, seg = name[len(s.heap_path) + 1 :].partition(".")
         if gen.isdigit() and seg.isdigit() and int(gen) != keep_gen:
             doomed.append(name)
+    return doomed
+
+
+def remove_orphans(s: SharedTable, keep_gen: int) -> list[str]:
+    """Unlink ``orphans``. Only under the lock: no live writer owns any of them."""
+    doomed = orphans(s, keep_gen)
     for name in doomed:
         try:
             os.unlink(name)
         except FileNotFoundError:
             pass
     return doomed
+
+
+def cleanup_on_open(s: SharedTable) -> None:
+    """Remove leftovers of killed writers if the lock is free right now (an
+    opener never waits for a rebuild in progress just to tidy up)."""
+    if orphans(s, s.gen.gen) and s.lock.try_acquire():
+        try:
+            remove_orphans(s, s.current_for_write().gen)
+        finally:
+            s.lock.release()
 
 
 def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: bool = True) -> None:
@@ -344,7 +358,17 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
     live_bytes = sum(slot_record_size(g, o) for o in live)
     if L.BYTES.unpack_from(g.idx, L.OFF_BYTES)[0] != live_bytes:
         problems.append("header: live_bytes does not match the records")
+    problems += damaged_segments(g)
     return problems
+
+
+def damaged_segments(g: Generation) -> list[str]:
+    last = L.HEAP_POS.unpack_from(g.idx, L.OFF_HEAP_SEG)[0]
+    return [
+        f"heap segment {seg}: missing or damaged header"
+        for seg in range(min(last, 1 << 16) + 1)
+        if g.heap.view(seg, L.SEG_HEADER_BYTES) is None
+    ]
 
 
 def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
@@ -364,6 +388,11 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     used = seg * g.params.max_segment_bytes + tail
     L.BYTES.pack_into(mm, L.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
     mm[L.OFF_DIRTY] = 0
+    if damaged_segments(g):
+        # The writer cannot append to a damaged segment: copy what is still
+        # readable into a fresh generation (entries in damaged parts are lost).
+        rebuild(c, s, None)
+        g = s.gen
     removed = remove_orphans(s, g.gen)
     return problems + [f"removed leftover file {os.path.basename(n)}" for n in removed]
 

@@ -136,6 +136,7 @@ class MmapCache:
             # under the lock, rather than at the next put.
             with self._s.lock.hold():
                 W.begin(self._s)
+        M.cleanup_on_open(self._s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
         self._tails = {
@@ -222,15 +223,18 @@ class MmapCache:
             ss = g.slot_size
             K = self._key_size
             span = K + 3
-            i = xxh3_64_intdigest(kb) % g.nslots
+            nslots = g.nslots
+            i = xxh3_64_intdigest(kb) % nslots
             o = _HB + i * ss
+            left = nslots  # a damaged or hostile index might have no EMPTY slot
             while mm[o : o + span] != probe:
-                if mm[o + K] == 0:  # EMPTY
+                if mm[o + K] == 0 or not left:  # EMPTY
                     s.local[1] += 1
                     return default
+                left -= 1
                 i += 1
                 o += ss
-                if i == g.nslots:
+                if i == nslots:
                     i, o = 0, _HB
             seg, off, _mt, atime = _LOCT(mm, o + K + 8)
             heap = g.heap
@@ -287,7 +291,7 @@ class MmapCache:
         span = K + 3
         i = h % n
         o = _HB + i * ss
-        while True:
+        for _ in range(n):
             if mm[o : o + span] == probe:
                 break
             if mm[o + K] == L.EMPTY:
@@ -296,6 +300,8 @@ class MmapCache:
             o += ss
             if i == n:
                 i, o = 0, _HB
+        else:
+            return None
         seg, off = _LOC(mm, o + K + L.OFF_SLOT_LOC)
         heap = g.heap
         views = heap.views
