@@ -17,7 +17,7 @@ from . import _layout as L
 from ._fs import reserve
 from ._generation import Generation
 from ._locking import WriterLock
-from .errors import IncompatibleCacheError
+from .errors import CorruptCacheError, IncompatibleCacheError
 
 _registry: dict[str, SharedTable] = {}
 _registry_lock = threading.Lock()
@@ -49,9 +49,15 @@ class SharedTable:
         for _ in range(50):
             try:
                 return Generation.open(self.path, self.heap_path, self.mode)
-            except FileNotFoundError:
+            except FileNotFoundError as e:
+                missing = e
                 time.sleep(0.001)
-        return Generation.open(self.path, self.heap_path, self.mode)
+        if not os.path.exists(self.path):
+            raise missing
+        raise CorruptCacheError(
+            f"{self.path!r} names files that do not exist ({missing.filename}); "
+            "the table is damaged: delete its files to start afresh"
+        ) from missing
 
     def _map_control(self) -> mmap.mmap:
         """Map <path>.lock, sizing it (once, under the lock) for the stats stripes."""
