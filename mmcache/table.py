@@ -96,6 +96,9 @@ class MmapCache:
         hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else real + ".heap"
         _check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
                     max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
+        key = secret.encode() if isinstance(secret, str) else secret
+        if key is not None and not (isinstance(key, bytes) and 1 <= len(key) <= 64):
+            raise ValueError("secret must be 1 to 64 bytes (or a str of that many UTF-8 bytes)")
         check_parent(path)
         check_parent(hp)
         for name in (path, L.lock_name(path)):
@@ -124,11 +127,7 @@ class MmapCache:
         self._track_atime = eviction == "lru"
         # With a secret every record this handle writes is signed with a keyed
         # BLAKE2b MAC, and records without a valid MAC are misses for it.
-        self._secret: bytes | None = secret.encode() if isinstance(secret, str) else secret
-        if self._secret is not None and not 1 <= len(self._secret) <= 64:
-            release(self._s)
-            self._s = None
-            raise ValueError("secret must be 1 to 64 bytes")
+        self._secret = key
         self._fast = self._secret is None
         g = self._s.gen
         if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):

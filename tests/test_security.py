@@ -1,0 +1,68 @@
+"""Security: signed records, owner-only files, refused foreign files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from xxhash import xxh3_64_intdigest
+
+from mmcache import MmapCache, UnsafePathError
+from mmcache import _layout as L
+
+
+def test_signed_records_round_trip_and_unsigned_are_misses(path: str) -> None:
+    with MmapCache(path, size=256, secret=b"s3cret") as signed:
+        signed.put("k", b"signed value")
+        assert signed.get("k") == b"signed value"
+        assert dict(signed.list_items()) == {"k": b"signed value"}
+    with MmapCache(path, size=256) as plain:  # an attacker without the secret
+        assert plain.get("k") == b"signed value"  # readable, it is not encrypted
+        plain.put("k", b"planted")
+        plain.put("other", b"planted too")
+    with MmapCache(path, size=256, secret=b"s3cret") as signed:
+        assert signed.get("k") is None and signed.get("other") is None
+        assert signed.get_entry("k") is None and "k" not in signed
+        assert signed.list_items() == []
+    with MmapCache(path, size=256, secret=b"another") as wrong:
+        wrong.put("w", b"x")
+    with MmapCache(path, size=256, secret="s3cret") as signed:  # str secrets are UTF-8
+        assert signed.get("w") is None
+
+
+def test_tampered_value_with_a_fixed_checksum_is_a_miss(path: str) -> None:
+    with MmapCache(path, size=256, secret=b"s3cret") as c:
+        c.put("k", b"AAAAAAAA")
+        g = c._s.gen  # type: ignore[union-attr]
+        seg, off = 0, L.SEG_HEADER_BYTES  # the first record of the heap
+        mv = g.heap.views[seg]
+        end = off + L.RECORD_HEADER + 1 + 8
+        mv[end - 8 : end] = b"BBBBBBBB"  # the attacker edits the value...
+        L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))  # ...and fixes the checksum
+    with MmapCache(path, size=256) as plain:
+        assert plain.get("k") == b"BBBBBBBB"  # integrity checks alone cannot stop a forger
+    with MmapCache(path, size=256, secret=b"s3cret") as c:
+        assert c.get("k") is None  # the MAC does
+
+
+def test_bad_secret() -> None:
+    with pytest.raises(ValueError):
+        MmapCache("/tmp/never-created-mmcache", size=16, secret=b"x" * 65)
+    assert not os.path.exists("/tmp/never-created-mmcache")
+
+
+def test_mode_is_configurable(path: str) -> None:
+    with MmapCache(path, size=64, mode=0o640) as c:
+        c.put("k", b"v")
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_files_of_another_user_are_refused(path: str) -> None:
+    with MmapCache(path, size=64) as c:
+        c.put("k", b"v")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(UnsafePathError, match="owned by uid 65534"):
+        MmapCache(path, size=64)
+    with MmapCache(path, size=64, allow_foreign_owner=True) as c:
+        assert c.get("k") == b"v"
