@@ -46,7 +46,8 @@ class Generation:
         self.heap = Heap(heap_path, gen, params.max_segment_bytes, mode)
         self.nslots = params.size - 1  # data slots are numbered 1 .. size-1
         self.slot_size = params.slot_size  # a plain attribute for the hot path
-        self.needs_repair = False  # set by a writer that met a damaged roster link
+        self.needs_repair = False
+        self.index_bytes = L.index_bytes(params.size, params.slot_size)  # set by a writer that met a damaged roster link
 
     # ---------------------------------------------------------------- create
     @staticmethod
@@ -159,7 +160,6 @@ def _write_file(name: str, nbytes: int, head: bytes, mode: int) -> None:
     try:
         reserve(fd, 0, nbytes, name)
         os.pwrite(fd, head, 0)
-        os.fsync(fd)
     except BaseException:
         os.close(fd)
         _unlink(name)

@@ -49,6 +49,10 @@ HEAP_POS = struct.Struct("<IIQ")  # heap_seg, dirty, heap_tail
 BYTES = struct.Struct("<QQ")  # live_bytes, dead_bytes
 OFF_BYTES = 88
 OFF_WRITE_SEQ = 112
+# The fields a put changes, as one struct: occupied, deleted, high_water_mark,
+# heap_seg, dirty, heap_tail, live_bytes, dead_bytes, created_ns, write_seq.
+HOT = struct.Struct("<QQQIIQQQQQ")
+OFF_HOT = 48
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from xxhash import xxh3_64_intdigest
 
 from . import _layout as L
-from ._fs import fsync_dir
 from ._generation import Generation, Params
 from .errors import CacheFullError
 from .keys import decode_key, slot_key
@@ -221,11 +220,12 @@ def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: boo
         if len(slots) > live_cap(ng):
             raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {size}")
         expired = _copy_entries(g, ng, slots)
-        ng.idx.flush()
-        ng.roster.flush()
-        for m in ng.heap.maps:
-            if m is not None:
-                m.flush()
+        # No fsync of roster and heap: against kill -9 the page cache is
+        # enough (every process shares it), and after a power loss a page
+        # that never reached the disk fails its checksum and reads as a miss.
+        # Only the header page is forced out, so a table that survives a
+        # power loss opens (and repairs) rather than looking foreign.
+        ng.idx.flush(0, L.HEADER_BYTES)
         # Retire first, then rename: a reader that sees the flag before the
         # rename reopens the same (still valid) files and tries again later;
         # a rebuild killed in between is undone by the next writer.
@@ -239,7 +239,6 @@ def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: boo
         remove_generation_files(s.path, s.heap_path, new_gen)
         g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] & ~L.FLAG_RETIRED
         raise
-    fsync_dir(s.path)
     s._adopt(g, ng)
     remove_orphans(s, new_gen)
     s.local[5] += expired

@@ -14,6 +14,7 @@ checksum does not match, retries, and at worst reports a miss.
 from __future__ import annotations
 
 import random
+import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 LIVE_FRACTION = 0.75  # live entries per data slot before eviction / growth
 LOAD_FRACTION = 0.85  # live + tombstones per data slot before a rebuild
 SAMPLES = 8  # candidates looked at per eviction (Redis uses 5)
+_HOT = L.HOT.unpack_from
+_OFF_HOT = L.OFF_HOT
 
 
 def live_cap(g: Generation) -> int:
@@ -45,7 +48,7 @@ def load_cap(g: Generation) -> int:
 def begin(s: SharedTable) -> Generation:
     """The generation to write to; repairs first if a writer died mid-update."""
     g = s.current_for_write()
-    if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
+    if g.idx[L.OFF_DIRTY]:
         M.repair(None, s, g)
     return g
 
@@ -88,12 +91,12 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
             break
     else:  # pragma: no cover - eviction always frees something
         raise CacheFullError("could not make room for the entry")
-    g = s.gen
-    _publish(s, g, found, free, kb, kf, probe, data, exp, flags, rec_len, c._secret)
+    live, dead = _publish(s, s.gen, found, free, kb, kf, probe, data, exp, flags, rec_len, c._secret)
     s.local[2] += 1
-    occ_dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
-    live, dead = occ_dead
-    if dead >= c.compact_min_bytes and dead > c.compact_threshold * (live + dead):
+    # Compact when dead bytes pass the threshold fraction of the heap, and
+    # are at least as large as the index: a rebuild rewrites the whole index,
+    # so this keeps its cost a small fraction of the bytes written meanwhile.
+    if dead > c.compact_threshold * (live + dead) and dead >= max(c.compact_min_bytes, s.gen.index_bytes):
         M.rebuild(c, s, None)
     return True
 
@@ -101,7 +104,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
 def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: int, rec_len: int) -> bool:
     """Evict, grow or rebuild if the put needs it; True if it did something
     (the caller probes again), False if the put can go ahead."""
-    occ, dele, _ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
+    occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
     if found < 0:
         cap = live_cap(g)
         if occ + 1 > cap and c.max_size is not None and g.params.size < c.max_size:
@@ -115,8 +118,7 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
             M.rebuild(c, s, None)  # purge tombstones
             return True
     if c.max_bytes is not None:
-        live, _dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
-        old = M.slot_record_size(g, found) if found >= 0 else 0
+        old = _record_size_at(g, found) if found >= 0 else 0
         if live - old + rec_len > c.max_bytes:
             _evict_or_raise(c, s, 1, "bytes")
             return True
@@ -134,36 +136,34 @@ def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
 
 def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf: int, probe: bytes,
              data: bytes | memoryview, exp: int, flags: int, rec_len: int,
-             secret: bytes | None) -> None:  # fmt: skip
+             secret: bytes | None) -> tuple[int, int]:  # fmt: skip
+    """Append the record and point a slot at it; returns (live, dead) bytes."""
     mm = g.idx
     K = g.params.key_size
-    heap_seg, _dirty, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
+    occ, dele, hwm, heap_seg, _dirty, tail, live, dead, created, seq = _HOT(mm, _OFF_HOT)
     # Reserve and write the record first: a full disk fails here, before
     # anything is published or marked dirty.
     seg, off, mv = g.heap.append(heap_seg, tail, rec_len)
     klen, vlen = len(kb), len(data)
     start = off + L.RECORD_HEADER
+    end = start + klen + vlen
     rkf = (kf & L.KF_STR) | (L.KF_SIGNED if secret else 0)
     L.RECORD.pack_into(mv, off, 0, exp, klen, vlen, flags, rkf, L.REC_MAGIC, 0)
     mv[start : start + klen] = kb
-    mv[start + klen : start + klen + vlen] = data
-    end = start + klen + vlen
+    mv[start + klen : end] = data
     if secret:
         mv[end : end + L.MAC_BYTES] = M.mac(secret, mv[off + 8 : end])
     L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))
     now = time.time_ns()
 
     mm[L.OFF_DIRTY] = 1
-    L.HEAP_POS.pack_into(mm, L.OFF_HEAP_SEG, seg, 1, off + rec_len)
-    occ, dele, hwm = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)
-    live, dead = L.BYTES.unpack_from(mm, L.OFF_BYTES)
     if found >= 0:
-        old = M.slot_record_size(g, found)
+        old = _record_size_at(g, found)
         L.SLOT_LOC_MTIME.pack_into(mm, found + K + L.OFF_SLOT_LOC, seg, off, now)
         live, dead = live + rec_len - old, dead + old
     else:
         o = free
-        slot = (o - L.HEADER_BYTES) // g.params.slot_size + 1
+        slot = (o - L.HEADER_BYTES) // g.slot_size + 1
         state = mm[o + K]
         if state == L.DELETED:
             dele -= 1
@@ -174,9 +174,26 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         occ += 1
         hwm = max(hwm, slot)
         live += rec_len
-    L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, occ, dele, hwm)
-    L.BYTES.pack_into(mm, L.OFF_BYTES, live, dead)
-    done(s, g)
+    # dirty stays 1 in this store; it is cleared by a store of its own after
+    # everything else, so a writer killed mid-copy leaves it set.
+    L.HOT.pack_into(mm, _OFF_HOT, occ, dele, hwm, seg, 1, off + rec_len, live, dead, created, seq + 1)
+    if g.needs_repair:
+        done(s, g)
+    else:
+        mm[L.OFF_DIRTY] = 0
+    return live, dead
+
+
+def _record_size_at(g: Generation, o: int) -> int:
+    """Padded size of the record slot ``o`` points at (0 if unreadable)."""
+    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + L.OFF_SLOT_LOC)
+    try:
+        _c, _e, klen, vlen, _f, rkf, magic, _ = L.RECORD.unpack_from(g.heap.views[seg], off)  # type: ignore[arg-type]
+    except (IndexError, TypeError, struct.error):
+        return M.slot_record_size(g, o)
+    if magic != L.REC_MAGIC:
+        return 0
+    return L.record_size(klen, vlen, bool(rkf & L.KF_SIGNED))
 
 
 def _bump_seq(mm: object) -> None:

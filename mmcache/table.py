@@ -383,15 +383,19 @@ class MmapCache:
         """
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
-        data = _as_buffer(value)
-        if not 0 <= flags < 1 << 16:
+        data = value if type(value) is bytes else _as_buffer(value)
+        if flags and not 0 <= flags < 1 << 16:
             raise ValueError("flags must fit in 16 bits")
-        exp = _expire_ns(expire)
+        exp = 0 if expire is None else _expire_ns(expire)
         if exp < 0:
             self.delete(key)
             return
-        with s.lock.hold():
+        lock = s.lock
+        lock.acquire()
+        try:
             W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=False)
+        finally:
+            lock.release()
 
     def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
             *, flags: int = 0) -> bool:  # fmt: skip
