@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['tried']} corruptions tried",
                      f"worked: {r['worked']}, repaired: {r['repaired']}, refused (CorruptCacheError): "
                      f"{r['refused']}, wrong values: {r['wrong']}, crashes: {r['crashed']}, "
-                     f"other errors: {r['error']}"))  # fmt: skip
-        bad += r["wrong"] + r["crashed"] + r["error"]
+                     f"hangs: {r['hung']}, other errors: {r['error']}"))  # fmt: skip
+        bad += r["wrong"] + r["crashed"] + r["error"] + r["hung"]
         with stress.small_tmpfs("2m") as mnt:
             if mnt is None:
                 rows.append(("full disk (2 MiB tmpfs)", "skipped", "mounting needs root"))

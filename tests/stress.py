@@ -9,6 +9,7 @@ key (``key|...``), so a wrong value is recognisable without a model.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import multiprocessing as mp
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 from mmcache import CorruptCacheError, DiskFullError, IncompatibleCacheError, MmapCache
 
 OPTS = {"size": 512, "max_segment_bytes": 1 << 16}
+HANG_SECONDS = 30
 
 
 def value_for(key: str, seq: int, rnd: random.Random) -> bytes:
@@ -242,7 +244,9 @@ def _check_damaged(path: str, expected: dict[str, bytes]) -> int:
         return 4
 
 
-def corruption_trials(base: str, trials: int, seed: int = 0) -> dict[str, int]:
+def corruption_trials(base: str, trials: int, seed: int = 0, only: int | None = None) -> dict[str, int]:
+    """Damage copies of a table at random and check each in a forked child.
+    ``only`` replays the damage of every trial but checks just that one."""
     pristine = os.path.join(base, "pristine", "t")
     os.makedirs(os.path.dirname(pristine))
     expected = build_pristine(pristine)
@@ -255,17 +259,27 @@ def corruption_trials(base: str, trials: int, seed: int = 0) -> dict[str, int]:
         path = os.path.join(d, "t")
         for _ in range(rnd.choice([1, 1, 2, 3])):
             corrupt([f for f in _table_files(path) if not f.endswith(".lock")], rnd)
+        if only is not None and t != only:
+            shutil.rmtree(d, ignore_errors=True)
+            continue
         pid = os.fork()
         if pid == 0:
+            # A hang is a failure too: print where, then die by SIGALRM.
+            faulthandler.dump_traceback_later(HANG_SECONDS - 1)
+            signal.alarm(HANG_SECONDS)
             os._exit(_check_damaged(path, expected))
         _, status = os.waitpid(pid, 0)
         counts["tried"] += 1
-        if os.WIFSIGNALED(status):
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+            counts["hung"] += 1
+            print(f"corruption trial {t} (seed {seed}) hung", file=sys.stderr)
+        elif os.WIFSIGNALED(status):
             counts["crashed"] += 1
         else:
             counts[names.get(os.WEXITSTATUS(status), "error")] += 1
         shutil.rmtree(d, ignore_errors=True)
-    return {k: counts[k] for k in ("tried", "worked", "repaired", "refused", "wrong", "error", "crashed")}
+    keys = ("tried", "worked", "repaired", "refused", "wrong", "error", "crashed", "hung")
+    return {k: counts[k] for k in keys}
 
 
 # ------------------------------------------------------------- full disk
