@@ -47,7 +47,9 @@ class Generation:
         self.nslots = params.size - 1  # data slots are numbered 1 .. size-1
         self.slot_size = params.slot_size  # a plain attribute for the hot path
         self.needs_repair = False
-        self.index_bytes = L.index_bytes(params.size, params.slot_size)  # set by a writer that met a damaged roster link
+        self.index_bytes = L.index_bytes(
+            params.size, params.slot_size
+        )  # set by a writer that met a damaged roster link
 
     # ---------------------------------------------------------------- create
     @staticmethod

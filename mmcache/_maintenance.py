@@ -50,7 +50,6 @@ def mac_ok(g: Generation, seg: int, off: int, end: int, rkf: int, secret: bytes 
     return hmac.compare_digest(bytes(mv[end : end + L.MAC_BYTES]), mac(secret, mv[off + 8 : end]))
 
 
-
 def read_record(g: Generation, o: int, verify: bool = True) -> tuple[Any, ...] | None:
     """(seg, off, exp, klen, vlen, flags, rkf, rec_len) of slot ``o``'s record,
     or None if it cannot be read or does not check out."""
@@ -61,7 +60,7 @@ def read_record(g: Generation, o: int, verify: bool = True) -> tuple[Any, ...] |
         return None
     csum, exp, klen, vlen, flags, rkf, magic, _ = L.RECORD.unpack_from(mv, off)
     end = off + L.RECORD_HEADER + klen + vlen
-    if magic != L.REC_MAGIC or end > len(mv) and (mv := g.heap.view(seg, end)) is None:  # type: ignore[assignment]
+    if magic != L.REC_MAGIC or end > len(mv) and (mv := g.heap.view(seg, end)) is None:
         return None
     if verify and xxh3_64_intdigest(mv[off + 8 : end]) != csum:
         return None
@@ -74,14 +73,14 @@ def record_key(g: Generation, o: int) -> bytes | None:
         return None
     seg, off, _e, klen, *_ = r
     start = off + L.RECORD_HEADER
-    return g.heap.maps[seg][start : start + klen]  # type: ignore[index]
+    return bytes(g.heap.maps[seg][start : start + klen])
 
 
 def is_expired(g: Generation, o: int, now: int | None = None) -> bool:
     r = read_record(g, o, verify=False)
     if r is None:
         return True  # unreadable counts as gone: evict / overwrite it first
-    exp = r[2]
+    exp: int = r[2]
     return bool(exp) and exp <= (now if now is not None else time.time_ns())
 
 
@@ -106,7 +105,7 @@ def counters_sane(g: Generation) -> bool:
     writer killed mid-update makes the next writer repair first)."""
     occ, dele, hwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
     seg, _dirty, tail = L.HEAP_POS.unpack_from(g.idx, L.OFF_HEAP_SEG)
-    return (
+    return bool(
         occ + dele <= g.nslots
         and hwm <= g.nslots
         and L.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes
@@ -139,8 +138,8 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
             continue
         mm = g.heap.maps[seg]
         start = off + L.RECORD_HEADER
-        kb = mm[start : start + klen]  # type: ignore[index]
-        yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)  # type: ignore[index]
+        kb = mm[start : start + klen]
+        yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)
 
 
 # ------------------------------------------------------------------ rebuild
@@ -266,9 +265,9 @@ def _copy_entries(g: Generation, ng: Generation, slots: array.array[int]) -> int
         if src is None:
             continue
         start = off + L.RECORD_HEADER
-        kb = bytes(src[start : start + klen])  # type: ignore[index]
+        kb = bytes(src[start : start + klen])
         seg, noff, mv = ng.heap.append(seg, tail, rec_len)
-        mv[noff : noff + rec_len] = src[off : off + rec_len]  # type: ignore[index]
+        mv[noff : noff + rec_len] = src[off : off + rec_len]
         tail = noff + rec_len
         skey, hashed, h = slot_key(kb, K)
         i = h % n
@@ -321,7 +320,7 @@ def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
             continue
         seg, off, _e, klen, _v, _f, rkf, _ = r
         start = off + L.RECORD_HEADER
-        kb = g.heap.maps[seg][start : start + klen]  # type: ignore[index]
+        kb = g.heap.maps[seg][start : start + klen]
         skey, hashed, _h = slot_key(kb, K)
         kf, sklen = mm[o + K + 1], mm[o + K + 2]
         if mm[o : o + sklen] != skey or sklen != len(skey) or kf != hashed | (rkf & L.KF_STR):

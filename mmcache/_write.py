@@ -13,6 +13,7 @@ checksum does not match, retries, and at worst reports a miss.
 
 from __future__ import annotations
 
+import mmap
 import random
 import struct
 import time
@@ -188,7 +189,7 @@ def _record_size_at(g: Generation, o: int) -> int:
     """Padded size of the record slot ``o`` points at (0 if unreadable)."""
     seg, off = L.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + L.OFF_SLOT_LOC)
     try:
-        _c, _e, klen, vlen, _f, rkf, magic, _ = L.RECORD.unpack_from(g.heap.views[seg], off)  # type: ignore[arg-type]
+        _c, _e, klen, vlen, _f, rkf, magic, _ = L.RECORD.unpack_from(g.heap.views[seg], off)
     except (IndexError, TypeError, struct.error):
         return M.slot_record_size(g, o)
     if magic != L.REC_MAGIC:
@@ -196,9 +197,9 @@ def _record_size_at(g: Generation, o: int) -> int:
     return L.record_size(klen, vlen, bool(rkf & L.KF_SIGNED))
 
 
-def _bump_seq(mm: object) -> None:
-    (seq,) = L.U64.unpack_from(mm, L.OFF_WRITE_SEQ)  # type: ignore[arg-type]
-    L.U64.pack_into(mm, L.OFF_WRITE_SEQ, seq + 1)  # type: ignore[arg-type]
+def _bump_seq(mm: mmap.mmap) -> None:
+    (seq,) = L.U64.unpack_from(mm, L.OFF_WRITE_SEQ)
+    L.U64.pack_into(mm, L.OFF_WRITE_SEQ, seq + 1)
 
 
 def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int) -> bool:

@@ -10,6 +10,7 @@ in ``_maintenance``.
 
 from __future__ import annotations
 
+import builtins
 import os
 import struct
 import time
@@ -172,7 +173,7 @@ class MmapCache:
         if t is str:
             kb, kf = key.encode("utf-8", "surrogatepass"), L.KF_STR  # type: ignore[union-attr]
         elif t is bytes:
-            kb, kf = key, 0  # type: ignore[assignment]
+            kb, kf = key, 0
         else:
             kb, kf = encode_key(key)
         n = len(kb)
@@ -247,7 +248,7 @@ class MmapCache:
                     and magic == 0xA7  # REC_MAGIC
                     and klen == n
                     and (rkf & 2) == kf  # KF_STR
-                    and heap.maps[seg][start : start + klen] == kb  # type: ignore[index]
+                    and heap.maps[seg][start : start + klen] == kb
                     and (not self.verify_checksums or xxh3_64_intdigest(mv[off + 8 : end]) == csum)
                 ):
                     if exp or self._track_atime:
@@ -258,7 +259,7 @@ class MmapCache:
                         if self._track_atime and now - atime > 1_000_000:
                             _ATIME(mm, o + K + 24, now)
                     s.local[0] += 1
-                    return heap.maps[seg][start + klen : end]  # type: ignore[index]
+                    return heap.maps[seg][start + klen : end]
             except (IndexError, TypeError, struct.error):
                 pass  # segment not mapped yet, or mapped too short: general path
         return self._get_slow(key, default)
@@ -337,7 +338,7 @@ class MmapCache:
             now = now or _time_ns()
             if now - L.U64.unpack_from(mm, o + K + L.OFF_SLOT_ATIME)[0] > 1_000_000:
                 _ATIME(mm, o + K + L.OFF_SLOT_ATIME, now)
-        return heap.maps[seg][start + klen : end], flags, exp, o  # type: ignore[index]
+        return heap.maps[seg][start + klen : end], flags, exp, o
 
     def get_entry(self, key: Key) -> Entry | None:
         """The value with its codec flags, mtime and expiry, or None on a miss."""
@@ -369,7 +370,8 @@ class MmapCache:
     __contains__ = contains
 
     def __len__(self) -> int:
-        return L.COUNTERS.unpack_from(self._shared().gen.idx, L.OFF_COUNTERS)[0]
+        occupied: int = L.COUNTERS.unpack_from(self._shared().gen.idx, L.OFF_COUNTERS)[0]
+        return occupied
 
     # --------------------------------------------------------------- writes
     def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
@@ -439,14 +441,14 @@ class MmapCache:
         """The live keys, as they were given (str or bytes). O(occupied)."""
         return [k for k, _ in M.iter_items(self, self._shared(), values=False)]
 
-    def list_items(self) -> list[tuple[Key, bytes]]:
+    def list_items(self) -> builtins.list[tuple[Key, bytes]]:
         """(key, value) pairs of the live entries, via the roster. O(occupied)."""
-        return list(M.iter_items(self, self._shared(), values=True))  # type: ignore[arg-type]
+        return list(M.iter_items(self, self._shared(), values=True))
 
     def items(self) -> Iterator[tuple[Key, bytes]]:
-        return M.iter_items(self, self._shared(), values=True)  # type: ignore[return-value]
+        return M.iter_items(self, self._shared(), values=True)
 
-    def keys(self) -> list[Key]:
+    def keys(self) -> builtins.list[Key]:
         return self.list()
 
     # ---------------------------------------------------------- maintenance
@@ -478,13 +480,13 @@ class MmapCache:
         with s.lock.hold():
             M.rebuild(self, s, None, keep=False)
 
-    def verify(self) -> list[str]:
+    def verify(self) -> builtins.list[str]:
         """Check every invariant; returns the problems found (empty if none)."""
         s = self._shared()
         with s.lock.hold():
             return M.verify(self, s)
 
-    def repair(self) -> list[str]:
+    def repair(self) -> builtins.list[str]:
         """Fix counters, roster and damaged slots; returns what was fixed."""
         s = self._shared()
         with s.lock.hold():
@@ -519,7 +521,7 @@ def _as_buffer(value: Any) -> bytes | memoryview:
         return value
     if isinstance(value, bytes | bytearray | memoryview):
         mv = memoryview(value)
-        return mv.cast("B") if mv.c_contiguous else mv.tobytes()  # type: ignore[return-value]
+        return mv.cast("B") if mv.c_contiguous else mv.tobytes()
     raise TypeError(f"mmcache values are bytes-like, not {type(value).__name__}")
 
 
@@ -569,8 +571,8 @@ def _check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size
         _check_size(max_size)
         if max_size < size:
             raise ValueError("max_size must be at least size")
-    for name, v in (("max_entries", max_entries), ("max_bytes", max_bytes)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+    for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+        if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
             raise ValueError(f"{name} must be a positive int or None")
     if eviction not in ("lru", "fifo", "none"):
         raise ValueError(f"eviction must be 'lru', 'fifo' or 'none', not {eviction!r}")
