@@ -53,6 +53,10 @@ OFF_WRITE_SEQ = 112
 # heap_seg, dirty, heap_tail, live_bytes, dead_bytes, created_ns, write_seq.
 HOT = struct.Struct("<QQQIIQQQQQ")
 OFF_HOT = 48
+# 120: u64 next_gen (highest generation number handed out) | 128: u32 pid of a
+# concurrent rebuild in progress (0: none) | 132: pad | 136: u64 its generation
+BUILD = struct.Struct("<QI4xQ")
+OFF_BUILD = 120
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 

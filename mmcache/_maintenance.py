@@ -7,7 +7,6 @@ and repair run under the writer lock (the caller holds it).
 from __future__ import annotations
 
 import array
-import glob
 import hashlib
 import hmac
 import os
@@ -19,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 from xxhash import xxh3_64_intdigest
 
 from . import _layout as L
-from ._generation import Generation, Params
-from .errors import CacheFullError
+from ._generation import Generation
 from .keys import decode_key, slot_key
 
 if TYPE_CHECKING:
@@ -143,155 +141,6 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
 
 
 # ------------------------------------------------------------------ rebuild
-def remove_generation_files(path: str, heap_path: str, gen: int) -> None:
-    """Unlink a generation's roster and heap segments (never the index)."""
-    names = [L.roster_name(path, gen)]
-    seg = 0
-    while os.path.exists(name := L.segment_name(heap_path, gen, seg)):
-        names.append(name)
-        seg += 1
-    for name in names:
-        try:
-            os.unlink(name)
-        except FileNotFoundError:
-            pass
-
-
-def orphans(s: SharedTable, keep_gen: int) -> list[str]:
-    """Files of other generations and temporary indexes left by killed writers."""
-    doomed = glob.glob(glob.escape(s.path) + ".rebuild.*") + glob.glob(glob.escape(s.path) + ".new.*")
-    for name in glob.glob(glob.escape(s.path) + ".roster.*"):
-        if name.rsplit(".", 1)[1] != str(keep_gen):
-            doomed.append(name)
-    for name in glob.glob(glob.escape(s.heap_path) + ".*.*"):
-        gen, _, seg = name[len(s.heap_path) + 1 :].partition(".")
-        if gen.isdigit() and seg.isdigit() and int(gen) != keep_gen:
-            doomed.append(name)
-    return doomed
-
-
-def remove_orphans(s: SharedTable, keep_gen: int) -> list[str]:
-    """Unlink ``orphans``. Only under the lock: no live writer owns any of them."""
-    doomed = orphans(s, keep_gen)
-    for name in doomed:
-        try:
-            os.unlink(name)
-        except FileNotFoundError:
-            pass
-    return doomed
-
-
-def cleanup_on_open(s: SharedTable) -> None:
-    """Remove leftovers of killed writers if the lock is free right now (an
-    opener never waits for a rebuild in progress just to tidy up)."""
-    if orphans(s, s.gen.gen) and s.lock.try_acquire():
-        try:
-            remove_orphans(s, s.current_for_write().gen)
-        finally:
-            s.lock.release()
-
-
-def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: bool = True) -> None:
-    """Write a new generation with the live entries, rename it into place.
-
-    Other processes keep reading the old maps (the old files are unlinked,
-    not truncated, so their pages stay valid) until they see the old index
-    marked retired and reopen the path.
-    """
-    from ._write import begin, live_cap
-
-    g = begin(s)
-    p = g.params
-    size = new_size or p.size
-    new_p = Params(size, p.slot_size, p.key_size, p.max_segment_bytes)
-    occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
-    slots = roster_snapshot(g, occ) if keep else array.array("I")
-    new_gen = g.gen + 1
-    remove_generation_files(s.path, s.heap_path, new_gen)  # leftovers of a killed rebuild
-    tmp = f"{s.path}.rebuild.{os.getpid()}"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    Generation.create(tmp, s.path, s.heap_path, new_p, new_gen, s.mode)
-    try:
-        ng = Generation.open(tmp, s.heap_path, s.mode, name=s.path)
-        if len(slots) > live_cap(ng):
-            raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {size}")
-        expired = _copy_entries(g, ng, slots)
-        # No fsync of roster and heap: against kill -9 the page cache is
-        # enough (every process shares it), and after a power loss a page
-        # that never reached the disk fails its checksum and reads as a miss.
-        # Only the header page is forced out, so a table that survives a
-        # power loss opens (and repairs) rather than looking foreign.
-        ng.idx.flush(0, L.HEADER_BYTES)
-        # Retire first, then rename: a reader that sees the flag before the
-        # rename reopens the same (still valid) files and tries again later;
-        # a rebuild killed in between is undone by the next writer.
-        g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] | L.FLAG_RETIRED
-        os.rename(tmp, s.path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        remove_generation_files(s.path, s.heap_path, new_gen)
-        g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] & ~L.FLAG_RETIRED
-        raise
-    s._adopt(g, ng)
-    remove_orphans(s, new_gen)
-    s.local[5] += expired
-    s.local[6] += 1
-
-
-def _copy_entries(g: Generation, ng: Generation, slots: array.array[int]) -> int:
-    """Copy intact, unexpired records of ``slots`` into ``ng``; returns how
-    many were dropped as expired."""
-    ss, K = g.params.slot_size, g.params.key_size
-    nm, n, nss = ng.idx, ng.nslots, ng.params.slot_size
-    seg, tail = 0, L.SEG_HEADER_BYTES
-    occ = hwm = live = expired = 0
-    now = time.time_ns()
-    for slot in slots:
-        o = L.slot_offset(slot, ss)
-        r = read_record(g, o)
-        if r is None:
-            continue
-        rseg, off, exp, klen, _vlen, _flags, rkf, rec_len = r
-        if exp and exp <= now:
-            expired += 1
-            continue
-        src = g.heap.view(rseg, off + rec_len)
-        if src is None:
-            continue
-        start = off + L.RECORD_HEADER
-        kb = bytes(src[start : start + klen])
-        seg, noff, mv = ng.heap.append(seg, tail, rec_len)
-        mv[noff : noff + rec_len] = src[off : off + rec_len]
-        tail = noff + rec_len
-        skey, hashed, h = slot_key(kb, K)
-        i = h % n
-        no = L.HEADER_BYTES + i * nss
-        while nm[no + K] != L.EMPTY:
-            i += 1
-            no += nss
-            if i == n:
-                i, no = 0, L.HEADER_BYTES
-        mtime, atime = L.SLOT_HEAD.unpack_from(g.idx, o + K)[6:8]
-        nm[no : no + len(skey)] = skey
-        nslot = (no - L.HEADER_BYTES) // nss + 1
-        L.SLOT_HEAD.pack_into(nm, no + K, L.OCCUPIED, hashed | (rkf & L.KF_STR), len(skey),
-                              occ, seg, noff, mtime, atime)  # fmt: skip
-        L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * occ, nslot)
-        occ += 1
-        hwm = max(hwm, nslot)
-        live += rec_len
-    L.COUNTERS.pack_into(nm, L.OFF_COUNTERS, occ, 0, hwm)
-    L.HEAP_POS.pack_into(nm, L.OFF_HEAP_SEG, seg, 0, tail)
-    L.BYTES.pack_into(nm, L.OFF_BYTES, live, 0)
-    return expired
-
-
 # ------------------------------------------------------------ verify, repair
 def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
     """(live slot offsets, tombstones, highest used slot, problems, bad slots)."""
@@ -386,12 +235,14 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     used = seg * g.params.max_segment_bytes + tail
     L.BYTES.pack_into(mm, L.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
     mm[L.OFF_DIRTY] = 0
+    from . import _rebuild as R
+
     if damaged_segments(g):
         # The writer cannot append to a damaged segment: copy what is still
         # readable into a fresh generation (entries in damaged parts are lost).
-        rebuild(c, s, None)
+        R.rebuild(c, s, None)
         g = s.gen
-    removed = remove_orphans(s, g.gen)
+    removed = R.remove_orphans(s, g.gen)
     return problems + [f"removed leftover file {os.path.basename(n)}" for n in removed]
 
 

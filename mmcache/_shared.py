@@ -39,6 +39,7 @@ class SharedTable:
         # This process's counts not yet added to its stats stripe (see _layout).
         self.local = [0] * len(L.STATS_FIELDS)
         self.stripe: int | None = None
+        self.compact_wanted = False  # set under the lock, acted on after it
         self.next_check = time.monotonic() + interval
         _all.add(self)
 
@@ -151,7 +152,7 @@ class SharedTable:
             if pid in owners:
                 return owners.index(pid)
             for i, owner in enumerate(owners):
-                if owner == 0 or not _alive(owner):
+                if owner == 0 or not alive(owner):
                     L.U32.pack_into(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID, pid)
                     return i
         return pid % L.STATS_STRIPES
@@ -172,7 +173,7 @@ class SharedTable:
         self.lock.close()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

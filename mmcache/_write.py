@@ -23,6 +23,7 @@ from xxhash import xxh3_64_intdigest
 
 from . import _layout as L
 from . import _maintenance as M
+from . import _rebuild as R
 from .errors import CacheFullError, ValueTooLargeError
 
 if TYPE_CHECKING:
@@ -38,7 +39,13 @@ _OFF_HOT = L.OFF_HOT
 
 
 def live_cap(g: Generation) -> int:
-    return min(int(g.nslots * LIVE_FRACTION), g.nslots - 1)
+    return live_cap_for(g, None)
+
+
+def live_cap_for(g: Generation, size: int | None) -> int:
+    """Live entries a table of ``size`` slots (default: g's) may hold."""
+    n = (size or g.params.size) - 1
+    return min(int(n * LIVE_FRACTION), n - 1)
 
 
 def load_cap(g: Generation) -> int:
@@ -98,7 +105,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     # are at least as large as the index: a rebuild rewrites the whole index,
     # so this keeps its cost a small fraction of the bytes written meanwhile.
     if dead > c.compact_threshold * (live + dead) and dead >= max(c.compact_min_bytes, s.gen.index_bytes):
-        M.rebuild(c, s, None)
+        s.compact_wanted = True  # done by the caller once it has released the lock
     return True
 
 
@@ -109,14 +116,14 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
     if found < 0:
         cap = live_cap(g)
         if occ + 1 > cap and c.max_size is not None and g.params.size < c.max_size:
-            M.rebuild(c, s, min(c.max_size, g.params.size * 2))
+            R.rebuild(c, s, min(c.max_size, g.params.size * 2))
             return True
         limit = cap if c.max_entries is None else min(cap, c.max_entries)
         if occ + 1 > limit:
             _evict_or_raise(c, s, occ + 1 - limit, "entries")
             return True
         if free >= 0 and g.idx[free + g.params.key_size] == L.EMPTY and occ + dele + 1 > load_cap(g):
-            M.rebuild(c, s, None)  # purge tombstones
+            R.rebuild(c, s, None)  # purge tombstones
             return True
     if c.max_bytes is not None:
         old = _record_size_at(g, found) if found >= 0 else 0

@@ -22,6 +22,7 @@ from xxhash import xxh3_64_intdigest
 
 from . import _layout as L
 from . import _maintenance as M
+from . import _rebuild as R
 from . import _write as W
 from ._fs import check_network_fs, check_parent, check_safe
 from ._generation import Generation, Params, read_header
@@ -136,7 +137,7 @@ class MmapCache:
             # under the lock, rather than at the next put.
             with self._s.lock.hold():
                 W.begin(self._s)
-        M.cleanup_on_open(self._s)
+        R.cleanup_on_open(self._s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
         self._tails = {
@@ -398,6 +399,16 @@ class MmapCache:
             W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=False)
         finally:
             lock.release()
+        if s.compact_wanted:
+            self._compact(s)
+
+    def _compact(self, s: SharedTable) -> None:
+        """Reclaim dead heap space after a write asked for it, with the lock
+        released (unless the caller holds it in a transaction: later then)."""
+        if s.lock.held:
+            return
+        s.compact_wanted = False
+        R.rebuild_concurrently(self, s)
 
     def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
             *, flags: int = 0) -> bool:  # fmt: skip
@@ -409,7 +420,10 @@ class MmapCache:
         if exp < 0:
             return not self.contains(key)
         with s.lock.hold():
-            return W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=True)
+            stored = W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=True)
+        if s.compact_wanted:
+            self._compact(s)
+        return stored
 
     def touch(self, key: Key, expire: float | None = None) -> bool:
         """Give a live entry a new expiry; True if it existed. Atomic."""
@@ -435,6 +449,8 @@ class MmapCache:
         s = self._shared()
         with s.lock.hold():
             yield self
+        if s.compact_wanted:
+            self._compact(s)
 
     # -------------------------------------------------------------- listing
     def list(self) -> list[Key]:
@@ -459,8 +475,11 @@ class MmapCache:
         s = self._shared()
         if new_size is not None:
             _check_size(new_size)
-        with s.lock.hold():
-            M.rebuild(self, s, new_size)
+        if s.lock.held:  # inside a transaction: the lock cannot be let go
+            R.rebuild(self, s, new_size)
+            return
+        while not R.rebuild_concurrently(self, s, new_size):
+            time.sleep(0.01)  # another process is rebuilding: wait, then rebuild ours
 
     def purge_expired(self) -> int:
         """Remove every expired entry now; returns how many."""
@@ -478,7 +497,7 @@ class MmapCache:
         """Remove every entry (by rebuilding into empty files)."""
         s = self._shared()
         with s.lock.hold():
-            M.rebuild(self, s, None, keep=False)
+            R.rebuild(self, s, None, keep=False)
 
     def verify(self) -> builtins.list[str]:
         """Check every invariant; returns the problems found (empty if none)."""
@@ -589,7 +608,7 @@ def _create(path: str, heap_path: str, p: Params, mode: int) -> None:
         with lock.hold():
             if os.path.exists(path):
                 return
-            M.remove_generation_files(path, heap_path, 1)
+            R._remove(R.generation_files(path, heap_path, 1))
             tmp = f"{path}.new.{os.getpid()}"
             Generation.create(tmp, path, heap_path, p, 1, mode)
             os.rename(tmp, path)

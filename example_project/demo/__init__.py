@@ -1,0 +1,1 @@
+"""The example app: an expensive view cached by mmcache, shared by every worker."""

@@ -1,0 +1,1 @@
+"""The mmcache example site: Django settings, URLs and the WSGI entry point."""

@@ -1,0 +1,310 @@
+"""Rebuilds: write a new generation beside the old one and rename it in.
+
+Two ways, one builder:
+
+- ``rebuild`` runs entirely under the writer lock. Used where a put cannot
+  go on without it (tombstones fill the table, the table grows) and for
+  ``clear``.
+- ``rebuild_concurrently`` holds the lock only at both ends. Phase 0 (lock):
+  take a unique generation number, register as the builder, copy the roster.
+  Phase 1 (no lock): copy every snapshot entry's record into the new files,
+  noting which record (segment, offset) each slot pointed at. Phase 2 (lock):
+  if nothing was written meanwhile, commit; otherwise drop the copies whose
+  slot no longer points at the copied record and copy what is new, then
+  commit. Writers wait only for phases 0 and 2. Records are immutable once
+  published, so reading them without the lock in phase 1 is safe; a slot read
+  mid-update yields a record that fails its checks and is simply recopied.
+
+Generation numbers are allocated from ``next_gen`` in the header, so a
+locked rebuild that runs while a concurrent one is in phase 1 picks another
+number; the concurrent one then finds its base generation retired and drops
+its files.
+"""
+
+from __future__ import annotations
+
+import array
+import glob
+import os
+import time
+from typing import TYPE_CHECKING
+
+from . import _layout as L
+from . import _maintenance as M
+from . import _write as W
+from ._generation import Generation, Params
+from ._shared import alive
+from .errors import CacheFullError
+from .keys import slot_key
+
+if TYPE_CHECKING:
+    from ._shared import SharedTable
+    from .table import MmapCache
+
+SKIP = 0xFFFFFFFF  # new_of_old marker: the record was expired or unreadable
+
+
+class Builder:
+    """Fills an unpublished generation (no reader can see it yet)."""
+
+    def __init__(self, g: Generation, ng: Generation) -> None:
+        self.g, self.ng = g, ng
+        self.seg, self.tail = 0, L.SEG_HEADER_BYTES
+        self.occ = self.dele = self.hwm = self.live = self.expired = self.written = 0
+        self.now = time.time_ns()
+        # per old slot number: the new slot number (or 0 / SKIP), and the
+        # (segment << 32 | offset) of the record that was copied for it
+        self.new_of_old = array.array("I", bytes(4 * (g.nslots + 1)))
+        self.copied_loc = array.array("Q", bytes(8 * (g.nslots + 1)))
+
+    def copy_old(self, slot: int) -> None:
+        g, ng = self.g, self.ng
+        K = g.params.key_size
+        o = L.slot_offset(slot, g.slot_size)
+        seg, off = L.SLOT_LOC.unpack_from(g.idx, o + K + L.OFF_SLOT_LOC)
+        self.copied_loc[slot] = seg << 32 | off
+        self.new_of_old[slot] = SKIP
+        if g.idx[o + K] != L.OCCUPIED:
+            return
+        r = M.read_record(g, o)
+        if r is None or (r[0], r[1]) != (seg, off):
+            return  # raced a writer: phase 2 sees the slot changed and recopies
+        _s, _o, exp, klen, _v, _f, rkf, rec_len = r
+        if exp and exp <= self.now:
+            self.expired += 1
+            return
+        src = g.heap.view(seg, off + rec_len)
+        if src is None:
+            return
+        start = off + L.RECORD_HEADER
+        kb = bytes(src[start : start + klen])
+        self.seg, noff, mv = ng.heap.append(self.seg, self.tail, rec_len)
+        mv[noff : noff + rec_len] = src[off : off + rec_len]
+        self.tail = noff + rec_len
+        skey, hashed, h = slot_key(kb, K)
+        nm, n, nss = ng.idx, ng.nslots, ng.slot_size
+        i = h % n
+        no = L.HEADER_BYTES + i * nss
+        while nm[no + K] == L.OCCUPIED:
+            i += 1
+            no += nss
+            if i == n:
+                i, no = 0, L.HEADER_BYTES
+        if nm[no + K] == L.DELETED:
+            self.dele -= 1
+        mtime, atime = L.SLOT_HEAD.unpack_from(g.idx, o + K)[6:8]
+        nm[no : no + K] = skey.ljust(K, b"\0")
+        nslot = (no - L.HEADER_BYTES) // nss + 1
+        L.SLOT_HEAD.pack_into(nm, no + K, L.OCCUPIED, hashed | (rkf & L.KF_STR), len(skey),
+                              self.occ, self.seg, noff, mtime, atime)  # fmt: skip
+        L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * self.occ, nslot)
+        self.occ += 1
+        self.hwm = max(self.hwm, nslot)
+        self.live += rec_len
+        self.written += rec_len
+        self.new_of_old[slot] = nslot
+
+    def drop(self, slot: int) -> None:
+        """Undo the copy made for old ``slot`` (its slot has changed since)."""
+        nslot = self.new_of_old[slot]
+        self.new_of_old[slot] = 0
+        if nslot in (0, SKIP):
+            return
+        ng, K = self.ng, self.ng.params.key_size
+        no = L.slot_offset(nslot, ng.slot_size)
+        pos = L.U32.unpack_from(ng.idx, no + K + L.OFF_SLOT_ROSTER)[0]
+        last = self.occ - 1
+        moved = L.U32.unpack_from(ng.roster, L.ROSTER_HEADER_BYTES + 4 * last)[0]
+        L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
+        L.U32.pack_into(ng.idx, L.slot_offset(moved, ng.slot_size) + K + L.OFF_SLOT_ROSTER, pos)
+        self.live -= M.slot_record_size(ng, no)
+        ng.idx[no + K] = L.DELETED
+        self.occ -= 1
+        self.dele += 1
+
+    def finish(self, next_gen: int) -> None:
+        created = L.HOT.unpack_from(self.ng.idx, L.OFF_HOT)[8]
+        # Records dropped in phase 2 stay in the new heap: count them as dead.
+        dead = self.written - self.live
+        L.HOT.pack_into(self.ng.idx, L.OFF_HOT, self.occ, self.dele, self.hwm, self.seg, 0,
+                        self.tail, self.live, dead, created, 0)  # fmt: skip
+        L.BUILD.pack_into(self.ng.idx, L.OFF_BUILD, next_gen, 0, 0)
+
+
+# ----------------------------------------------------------------- files
+def _remove(names: list[str]) -> None:
+    for name in names:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+def generation_files(path: str, heap_path: str, gen: int) -> list[str]:
+    names = [L.roster_name(path, gen)]
+    names += glob.glob(glob.escape(f"{heap_path}.{gen}.") + "*")
+    return names
+
+
+def orphans(s: SharedTable, keep_gen: int) -> list[str]:
+    """Files of other generations and temporary indexes left by killed
+    writers, except those of a concurrent rebuild still in progress."""
+    next_gen, bpid, bgen = L.BUILD.unpack_from(s.gen.idx, L.OFF_BUILD)
+    busy = bgen if bpid and alive(bpid) else -1
+    tmp_of_busy = f"{s.path}.rebuild.{bpid}.{busy}"
+    doomed = [n for n in glob.glob(glob.escape(s.path) + ".rebuild.*") if n != tmp_of_busy]
+    doomed += glob.glob(glob.escape(s.path) + ".new.*")
+    for name in glob.glob(glob.escape(s.path) + ".roster.*"):
+        gen = name.rsplit(".", 1)[1]
+        if gen not in (str(keep_gen), str(busy)):
+            doomed.append(name)
+    for name in glob.glob(glob.escape(s.heap_path) + ".*.*"):
+        gen, _, seg = name[len(s.heap_path) + 1 :].partition(".")
+        if gen.isdigit() and seg.isdigit() and int(gen) not in (keep_gen, busy):
+            doomed.append(name)
+    return doomed
+
+
+def remove_orphans(s: SharedTable, keep_gen: int) -> list[str]:
+    """Unlink ``orphans``. Only under the lock: no live writer owns any of them."""
+    doomed = orphans(s, keep_gen)
+    _remove(doomed)
+    return doomed
+
+
+def cleanup_on_open(s: SharedTable) -> None:
+    """Remove leftovers of killed writers if the lock is free right now (an
+    opener never waits for a rebuild in progress just to tidy up)."""
+    if orphans(s, s.gen.gen) and s.lock.try_acquire():
+        try:
+            remove_orphans(s, s.current_for_write().gen)
+        finally:
+            s.lock.release()
+
+
+def _alloc_gen(g: Generation) -> int:
+    """A generation number no other rebuild of this table has used."""
+    next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    gen = max(next_gen, g.gen, bgen) + 1
+    L.BUILD.pack_into(g.idx, L.OFF_BUILD, gen, bpid, bgen)
+    return gen
+
+
+def _start(s: SharedTable, g: Generation, new_size: int | None) -> tuple[Generation, str]:
+    """Create the new generation's files (under the lock) and map them."""
+    p = g.params
+    new_p = Params(new_size or p.size, p.slot_size, p.key_size, p.max_segment_bytes)
+    new_gen = _alloc_gen(g)
+    tmp = f"{s.path}.rebuild.{os.getpid()}.{new_gen}"
+    _remove([tmp, *generation_files(s.path, s.heap_path, new_gen)])
+    Generation.create(tmp, s.path, s.heap_path, new_p, new_gen, s.mode)
+    try:
+        return Generation.open(tmp, s.heap_path, s.mode, name=s.path), tmp
+    except BaseException:
+        _remove([tmp, *generation_files(s.path, s.heap_path, new_gen)])
+        raise
+
+
+def _commit(s: SharedTable, g: Generation, ng: Generation, b: Builder, tmp: str) -> None:
+    """Under the lock: publish ``ng`` by renaming its index over the path."""
+    next_gen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0]
+    b.finish(max(next_gen, ng.gen))
+    # No fsync of roster and heap: against kill -9 the page cache is enough
+    # (every process shares it), and after a power loss a page that never
+    # reached the disk fails its checksum and reads as a miss. Only the header
+    # page is forced out, so a table that survives a power loss still opens.
+    ng.idx.flush(0, L.HEADER_BYTES)
+    # Retire first, then rename: a reader that sees the flag before the rename
+    # reopens the same (still valid) files and tries again later; a rebuild
+    # killed in between is undone by the next writer.
+    g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] | L.FLAG_RETIRED
+    try:
+        os.rename(tmp, s.path)
+    except BaseException:
+        g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] & ~L.FLAG_RETIRED
+        raise
+    s._adopt(g, ng)
+    remove_orphans(s, ng.gen)
+    s.local[5] += b.expired
+    s.local[6] += 1
+
+
+# --------------------------------------------------------------- rebuilds
+def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: bool = True) -> None:
+    """The whole rebuild under the writer lock (the caller holds it)."""
+    g = W.begin(s)
+    occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+    slots = M.roster_snapshot(g, occ) if keep else array.array("I")
+    ng, tmp = _start(s, g, new_size)
+    try:
+        if len(slots) > W.live_cap(ng):
+            raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {ng.params.size}")
+        b = Builder(g, ng)
+        for slot in slots:
+            b.copy_old(slot)
+        _commit(s, g, ng, b, tmp)
+    except BaseException:
+        _remove([tmp, *generation_files(s.path, s.heap_path, ng.gen)])
+        raise
+
+
+def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | None = None) -> bool:
+    """Rebuild holding the writer lock only to start and to commit (see the
+    module docstring). False if another process's rebuild is in progress
+    or ours lost a race with a locked rebuild (nothing changed then)."""
+    lock = s.lock
+    with lock.hold():
+        g = W.begin(s)
+        next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+        if bpid and bpid != os.getpid() and alive(bpid):
+            return False
+        occ, seq0 = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0], _seq(g)
+        slots = M.roster_snapshot(g, occ)
+        if len(slots) > W.live_cap_for(g, new_size):
+            raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {new_size}")
+        ng, tmp = _start(s, g, new_size)
+        L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], os.getpid(), ng.gen)
+    committed = False
+    try:
+        b = Builder(g, ng)
+        for slot in slots:  # phase 1: no lock
+            b.copy_old(slot)
+        with lock.hold():  # phase 2
+            if W.begin(s) is not g:
+                return False  # a locked rebuild replaced our base meanwhile
+            if _seq(g) != seq0:
+                _catch_up(g, b, slots)
+                if b.occ > W.live_cap(ng):
+                    return False
+            L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], 0, 0)
+            _commit(s, g, ng, b, tmp)
+            committed = True
+            return True
+    finally:
+        if not committed:
+            with lock.hold():
+                nxt, bp, _bg = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+                if bp == os.getpid():
+                    L.BUILD.pack_into(g.idx, L.OFF_BUILD, nxt, 0, 0)
+                _remove([tmp, *generation_files(s.path, s.heap_path, ng.gen)])
+
+
+def _catch_up(g: Generation, b: Builder, snapshot: array.array[int]) -> None:
+    """Phase 2: bring the copy up to date with what writers did in phase 1."""
+    K = g.params.key_size
+    mm = g.idx
+    for slot in snapshot:
+        o = L.slot_offset(slot, g.slot_size)
+        seg, off = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
+        if mm[o + K] == L.OCCUPIED and (seg << 32 | off) == b.copied_loc[slot]:
+            continue
+        b.drop(slot)
+    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
+    for slot in M.roster_snapshot(g, occ):
+        if b.new_of_old[slot] == 0:
+            b.copy_old(slot)
+
+
+def _seq(g: Generation) -> int:
+    seq: int = L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0]
+    return seq

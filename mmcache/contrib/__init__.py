@@ -1,0 +1,1 @@
+"""Integrations of mmcache with frameworks (``mmcache.contrib.django``)."""
