@@ -82,6 +82,27 @@ class WriterLock:
         finally:
             self.release()
 
+    def rebind_if_replaced(self) -> bool:
+        """If the lock file at our path is no longer the one we have open (the
+        table's files were deleted and created anew), move to the new one,
+        keeping the lock if we hold it. True if it moved.
+
+        Without this a process would go on locking a deleted file while
+        others lock the new one: two writers at once on the same table.
+        """
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return False
+        fd = self._open()
+        if self._depth > 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # take the new lock before letting the old go
+        os.close(self._fd)
+        self._fd = fd
+        return True
+
     def close(self) -> None:
         _live.discard(self)
         if self._fd >= 0:

@@ -60,6 +60,12 @@ class SharedTable:
             "the table is damaged: delete its files to start afresh"
         ) from missing
 
+    def _remap_control(self) -> None:
+        """The files were created anew: counts go to a stripe of the new file."""
+        self.flush_stats()
+        self.ctl = self._map_control()
+        self.stripe = None
+
     def _map_control(self) -> mmap.mmap:
         """Map <path>.lock, sizing it (once, under the lock) for the stats stripes."""
         name = L.lock_name(self.path)
@@ -97,6 +103,8 @@ class SharedTable:
             new = Generation.open(self.path, self.heap_path, self.mode)
         except FileNotFoundError:
             return g
+        if not self.lock.held and self.lock.rebind_if_replaced():
+            self._remap_control()
         self._adopt(g, new)
         return self.gen
 
@@ -108,6 +116,8 @@ class SharedTable:
             self.flush_stats()
             ino = os.stat(self.path).st_ino
             if ino != g.ino:
+                if self.lock.rebind_if_replaced():
+                    self._remap_control()
                 self._adopt(g, self._open_retrying())
             elif g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED:
                 # Retired but still the file at the path: a rebuild died

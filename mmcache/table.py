@@ -193,11 +193,13 @@ class MmapCache:
         return s
 
     # ---------------------------------------------------------------- reads
-    def get(self, key: Key, default: Any = None) -> Any:
+    def get(self, key: Key, default: Any = None, *, with_flags: bool = False) -> Any:
         """The value stored under ``key`` as bytes, or ``default`` on a miss.
 
         Lock-free: a few reads from mapped memory, one hash, one checksum.
-        An expired entry is a miss for every process at once.
+        An expired entry is a miss for every process at once. With
+        ``with_flags=True`` a hit is ``(value, flags)`` (the tag given to
+        ``put``), at the same cost.
         """
         # The hot path, written out in one function on purpose: every call
         # and attribute lookup shows up in the benchmark. Anything unusual
@@ -260,12 +262,14 @@ class MmapCache:
                         if self._track_atime and now - atime > 1_000_000:
                             _ATIME(mm, o + K + 24, now)
                     s.local[0] += 1
+                    if with_flags:
+                        return heap.maps[seg][start + klen : end], flags
                     return heap.maps[seg][start + klen : end]
             except (IndexError, TypeError, struct.error):
                 pass  # segment not mapped yet, or mapped too short: general path
-        return self._get_slow(key, default)
+        return self._get_slow(key, default, with_flags)
 
-    def _get_slow(self, key: Key, default: Any) -> Any:
+    def _get_slow(self, key: Key, default: Any, with_flags: bool) -> Any:
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
         g = s.gen
@@ -277,7 +281,7 @@ class MmapCache:
                 break
             if r is not False:
                 s.local[0] += 1
-                return r[0]
+                return (r[0], r[1]) if with_flags else r[0]
             g = s.gen
         s.local[1] += 1
         return default
@@ -376,11 +380,13 @@ class MmapCache:
 
     # --------------------------------------------------------------- writes
     def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
-            *, flags: int = 0) -> None:  # fmt: skip
+            *, flags: int = 0, expire_at_ns: int | None = None) -> None:  # fmt: skip
         """Store ``value`` under ``key``, replacing any previous value.
 
         ``expire`` is seconds from now (None: never; 0 or less: the key is
-        removed at once). ``flags`` is a 16-bit tag kept with the record
+        removed at once); ``expire_at_ns`` is the same as an absolute time
+        (ns since the epoch, as ``Entry.expire_ns``), for keeping an
+        entry's expiry across a read-modify-write. ``flags`` is a 16-bit tag kept with the record
         (the faces store their codec there). Raises CacheFullError when the
         table is full and the eviction policy is ``"none"``.
         """
@@ -389,7 +395,7 @@ class MmapCache:
         data = value if type(value) is bytes else _as_buffer(value)
         if flags and not 0 <= flags < 1 << 16:
             raise ValueError("flags must fit in 16 bits")
-        exp = 0 if expire is None else _expire_ns(expire)
+        exp = 0 if expire is None and expire_at_ns is None else _expire_ns(expire, expire_at_ns)
         if exp < 0:
             self.delete(key)
             return
@@ -411,12 +417,14 @@ class MmapCache:
         R.rebuild_concurrently(self, s)
 
     def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
-            *, flags: int = 0) -> bool:  # fmt: skip
+            *, flags: int = 0, expire_at_ns: int | None = None) -> bool:  # fmt: skip
         """Store only if ``key`` has no live entry; True if stored. Atomic."""
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
         data = _as_buffer(value)
-        exp = _expire_ns(expire)
+        if flags and not 0 <= flags < 1 << 16:
+            raise ValueError("flags must fit in 16 bits")
+        exp = _expire_ns(expire, expire_at_ns)
         if exp < 0:
             return not self.contains(key)
         with s.lock.hold():
@@ -544,8 +552,14 @@ def _as_buffer(value: Any) -> bytes | memoryview:
     raise TypeError(f"mmcache values are bytes-like, not {type(value).__name__}")
 
 
-def _expire_ns(expire: float | None) -> int:
+def _expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
     """Absolute expiry in ns (0 = never, -1 = already expired)."""
+    if expire_at_ns is not None:
+        if expire is not None:
+            raise TypeError("give expire or expire_at_ns, not both")
+        if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
+            raise TypeError("expire_at_ns is an int (ns since the epoch)")
+        return expire_at_ns if expire_at_ns > _time_ns() else -1
     if expire is None:
         return 0
     if isinstance(expire, bool) or not isinstance(expire, int | float):

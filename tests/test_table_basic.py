@@ -306,3 +306,26 @@ def test_clear(cache: MmapCache) -> None:
     assert len(cache) == 0 and cache.list() == [] and cache.get("k1") is None
     cache.put("k1", b"again")
     assert cache.get("k1") == b"again"
+
+
+def test_get_with_flags_and_absolute_expiry(path: str) -> None:
+    with MmapCache(path, size=256) as c:
+        c.put("k", b"v", flags=7)
+        c.put("long" * 30, b"w", flags=9)
+        assert c.get("k", with_flags=True) == (b"v", 7)
+        assert c.get("long" * 30, with_flags=True) == (b"w", 9)
+        assert c.get("missing", "dflt", with_flags=True) == "dflt"
+        at = time.time_ns() + 100_000_000
+        c.put("a", b"1", expire_at_ns=at)
+        e = c.get_entry("a")
+        assert e is not None and e.expire_ns == at
+        assert not c.add("a", b"2", expire_at_ns=at)
+        time.sleep(0.12)
+        assert c.get("a") is None
+        c.put("b", b"1")
+        c.put("b", b"2", expire_at_ns=time.time_ns() - 1)  # already past: removed
+        assert c.get("b") is None
+        with pytest.raises(TypeError):
+            c.put("b", b"1", expire=1, expire_at_ns=at)
+        with pytest.raises(ValueError):
+            c.put("b", b"1", flags=1 << 16)

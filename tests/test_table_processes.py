@@ -178,3 +178,43 @@ def test_many_handles_do_not_leak_descriptors(path: str) -> None:
     for h in handles:
         h.close()
     first.close()
+
+
+def test_files_recreated_under_an_open_table_get_one_writer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Deleting a table's files and creating them anew while a process has
+    them open: that process must lock the new lock file, not the deleted one."""
+    import shutil
+    import time
+
+    d = tmp_path / "cache"
+    d.mkdir()
+    path = str(d / "t")
+    a = MmapCache(path, size=1024)
+    a.put("k", b"1")
+    shutil.rmtree(d)
+    d.mkdir()
+    ready = CTX.Event()
+    holder = CTX.Process(target=_hold_lock, args=(path, ready, 1.5))
+    holder.start()
+    assert ready.wait(60)
+    time.sleep(0.3)  # past the staleness interval: a's next write looks again
+    t0 = time.monotonic()
+    a.put("k", b"2")
+    waited = time.monotonic() - t0
+    holder.join(60)
+    assert waited > 0.5, "the write did not wait for the other process's lock"
+    with MmapCache(path, size=1024) as b:
+        assert b.get("k") == b"2" and b.get("held") == b"yes"
+        assert b.verify() == []
+    a.close()
+
+
+def _hold_lock(path: str, ready, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    c = MmapCache(path, size=1024)
+    with c.transaction():
+        c.put("held", b"yes")
+        ready.set()
+        time.sleep(seconds)
+    c.close()
