@@ -69,6 +69,9 @@ _time = time.time
 _time_ns = time.time_ns
 
 
+_MISS = object()
+
+
 class MmapCacheBackend(BaseCache):
     """A Django cache shared by every process on the host, in mapped files."""
 
@@ -163,10 +166,10 @@ class MmapCacheBackend(BaseCache):
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
         try:  # _run() written out: this is the hot path
-            e = (self._t or self.table).get_entry(key)
+            r = (self._t or self.table).get(key, _MISS, with_flags=True)
         except _RECOVERABLE:
-            e = self._retry(lambda t: t.get_entry(key))
-        return default if e is None else loads(e.value, e.flags)
+            r = self._retry(lambda t: t.get(key, _MISS, with_flags=True))
+        return default if r is _MISS else loads(*r)
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         made = [(k, self.make_and_validate_key(k, version=version)) for k in keys]  # one pass
@@ -174,9 +177,9 @@ class MmapCacheBackend(BaseCache):
         def op(t: MmapCache) -> dict[Any, Any]:
             found = {}
             for k, mk in made:
-                e = t.get_entry(mk)
-                if e is not None:
-                    found[k] = loads(e.value, e.flags)
+                r = t.get(mk, _MISS, with_flags=True)
+                if r is not _MISS:
+                    found[k] = loads(*r)
             return found
 
         return self._run(op)
@@ -257,7 +260,7 @@ class MmapCacheBackend(BaseCache):
                     raise ValueError(f"Key '{key}' not found")
                 new_value = loads(e.value, e.flags) + delta
                 data, flags = self._encode(new_value)
-                t.put(made, data, _remaining(e.expire_ns), flags=flags)
+                t.put(made, data, flags=flags, expire_at_ns=e.expire_ns)
                 return new_value
 
         return self._run(op)
@@ -275,7 +278,7 @@ class MmapCacheBackend(BaseCache):
                 if e is None:
                     raise ValueError(f"Key '{key}' not found")
                 self._cull(t)
-                t.put(new, e.value, _remaining(e.expire_ns), flags=e.flags)
+                t.put(new, e.value, flags=e.flags, expire_at_ns=e.expire_ns)
                 t.delete(old)
 
         self._run(op)
@@ -340,10 +343,3 @@ class MmapCacheBackend(BaseCache):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._location!r}>"
-
-
-def _remaining(expire_ns: int | None) -> float | None:
-    """Seconds left until an absolute expiry (None = never)."""
-    if expire_ns is None:
-        return None
-    return max((expire_ns - _time_ns()) / 1e9, 1e-9)

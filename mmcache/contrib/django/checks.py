@@ -114,7 +114,7 @@ def _check_location(where: str, location: str, s: Settings) -> Iterable[CheckMes
             owner = os.stat(os.path.join(location, name)).st_uid
         except OSError:
             continue
-        if owner != uid and uid != 0:
+        if owner != uid:
             yield Error(
                 f"{where} {os.path.join(location, name)!r} belongs to uid {owner}, not to this user ({uid}).",
                 hint="mmcache refuses files another user could have planted. Run every process that "
