@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo demo-core test lint bench bench-quick reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) example_project/run_demo.py
+
+demo-core: $(STAMP)
 	$(PY) example_project/two_processes.py
 
 test: $(STAMP)
@@ -23,6 +26,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check mmcache
+
+reliability: $(STAMP)
+	$(PY) tests/reliability_report.py
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick

@@ -126,3 +126,17 @@ def disk_watcher(path: str, stop, max_bytes: int, out) -> None:  # type: ignore[
         time.sleep(0.005)
     out.put((worst_disk, worst_live, samples))
     c.close()
+
+
+def expiry_reader(path: str, ready, go, out) -> None:  # type: ignore[no-untyped-def]
+    """Reads expiring keys right after the parent put them, and 0.3 s later."""
+    from mmcache import MmapCache
+
+    c = MmapCache(path, size=1024)
+    ready.set()
+    go.wait(60)
+    first = [c.get("short"), c.get("long"), c.get("never")]
+    time.sleep(0.3)
+    later = [c.get("short"), c.get("long"), c.get("never"), "short" in c]
+    out.put((first, later))
+    c.close()

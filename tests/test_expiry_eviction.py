@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from _workers import churn_worker, disk_watcher, replay
+from _workers import churn_worker, disk_watcher, expiry_reader, replay
 from conftest import run_py
 
 from mmcache import CacheFullError, MmapCache, ValueTooLargeError
@@ -16,21 +16,21 @@ CTX = mp.get_context("spawn")
 
 
 def test_expiry_is_seen_by_another_process(path: str) -> None:
+    """Put with expire=0.2 here: a hit at once in another (already running)
+    process, and a miss there 0.3 s later."""
     with MmapCache(path, size=1024) as c:
+        c.put("never", b"v")
+        out, ready, go = CTX.Queue(), CTX.Event(), CTX.Event()
+        reader = CTX.Process(target=expiry_reader, args=(path, ready, go, out))
+        reader.start()
+        assert ready.wait(60)
         c.put("short", b"v", expire=0.2)
         c.put("long", b"v", expire=60)
-        c.put("never", b"v")
-        code = """
-            import sys, time
-            from mmcache import MmapCache
-            c = MmapCache(sys.argv[1], size=1024)
-            print(c.get("short"), c.get("long"), c.get("never"))
-            time.sleep(0.3)
-            print(c.get("short"), c.get("long"), c.get("never"), "short" in c)
-        """
-        out = run_py(code, path).splitlines()
-        assert out[0] == "b'v' b'v' b'v'"
-        assert out[1] == "None b'v' b'v' False"
+        go.set()
+        first, later = out.get(timeout=60)
+        reader.join(60)
+        assert first == [b"v", b"v", b"v"]
+        assert later == [None, b"v", b"v", False]
         assert c.get("short") is None
         e = c.get_entry("long")
         assert e is not None and e.expire_ns is not None and e.expire_ns > time.time_ns()
