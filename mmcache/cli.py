@@ -1,0 +1,350 @@
+"""The ``mmcache`` command: inspect and maintain a table from the shell.
+
+    mmcache stats PATH [--json]          counters, fill, heap bytes, hit rate
+    mmcache ls PATH [GLOB] [--limit N]   keys with value size, codec, mtime, expiry
+    mmcache get PATH KEY [--bytes-key] [--pickle]
+    mmcache verify PATH                  "ok" and exit 0, or the problems and exit 2
+    mmcache repair PATH                  fix what verify reports
+    mmcache rebuild PATH [--size N]      compact the heap, optionally resize
+    mmcache clear PATH [--yes]           remove every entry
+
+Exit status: 0 success; 1 an error (missing or unreadable table, bad value,
+a miss on ``get``); 2 a usage error, or ``verify`` found the table damaged;
+130 interrupted. Errors are one line on stderr, never a traceback.
+
+The command works only through the public API: it opens an existing table
+with ``MmapCache.open`` (it never creates one) and reads its parameters from
+the file. Handles are opened with ``eviction="fifo"`` so that looking at
+entries does not refresh their LRU recency. A progress line is drawn on
+stderr only when stderr is a terminal. ``clear`` asks for confirmation on a
+terminal and, when stdin is not one, refuses unless given ``--yes``.
+
+What the public API implies: opening a table that a killed writer left
+mid-update repairs it first, so ``verify`` then reports "ok"; ``ls`` reads
+each entry with ``get_entry``, which the table counts as a hit; ``stats``
+leaves out ``max_entries``, ``max_bytes`` and ``eviction``, which describe
+the opening handle, not the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fnmatch
+import json
+import os
+import pickle
+import pprint
+import stat
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import MmapCache, MmcacheError, __version__
+from ._cli_format import (
+    Progress,
+    format_expiry,
+    format_time,
+    glob_text,
+    human_bytes,
+    key_text,
+    parse_bytes_key,
+    table,
+)
+from .errors import CorruptCacheError, UnsafePathError
+from .serialization import CLOUDPICKLE, NAMES, PICKLE, RAW
+
+# get_stats() keys that describe the opening handle's options, not the table.
+_HANDLE_OPTIONS = ("max_entries", "max_bytes", "eviction")
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, with an exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _open(path: str) -> MmapCache:
+    """Open an existing table (never create one); a directory is refused here
+    so the message says so rather than naming a low-level read error."""
+    if stat.S_ISDIR(os.stat(path).st_mode):  # os.stat, unlike exists(), reports EACCES
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not an mmcache table", path)
+    return MmapCache.open(path, eviction="fifo")
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+# ------------------------------------------------------------------ commands
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Print the table's counters as an aligned table or as JSON."""
+    with _open(args.path) as c:
+        st = {k: v for k, v in c.get_stats().items() if k not in _HANDLE_OPTIONS}
+    st["fill"] = st["occupied_count"] / st["capacity"] if st["capacity"] else 0.0
+    if args.json:
+        _out(json.dumps(st, indent=2))
+        return 0
+    heap = st["heap_live_bytes"] + st["heap_dead_bytes"]
+    dead_pct = 100 * st["heap_dead_bytes"] / heap if heap else 0.0
+    rows = [
+        ("path", st["path"]),
+        ("generation", str(st["generation"])),
+        ("entries", f"{st['occupied_count']:,} of {st['capacity']:,} ({100 * st['fill']:.1f} % full)"),
+        ("tombstones", f"{st['deleted_count']:,}"),
+        ("slots", f"{st['size']:,} x {st['slot_size']} B, keys up to {st['key_size']} B in the slot"),
+        ("high water mark", f"{st['high_water_mark']:,}"),
+        ("heap live", human_bytes(st["heap_live_bytes"])),
+        ("heap dead", f"{human_bytes(st['heap_dead_bytes'])} ({dead_pct:.1f} % of the heap)"),
+        ("heap segments", str(st["heap_segments"])),
+        ("on disk", human_bytes(st["disk_bytes"])),
+        ("hits", f"{st['hits']:,}"),
+        ("misses", f"{st['misses']:,}"),
+        ("hit rate", f"{100 * st['hit_rate']:.1f} %"),
+        *((name, f"{st[name]:,}") for name in ("sets", "deletes", "evictions", "expirations", "rebuilds")),
+    ]
+    for line in table(rows):
+        _out(line)
+    return 0
+
+
+def _codec(flags: int) -> str:
+    return NAMES.get(flags, f"{flags:#06x}")
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List live entries, sorted by key (str keys first), optionally filtered."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    with _open(args.path) as c, Progress(f"listing {args.path}") as prog:
+        prog.spin()
+        keys = c.list()
+        if args.glob is not None:
+            keys = [k for k in keys if fnmatch.fnmatchcase(glob_text(k), args.glob)]
+        keys.sort(key=lambda k: (isinstance(k, bytes), k))
+        matched = len(keys)
+        if args.limit is not None:
+            keys = keys[: args.limit]
+        prog.total = len(keys)
+        now = time.time_ns()
+        for k in keys:
+            e = c.get_entry(k)
+            prog.advance()
+            if e is None:
+                continue  # deleted or expired since the listing
+            size = human_bytes(len(e.value))
+            rows.append(
+                (size, _codec(e.flags), format_time(e.mtime_ns), format_expiry(e.expire_ns, now), key_text(k))
+            )
+    if rows:
+        for line in table([("SIZE", "CODEC", "MODIFIED", "EXPIRES", "KEY"), *rows], right=(True,)):
+            _out(line)
+    elif sys.stdout.isatty():
+        print("no entries" + (f" match {args.glob!r}" if args.glob is not None else ""), file=sys.stderr)
+    if matched > len(keys):
+        print(f"mmcache: showing {len(keys)} of {matched} entries (--limit)", file=sys.stderr)
+    return 0
+
+
+def _decode(value: bytes, flags: int) -> Any:
+    """The object a value holds: unpickled for the pickle codecs and for raw
+    values that start like a pickle (protocol 2+); other raw values as bytes."""
+    if flags in (PICKLE, CLOUDPICKLE) or (flags == RAW and value[:1] == b"\x80"):
+        try:
+            return pickle.loads(value)
+        except Exception as e:  # unpickling runs arbitrary code: report any failure as one line
+            raise CliError(
+                f"cannot unpickle the value: {type(e).__name__}: {e} "
+                "(is the module that defined it importable? try PYTHONPATH)"
+            ) from None
+    if flags == RAW:
+        return value
+    raise CliError(f"the value has codec flags {flags:#06x}, which this mmcache cannot decode")
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    """Write one value to stdout: raw bytes, or pretty-printed with --pickle."""
+    key: str | bytes = parse_bytes_key(args.key) if args.bytes_key else args.key
+    with _open(args.path) as c:
+        entry = c.get_entry(key)
+    if entry is None:
+        hint = " (a bytes key? add --bytes-key)" if isinstance(key, str) and key[:2] in ("b'", 'b"') else ""
+        raise CliError(f"no entry for key {key!r} in {args.path}{hint}")
+    if args.pickle:
+        _out(pprint.pformat(_decode(entry.value, entry.flags), sort_dicts=False))
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(entry.value)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every invariant; a damaged table (even one that will not open)
+    exits 2, a table that cannot be checked at all exits 1."""
+    try:
+        with _open(args.path) as c, Progress(f"verifying {args.path}").spin():
+            problems = c.verify()
+    except CorruptCacheError as e:
+        raise CliError(f"damaged: {e}", status=2) from None
+    if not problems:
+        _out("ok")
+        return 0
+    _out(f"{args.path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} found:")
+    for p in problems:
+        _out(f"  - {p}")
+    print(f"mmcache: {args.path} is inconsistent; `mmcache repair` fixes it", file=sys.stderr)
+    return 2
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Fix counters, roster and damaged slots; print what was fixed."""
+    with _open(args.path) as c, Progress(f"repairing {args.path}").spin():
+        fixed = c.repair()
+    for line in fixed:
+        _out(f"fixed: {line}")
+    _out("nothing to repair" if not fixed else f"repaired {args.path}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Compact into a new generation, optionally with a new number of slots."""
+    with _open(args.path) as c:
+        before = c.get_stats()
+        with Progress(f"rebuilding {args.path}").spin():
+            c.atomic_rebuild(args.size)
+        after = c.get_stats()
+    dropped = before["occupied_count"] - after["occupied_count"]
+    _out(
+        f"rebuilt {args.path}: generation {before['generation']} -> {after['generation']}, "
+        f"{after['occupied_count']:,} entries"
+        + (f" ({dropped:,} expired or unreadable dropped)" if dropped else "")
+        + (f", size {before['size']:,} -> {after['size']:,} slots" if before["size"] != after["size"] else "")
+        + f", heap {human_bytes(before['heap_live_bytes'] + before['heap_dead_bytes'])}"
+        f" -> {human_bytes(after['heap_live_bytes'] + after['heap_dead_bytes'])}"
+    )
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    """Remove every entry. Without --yes it asks on a terminal and refuses
+    when stdin is not one (a script must say --yes)."""
+    with _open(args.path) as c:
+        n = c.get_stats()["occupied_count"]  # not len(c): a damaged counter may not fit an int
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError(f"refusing to clear {args.path} without --yes (stdin is not a terminal)")
+            sys.stderr.write(f"remove all {n:,} entries from {args.path}? [y/N] ")
+            sys.stderr.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                raise CliError("not cleared")
+        c.clear()
+    _out(f"cleared {args.path}: removed {n:,} entries")
+    return 0
+
+
+# -------------------------------------------------------------------- parser
+def _count(text: str) -> int:
+    """argparse type: a non-negative integer (underscores allowed)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per command."""
+    p = argparse.ArgumentParser(
+        prog="mmcache",
+        description="Inspect and maintain an mmcache table (PATH is the index file).",
+        epilog="Exit status: 0 ok, 1 error or miss, 2 usage error or verify found damage.",
+    )
+    p.add_argument("--version", action="version", version=f"mmcache {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("path", metavar="PATH", help="the table's index file")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = cmd("stats", cmd_stats, "counters, fill, heap bytes and hit rate")
+    sp.add_argument("--json", action="store_true", help="machine-readable JSON")
+    sp = cmd("ls", cmd_ls, "list keys with value size, codec, mtime and expiry")
+    sp.add_argument(
+        "glob",
+        nargs="?",
+        metavar="GLOB",
+        help="only keys matching this shell pattern (bytes keys matched as UTF-8 text)",
+    )
+    sp.add_argument("--limit", type=_count, metavar="N", help="show at most N entries")
+    sp = cmd("get", cmd_get, "write a value to stdout (exit 1 on a miss)")
+    sp.add_argument("key", metavar="KEY", help="the key (a str key unless --bytes-key)")
+    sp.add_argument(
+        "--bytes-key",
+        action="store_true",
+        help="KEY is a bytes key: plain text (UTF-8) or a literal as ls shows it, b'\\x00ab'",
+    )
+    sp.add_argument(
+        "--pickle",
+        action="store_true",
+        help="unpickle and pretty-print the value (runs pickle: trusted tables only)",
+    )
+    cmd("verify", cmd_verify, "check consistency: 'ok' and exit 0, else the problems and exit 2")
+    cmd("repair", cmd_repair, "fix counters, roster and damaged slots that verify reports")
+    sp = cmd("rebuild", cmd_rebuild, "compact the heap and drop tombstones, optionally resize")
+    sp.add_argument("--size", type=_count, metavar="N", help="new number of slots")
+    sp = cmd("clear", cmd_clear, "remove every entry (asks first; without a terminal needs --yes)")
+    sp.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    return p
+
+
+def _describe(e: BaseException, path: str | None) -> str:
+    """One line for an expected failure of a command on ``path``."""
+    return " ".join(_message(e, path).splitlines())
+
+
+def _message(e: BaseException, path: str | None) -> str:
+    if isinstance(e, UnsafePathError) and "owned by" in str(e):  # the core's hint names a Python argument
+        return str(e).split("; pass ")[0] + "; run mmcache as the user that owns the table"
+    if isinstance(e, MmcacheError | CliError):
+        return str(e)
+    if isinstance(e, OSError) and e.strerror:
+        name = e.filename if e.filename is not None else path
+        reason = e.strerror[0].lower() + e.strerror[1:]
+        if isinstance(e, FileNotFoundError) and path is not None and name in (path, os.path.abspath(path)):
+            reason = "no mmcache table at this path"
+        return f"{name}: {reason}" if name is not None else reason
+    return str(e) or type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mmcache`` console script and ``python -m mmcache``."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+        return status
+    except KeyboardInterrupt:
+        print("mmcache: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`mmcache ls ... | head`): stop quietly, and
+        # keep the interpreter from complaining when it flushes stdout.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except CliError as e:
+        print(f"mmcache: {_describe(e, getattr(args, 'path', None))}", file=sys.stderr)
+        return e.status
+    except (MmcacheError, OSError, ValueError) as e:
+        print(f"mmcache: {_describe(e, getattr(args, 'path', None))}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
