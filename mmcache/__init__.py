@@ -8,6 +8,7 @@ with no server. The core is :class:`MmapCache`; the faces built on it are the
 
 from __future__ import annotations
 
+from .decorators import CacheInfo, mmap_cached
 from .errors import (
     CacheFullError,
     ClosedCacheError,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MAX_SEGMENT_BYTES",
     "CacheFullError",
+    "CacheInfo",
     "ClosedCacheError",
     "CorruptCacheError",
     "DiskFullError",
@@ -38,4 +40,5 @@ __all__ = [
     "NetworkFilesystemWarning",
     "UnsafePathError",
     "ValueTooLargeError",
+    "mmap_cached",
 ]

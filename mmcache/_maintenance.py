@@ -140,6 +140,29 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
         yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)
 
 
+def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
+    """(key, Entry) pairs, like ``iter_items`` plus each slot's mtime."""
+    from .table import Entry
+
+    with s.lock.hold():
+        g = s.current_for_write()
+        slots = roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+    K, now = g.params.key_size, time.time_ns()
+    for slot in slots:
+        o = L.slot_offset(slot, g.slot_size)
+        r = read_record(g, o, verify=c.verify_checksums) if g.idx[o + K] == L.OCCUPIED else None
+        if r is None:
+            continue
+        seg, off, exp, klen, vlen, flags, rkf, _ = r
+        start = off + L.RECORD_HEADER
+        if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, c._secret):
+            continue
+        mm = g.heap.maps[seg]
+        mtime = L.U64.unpack_from(g.idx, o + K + L.OFF_SLOT_MTIME)[0]
+        value = mm[start + klen : start + klen + vlen]
+        yield decode_key(mm[start : start + klen], rkf), Entry(value, flags, mtime, exp or None)
+
+
 # ------------------------------------------------------------------ rebuild
 # ------------------------------------------------------------ verify, repair
 def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
@@ -188,7 +211,7 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
         problems.append("header: a writer died mid-update (dirty flag set)")
     if occ != len(live):
         problems.append(f"header: occupied_count {occ}, slots say {len(live)}")
-    if hdel != dele + len(_bad):
+    if hdel != dele:
         problems.append(f"header: deleted_count {hdel}, slots say {dele}")
     if hhwm < hwm:
         problems.append(f"header: high_water_mark {hhwm} below highest used slot {hwm}")

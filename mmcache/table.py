@@ -136,7 +136,9 @@ class MmapCache:
             # A writer died mid-update (or the header is damaged): repair now,
             # under the lock, rather than at the next put.
             with self._s.lock.hold():
-                W.begin(self._s)
+                g = W.begin(self._s)
+                if not M.counters_sane(g):
+                    M.repair(self, self._s, g)
         R.cleanup_on_open(self._s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
@@ -375,8 +377,9 @@ class MmapCache:
     __contains__ = contains
 
     def __len__(self) -> int:
-        occupied: int = L.COUNTERS.unpack_from(self._shared().gen.idx, L.OFF_COUNTERS)[0]
-        return occupied
+        g = self._shared().gen
+        occupied: int = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+        return min(occupied, g.nslots)  # a damaged counter must not break len()
 
     # --------------------------------------------------------------- writes
     def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
@@ -468,6 +471,11 @@ class MmapCache:
     def list_items(self) -> builtins.list[tuple[Key, bytes]]:
         """(key, value) pairs of the live entries, via the roster. O(occupied)."""
         return list(M.iter_items(self, self._shared(), values=True))
+
+    def entries(self) -> Iterator[tuple[Key, Entry]]:
+        """(key, Entry) of every live entry, with codec flags, mtime and
+        expiry; counts no hits (for tools that inspect a table)."""
+        return M.iter_entries(self, self._shared())
 
     def items(self) -> Iterator[tuple[Key, bytes]]:
         return M.iter_items(self, self._shared(), values=True)

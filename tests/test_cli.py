@@ -225,7 +225,13 @@ def _write_at(name: str, offset: int, data: bytes) -> None:
         f.write(data)
 
 
-@pytest.mark.parametrize("counter", [L.U64.pack(3), b"\xff" * 8], ids=["wrong", "absurd"])
+def test_absurd_header_counter_is_repaired_on_open(table: str) -> None:
+    _write_at(table, L.OFF_COUNTERS, b"\xff" * 8)  # occupied_count past the table size
+    assert out(run("verify", table)) == "ok\n"
+    assert run("get", table, "blob").stdout == BINARY
+
+
+@pytest.mark.parametrize("counter", [L.U64.pack(3)], ids=["wrong"])
 def test_verify_damaged_header_then_repair(table: str, counter: bytes) -> None:
     _write_at(table, L.OFF_COUNTERS, counter)  # occupied_count
     p = run("verify", table)

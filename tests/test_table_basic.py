@@ -329,3 +329,27 @@ def test_get_with_flags_and_absolute_expiry(path: str) -> None:
             c.put("b", b"1", expire=1, expire_at_ns=at)
         with pytest.raises(ValueError):
             c.put("b", b"1", flags=1 << 16)
+
+
+def test_entries_lists_metadata_without_counting_hits(path: str) -> None:
+    with MmapCache(path, size=256) as c:
+        c.put("a", b"1", flags=3)
+        c.put(b"b", b"2", expire=60)
+        before = c.get_stats()["hits"]
+        got = dict(c.entries())
+        assert got["a"].value == b"1" and got["a"].flags == 3 and got["a"].expire_ns is None
+        assert got[b"b"].expire_ns is not None and got[b"b"].mtime_ns > 0
+        assert c.get_stats()["hits"] == before
+
+
+def test_damaged_counter_is_repaired_on_open(path: str) -> None:
+    with MmapCache(path, size=64) as c:
+        for i in range(10):
+            c.put(f"k{i}", b"v")
+    with open(path, "r+b") as f:
+        f.seek(48)  # occupied_count (docs/FORMAT.md)
+        f.write(b"\xff" * 8)
+    with MmapCache(path, size=64) as c:
+        assert len(c) == 10 and c.verify() == []
+        c.put("new", b"x")
+        assert c.get("k3") == b"v" and c.get("new") == b"x"
