@@ -20,8 +20,7 @@ stderr only when stderr is a terminal. ``clear`` asks for confirmation on a
 terminal and, when stdin is not one, refuses unless given ``--yes``.
 
 What the public API implies: opening a table that a killed writer left
-mid-update repairs it first, so ``verify`` then reports "ok"; ``ls`` reads
-each entry with ``get_entry``, which the table counts as a hit; ``stats``
+mid-update repairs it first, so ``verify`` then reports "ok"; ``stats``
 leaves out ``max_entries``, ``max_bytes`` and ``eviction``, which describe
 the opening handle, not the table.
 """
@@ -120,20 +119,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str, str, str, str]] = []
     with _open(args.path) as c, Progress(f"listing {args.path}") as prog:
         prog.spin()
-        keys = c.list()
+        entries = dict(c.entries())  # one pass over the roster; counts no hits
+        keys = list(entries)
         if args.glob is not None:
             keys = [k for k in keys if fnmatch.fnmatchcase(glob_text(k), args.glob)]
         keys.sort(key=lambda k: (isinstance(k, bytes), k))
         matched = len(keys)
         if args.limit is not None:
             keys = keys[: args.limit]
-        prog.total = len(keys)
         now = time.time_ns()
         for k in keys:
-            e = c.get_entry(k)
-            prog.advance()
-            if e is None:
-                continue  # deleted or expired since the listing
+            e = entries[k]
             size = human_bytes(len(e.value))
             rows.append(
                 (size, _codec(e.flags), format_time(e.mtime_ns), format_expiry(e.expire_ns, now), key_text(k))
