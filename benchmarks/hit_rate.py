@@ -48,8 +48,7 @@ def replay_exact_lru(trace: list[int], capacity: int) -> list[bool]:
 
 
 def replay_mmcache(trace: list[int], capacity: int, policy: str, samples: int | None = None) -> list[bool]:
-    from mmcache import MmapCache
-    from mmcache import _write
+    from mmcache import MmapCache, _write
 
     old = _write.SAMPLES
     if samples is not None:

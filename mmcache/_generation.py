@@ -46,10 +46,14 @@ class Generation:
         self.heap = Heap(heap_path, gen, params.max_segment_bytes, mode)
         self.nslots = params.size - 1  # data slots are numbered 1 .. size-1
         self.slot_size = params.slot_size  # a plain attribute for the hot path
-        self.needs_repair = False
-        self.index_bytes = L.index_bytes(
-            params.size, params.slot_size
-        )  # set by a writer that met a damaged roster link
+        self.needs_repair = False  # set by a writer that met a damaged roster link
+        self.index_bytes = L.index_bytes(params.size, params.slot_size)
+        # The roster file's u32 view: roster entries, then one recency stamp
+        # per slot; slot s (1-based) has its stamp at rec_base + s - 1.
+        self.recency = memoryview(roster).cast("I")
+        self.rec_base = L.recency_index(params.size, 1)
+        # Records this process has already checksummed (segment << 32 | offset).
+        self.verified: set[int] = set()
 
     # ---------------------------------------------------------------- create
     @staticmethod
@@ -64,7 +68,7 @@ class Generation:
         try:
             Heap.create_segment(heap_path, gen, 0, L.MIN_SEGMENT_BYTES, mode)
             created.append(L.segment_name(heap_path, gen, 0))
-            rbytes = L.ROSTER_HEADER_BYTES + 4 * p.size
+            rbytes = L.roster_bytes(p.size)
             _write_file(
                 rname,
                 rbytes,
@@ -113,7 +117,7 @@ class Generation:
         rfd = os.open(rname, os.O_RDWR | os.O_CLOEXEC)  # FileNotFoundError: raced a rebuild
         try:
             rsize = os.fstat(rfd).st_size
-            if rsize != L.ROSTER_HEADER_BYTES + 4 * p.size:
+            if rsize != L.roster_bytes(p.size):
                 raise CorruptCacheError(f"roster {rname!r} has the wrong size ({rsize} bytes)")
             roster = mmap.mmap(rfd, rsize)
         finally:
@@ -122,6 +126,22 @@ class Generation:
         if magic != L.ROSTER_MAGIC or rgen != gen or cap != p.size:
             raise CorruptCacheError(f"{rname!r} is not the roster of generation {gen}")
         return cls(name or path, heap_path, p, gen, idx, roster, st.st_ino, mode)
+
+    def remember(self, loc: int) -> bool:
+        """Note a record whose checksum passed (bounded); always True."""
+        if len(self.verified) >= 1 << 16:
+            self.verified.clear()
+        self.verified.add(loc)
+        return True
+
+    def touch_recency(self, slot: int, now_ns: int) -> None:
+        """Stamp ``slot`` as used now (units of 2**20 ns, wrapping at 2**32)."""
+        self.recency[self.rec_base + slot - 1] = (now_ns >> 20) & 0xFFFFFFFF
+
+    def age(self, slot: int, now_ns: int) -> int:
+        """How long ago ``slot`` was last stamped, in the same units."""
+        stamp: int = self.recency[self.rec_base + slot - 1]
+        return ((now_ns >> 20) - stamp) & 0xFFFFFFFF
 
     @property
     def retired(self) -> bool:

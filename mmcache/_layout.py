@@ -89,8 +89,7 @@ STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations",
 #   K+4: u32 roster_pos (index of this slot in the roster while OCCUPIED)
 #   K+8: u32 heap segment | K+12: u32 heap offset of the record
 #  K+16: u64 mtime_ns (CLOCK_REALTIME of the put)
-#  K+24: u64 atime_ns (last hit; written by readers without any lock, racy by
-#        design and covered by no checksum: it only steers LRU eviction)
+#  K+24: u64 reserved (0; recency stamps live in the roster file)
 # The key comes first so that one slice compare, key + state + kflags + klen,
 # tells a probe whether this slot holds its key. The key in the slot is the
 # encoded key itself when it fits in key_size bytes (null padded; klen says
@@ -104,9 +103,7 @@ OFF_SLOT_ROSTER = 4
 OFF_SLOT_LOC = 8  # (seg, off) written as one 8-byte field
 SLOT_LOC = struct.Struct("<II")
 OFF_SLOT_MTIME = 16
-OFF_SLOT_ATIME = 24
 SLOT_LOC_MTIME = struct.Struct("<IIQ")
-SLOT_TAIL = struct.Struct("<IIQQ")  # seg, off, mtime, atime
 
 EMPTY, OCCUPIED, DELETED = 0, 1, 2
 KF_HASHED = 1  # slot holds a digest of the key
@@ -121,7 +118,21 @@ MAX_SIZE = 2**32 - 1  # slot numbers are u32 in the roster
 ROSTER_MAGIC = b"MMCROST\x00"
 ROSTER_HEADER = struct.Struct("<8sIIQQ")  # magic, version, pad, generation, capacity
 ROSTER_HEADER_BYTES = 64
-# followed by `size` u32 slot numbers; entries [0, occupied) are live
+# followed by `size` u32 slot numbers (entries [0, occupied) are live), then
+# `size` u32 recency stamps, one per slot (index = slot - 1): the time of a
+# recent hit in units of 2**20 ns (about 1 ms), wrapping at 2**32 (49 days).
+# Readers write stamps without any lock; no checksum covers them; they only
+# steer LRU eviction. They live here, densely, rather than in the slots, so
+# that a hit dirties one of few hot pages, not a random page of the index.
+
+
+def roster_bytes(size: int) -> int:
+    return ROSTER_HEADER_BYTES + 8 * size
+
+
+def recency_index(size: int, slot: int) -> int:
+    """Index of ``slot``'s stamp in the roster file viewed as u32s."""
+    return ROSTER_HEADER_BYTES // 4 + size + slot - 1
 
 # ----------------------------------------------------------------------- heap
 SEG_MAGIC = b"MMCHEAP\x00"

@@ -92,11 +92,12 @@ class Builder:
                 i, no = 0, L.HEADER_BYTES
         if nm[no + K] == L.DELETED:
             self.dele -= 1
-        mtime, atime = L.SLOT_HEAD.unpack_from(g.idx, o + K)[6:8]
+        mtime = L.SLOT_HEAD.unpack_from(g.idx, o + K)[6]
         nm[no : no + K] = skey.ljust(K, b"\0")
         nslot = (no - L.HEADER_BYTES) // nss + 1
         L.SLOT_HEAD.pack_into(nm, no + K, L.OCCUPIED, hashed | (rkf & L.KF_STR), len(skey),
-                              self.occ, self.seg, noff, mtime, atime)  # fmt: skip
+                              self.occ, self.seg, noff, mtime, 0)  # fmt: skip
+        ng.recency[ng.rec_base + nslot - 1] = g.recency[g.rec_base + slot - 1]
         L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * self.occ, nslot)
         self.occ += 1
         self.hwm = max(self.hwm, nslot)
@@ -185,7 +186,7 @@ def cleanup_on_open(s: SharedTable) -> None:
 def _alloc_gen(g: Generation) -> int:
     """A generation number no other rebuild of this table has used."""
     next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
-    gen = max(next_gen, g.gen, bgen) + 1
+    gen: int = max(next_gen, g.gen, bgen) + 1
     L.BUILD.pack_into(g.idx, L.OFF_BUILD, gen, bpid, bgen)
     return gen
 

@@ -168,6 +168,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
     if found >= 0:
         old = _record_size_at(g, found)
         L.SLOT_LOC_MTIME.pack_into(mm, found + K + L.OFF_SLOT_LOC, seg, off, now)
+        g.touch_recency((found - L.HEADER_BYTES) // g.slot_size + 1, now)
         live, dead = live + rec_len - old, dead + old
     else:
         o = free
@@ -176,8 +177,9 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         if state == L.DELETED:
             dele -= 1
         mm[o : o + K] = probe[:K]
-        L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, now)
+        L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, 0)
         L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * occ, slot)
+        g.touch_recency(slot, now)
         mm[o + K] = L.OCCUPIED  # publish: the last store a reader depends on
         occ += 1
         hwm = max(hwm, slot)
@@ -268,7 +270,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     """
     g = begin(s)
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
-    field = L.OFF_SLOT_ATIME if c.eviction == "lru" else L.OFF_SLOT_MTIME
+    lru = c.eviction == "lru"
     evicted = 0
     now = time.time_ns()
     mm[L.OFF_DIRTY] = 1
@@ -286,9 +288,10 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
             if M.is_expired(g, o, now):
                 best, expired = o, True
                 break
-            t = L.U64.unpack_from(mm, o + K + field)[0]
-            if best < 0 or t < best_t:
-                best, best_t = o, t
+            # the oldest: largest recency age (lru) or earliest mtime (fifo)
+            age = g.age(slot, now) if lru else now - L.U64.unpack_from(mm, o + K + L.OFF_SLOT_MTIME)[0]
+            if best < 0 or age > best_t:
+                best, best_t = o, age
         if best < 0:
             break
         remove_slot(g, best)

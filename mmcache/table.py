@@ -39,8 +39,6 @@ _HB = L.HEADER_BYTES
 _RH = L.RECORD_HEADER
 _REC = L.RECORD.unpack_from
 _LOC = L.SLOT_LOC.unpack_from
-_LOCT = L.SLOT_TAIL.unpack_from
-_ATIME = L.U64.pack_into
 _time_ns = time.time_ns
 _monotonic = time.monotonic
 
@@ -126,7 +124,7 @@ class MmapCache:
         self.compact_threshold = compact_threshold
         self.compact_min_bytes = compact_min_bytes
         self._key_size = key_size
-        self._track_atime = eviction == "lru"
+        self._track_recency = eviction == "lru"
         # With a secret every record this handle writes is signed with a keyed
         # BLAKE2b MAC, and records without a valid MAC are misses for it.
         self._secret = key
@@ -241,28 +239,41 @@ class MmapCache:
                 o += ss
                 if i == nslots:
                     i, o = 0, _HB
-            seg, off, _mt, atime = _LOCT(mm, o + K + 8)
+            seg, off = _LOC(mm, o + K + 8)
             heap = g.heap
             try:
                 mv = heap.views[seg]
                 csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)
                 start = off + 32
                 end = start + klen + vlen
+                loc = seg << 32 | off
                 if (
                     end <= len(mv)
                     and magic == 0xA7  # REC_MAGIC
                     and klen == n
                     and (rkf & 2) == kf  # KF_STR
                     and heap.maps[seg][start : start + klen] == kb
-                    and (not self.verify_checksums or xxh3_64_intdigest(mv[off + 8 : end]) == csum)
+                    and (
+                        # Records never change once written: one good checksum
+                        # per record per process is enough.
+                        loc in g.verified
+                        or not self.verify_checksums
+                        or (xxh3_64_intdigest(mv[off + 8 : end]) == csum and g.remember(loc))
+                    )
                 ):
-                    if exp or self._track_atime:
+                    now = 0
+                    if exp:
                         now = _time_ns()
-                        if exp and exp <= now:
+                        if exp <= now:
                             s.local[1] += 1
                             return default
-                        if self._track_atime and now - atime > 1_000_000:
-                            _ATIME(mm, o + K + 24, now)
+                    if self._track_recency:
+                        # A racy store into a dense array no checksum covers
+                        # (see _layout): it only steers LRU eviction.
+                        t = ((now or _time_ns()) >> 20) & 0xFFFFFFFF
+                        j = g.rec_base + i
+                        if g.recency[j] != t:
+                            g.recency[j] = t
                     s.local[0] += 1
                     if with_flags:
                         return heap.maps[seg][start + klen : end], flags
@@ -339,12 +350,8 @@ class MmapCache:
             now = _time_ns()
             if exp <= now:
                 return None
-        if self._track_atime:
-            # Recency for sampled LRU: a racy store that no checksum covers,
-            # skipped when the stored time is under a millisecond old.
-            now = now or _time_ns()
-            if now - L.U64.unpack_from(mm, o + K + L.OFF_SLOT_ATIME)[0] > 1_000_000:
-                _ATIME(mm, o + K + L.OFF_SLOT_ATIME, now)
+        if self._track_recency:
+            g.touch_recency((o - _HB) // ss + 1, now or _time_ns())
         return heap.maps[seg][start + klen : end], flags, exp, o
 
     def get_entry(self, key: Key) -> Entry | None:

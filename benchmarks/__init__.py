@@ -1,0 +1,1 @@
+"""mmcache's benchmark suite: ``python -m benchmarks --help``; see README.md."""

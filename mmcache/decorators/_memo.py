@@ -1,0 +1,139 @@
+"""The slow paths of one cached function: misses, refreshes, revalidation.
+
+The wrappers in ``cached`` keep only the hit path inline; everything that
+happens when the table has no fresh value is here, once for sync and once
+for async functions, on top of ``_stampede``.
+
+Counters (per process, like ``functools.lru_cache``'s): a call answered from
+the table is a *hit*, whether found at once, after waiting for another
+caller's computation, or stale under ``stale_ttl``; a call that ran the
+function is a *miss*, and so is a background revalidation. ``refresh`` and
+``uncached`` are not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._stampede import acquire, flight, held, release, run_async, run_sync
+from ._table import FunctionTable
+
+__all__ = ["Memo"]
+
+log = logging.getLogger("mmcache.decorators")
+
+
+class Memo:
+    """State shared by a cached function's wrapper and its controls."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        keyfn: Callable[[tuple[Any, ...], dict[str, Any]], bytes],
+        ft: FunctionTable,
+        *,
+        ttl: float | None,
+        lock_timeout: float | None,
+        lease_ttl: float,
+    ) -> None:
+        self.func, self.keyfn, self.ft = func, keyfn, ft
+        # hits, misses: counted without a lock (as functools' pure-Python lru_cache
+        # does), so under heavy thread contention an increment could be lost.
+        self.stats = [0, 0]
+        self.fresh_ns = None if ttl is None else int(ttl * 1e9)
+        self.lock_timeout, self.lease_ttl = lock_timeout, lease_ttl
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _flight(self, key: bytes) -> Any:
+        ft = self.ft
+        return flight(ft.table(), key, ft.lookup, ft.save, self.lease_ttl, self.lock_timeout)
+
+    # ------------------------------------------------------------ misses
+    def miss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        func = self.func
+        value, computed = run_sync(self._flight(key), lambda: func(*args, **kwargs))
+        self.stats[1 if computed else 0] += 1
+        return value
+
+    async def amiss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        func = self.func
+        value, computed = await run_async(self._flight(key), lambda: func(*args, **kwargs))
+        self.stats[1 if computed else 0] += 1
+        return value
+
+    # ---------------------------------------------------------- controls
+    def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        key = self.keyfn(args, kwargs)
+        value = self.func(*args, **kwargs)
+        self.ft.save(key, value)
+        return value
+
+    async def arefresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        key = self.keyfn(args, kwargs)
+        value = await self.func(*args, **kwargs)
+        self.ft.save(key, value)
+        return value
+
+    def clear(self) -> None:
+        self.ft.clear()
+        self.stats[:] = [0, 0]
+
+    # ---------------------------------------------- stale-while-revalidate
+    def _claim_stale(self, key: bytes) -> Any:
+        """A lease to recompute a stale ``key``, or None if someone (in any
+        process) is at it or already has (the value is fresh again)."""
+        t = self.ft.table()
+        if held(t, key):
+            return None
+        lease = acquire(t, key, self.lease_ttl)
+        if lease is None:
+            return None
+        e = t.get_entry(key)
+        if e is not None and time.time_ns() - e.mtime_ns < self.fresh_ns:  # type: ignore[operator]
+            release(lease)  # refreshed between our read and our lease
+            return None
+        return lease
+
+    def revalidate(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Recompute a stale value in a daemon thread, unless someone else is."""
+        lease = self._claim_stale(key)
+        if lease is not None:
+            work = (lease, key, args, kwargs)
+            threading.Thread(target=self._recompute, args=work, name="mmcache-swr", daemon=True).start()
+
+    def _recompute(self, lease: Any, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            value = self.func(*args, **kwargs)
+        except BaseException as exc:
+            release(lease)
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("mmap_cached %s: background revalidation failed", self.ft.identity.table_id)
+            return
+        self.stats[1] += 1
+        self.ft.save(key, value, lease)
+
+    def arevalidate(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Recompute a stale value in a task of the running loop, unless someone else is."""
+        lease = self._claim_stale(key)
+        if lease is not None:
+            task = asyncio.get_running_loop().create_task(self._arecompute(lease, key, args, kwargs))
+            self._tasks.add(task)  # a strong reference until it is done
+            task.add_done_callback(self._tasks.discard)
+
+    async def _arecompute(self, lease: Any, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            value = await self.func(*args, **kwargs)
+        except BaseException as exc:
+            release(lease)
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("mmap_cached %s: background revalidation failed", self.ft.identity.table_id)
+            return
+        self.stats[1] += 1
+        self.ft.save(key, value, lease)

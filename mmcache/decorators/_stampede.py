@@ -1,0 +1,246 @@
+"""No stampede: one caller computes a missing value, the others wait for it.
+
+A *lease* is an entry ``key + b"L"`` put with ``add`` (atomic across
+processes) and an expiry of ``lease_ttl`` seconds. Whoever adds it computes;
+the user's function is never called while the table's writer lock is held.
+While it computes, a daemon thread in its process renews the lease every
+``lease_ttl / 3`` seconds, so a long computation keeps it, while a computer
+killed with SIGKILL loses it within ``lease_ttl`` and one waiter takes over.
+
+Waiters poll the value (a lock-free read, backing off from 1 ms to 50 ms);
+when the lease is gone without a value (the computer raised or died) they
+race for a new lease; after ``lock_timeout`` seconds they compute themselves.
+
+The waiting logic is written once, as a generator (:func:`flight`) that
+yields what to do next: a number of seconds to sleep, or ``COMPUTE``. The
+sync and async wrappers drive it with :func:`run_sync` and :func:`run_async`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+from mmcache.table import MmapCache
+
+__all__ = ["COMPUTE", "MISS", "Lease", "acquire", "drop", "flight", "held", "release"]
+__all__ += ["run_async", "run_sync"]
+
+MISS: Any = object()  # "no value" (None is a value)
+COMPUTE: Any = object()  # flight() asks its driver to call the function
+_FIRST_DELAY, _MAX_DELAY = 0.001, 0.05
+Flight = Generator[Any, Any, tuple[Any, bool]]
+
+
+class Lease:
+    """A claim on computing one key, held by this process until released."""
+
+    __slots__ = ("due", "key", "table", "token", "ttl")
+
+    def __init__(self, table: MmapCache, key: bytes, token: bytes, ttl: float) -> None:
+        self.table, self.key, self.token, self.ttl = table, key, token, ttl
+        self.due = time.monotonic() + ttl / 3
+
+
+def lease_key(key: bytes) -> bytes:
+    return key + b"L"
+
+
+_tokens = itertools.count()
+_token_prefix = os.urandom(8)  # tells this process's tokens from a dead one's with a reused pid
+
+
+def acquire(table: MmapCache, key: bytes, ttl: float) -> Lease | None:
+    """Claim ``key`` for computing: a Lease if no one holds it, else None."""
+    token = b"%s%d:%d" % (_token_prefix, os.getpid(), next(_tokens))
+    if not table.add(lease_key(key), token, ttl):
+        return None
+    lease = Lease(table, lease_key(key), token, ttl)
+    _keeper.track(lease)
+    return lease
+
+
+def drop(lease: Lease) -> None:
+    """Release with the table's writer lock already held (see ``release``)."""
+    _keeper.untrack(lease)
+    t = lease.table
+    if t.get(lease.key) == lease.token:
+        t.delete(lease.key)
+
+
+def release(lease: Lease) -> None:
+    """Drop the claim (only if it is still ours: it may have lapsed and moved on)."""
+    try:
+        with lease.table.transaction():
+            drop(lease)
+    except Exception:  # a closed table: nothing left to release
+        _keeper.untrack(lease)
+
+
+def held(table: MmapCache, key: bytes) -> bool:
+    """True if some caller, in any process, holds a live lease on ``key``."""
+    return table.get(lease_key(key)) is not None
+
+
+def _renew(lease: Lease) -> bool:
+    t = lease.table
+    try:
+        with t.transaction():
+            if t.get(lease.key) != lease.token:
+                return False
+            t.put(lease.key, lease.token, lease.ttl)
+            return True
+    except Exception:
+        return False
+
+
+class _Keeper:
+    """The per-process daemon thread that renews the leases being computed.
+
+    It is started by the first lease, sleeps until the next renewal is due
+    (at most ``_IDLE_TICK`` when it has nothing to do) and ends after
+    ``_IDLE_EXIT`` idle seconds. ``track`` wakes it only when a new lease is
+    due before it would wake anyway: waking a thread on every miss would cost
+    the caller a GIL hand-off.
+    """
+
+    def __init__(self) -> None:
+        self.leases: set[Lease] = set()
+        self.cond = threading.Condition(threading.Lock())
+        self.thread: threading.Thread | None = None
+        self.wake_at = 0.0
+
+    def track(self, lease: Lease) -> None:
+        with self.cond:
+            self.leases.add(lease)
+            if self.thread is None:
+                self.wake_at = lease.due
+                self.thread = threading.Thread(target=self._run, name="mmcache-lease-keeper", daemon=True)
+                self.thread.start()
+            elif lease.due < self.wake_at:
+                self.wake_at = lease.due
+                self.cond.notify()
+
+    def untrack(self, lease: Lease) -> None:
+        with self.cond:
+            self.leases.discard(lease)
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self.cond:
+                now = time.monotonic()
+                if self.leases:
+                    idle_since = now
+                elif now - idle_since > _IDLE_EXIT:
+                    self.thread = None
+                    return
+                due = [lease for lease in self.leases if lease.due <= now]
+                if not due:
+                    self.wake_at = min([lease.due for lease in self.leases], default=now + _IDLE_TICK)
+                    self.cond.wait(self.wake_at - now)
+                    continue
+            for lease in due:
+                lease.due = time.monotonic() + lease.ttl / 3
+                if not _renew(lease):
+                    self.untrack(lease)
+
+
+_IDLE_TICK, _IDLE_EXIT = 1.0, 30.0
+_keeper = _Keeper()
+
+
+def _reset_after_fork() -> None:
+    global _keeper
+    _keeper = _Keeper()  # the parent's leases and thread are not the child's
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def flight(
+    table: MmapCache,
+    key: bytes,
+    lookup: Callable[[bytes], Any],
+    save: Callable[[bytes, Any, Lease | None], None],
+    lease_ttl: float,
+    timeout: float | None,
+) -> Flight:
+    """Get the value of a missing ``key``, computing it at most once at a time.
+
+    Yields ``COMPUTE`` (send back the function's result, or throw its
+    exception in) or a float (sleep that long, send nothing). Returns
+    ``(value, computed)``.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = _FIRST_DELAY
+    while timeout is None or timeout > 0:  # lock_timeout=0: no guard at all
+        if not held(table, key):
+            lease = acquire(table, key, lease_ttl)
+            if lease is not None:
+                saving = False
+                try:
+                    value = lookup(key)  # it may have landed just before we got the lease
+                    if value is not MISS:
+                        return value, False
+                    value = yield COMPUTE
+                    saving = True
+                    save(key, value, lease)  # stores and releases under one hold of the lock
+                    return value, True
+                finally:
+                    if not saving:
+                        release(lease)
+        value = lookup(key)
+        if value is not MISS:
+            return value, False
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            break
+        yield delay if deadline is None else min(delay, deadline - now)
+        delay = min(delay * 1.5, _MAX_DELAY)
+    value = yield COMPUTE  # waited long enough: compute without a lease
+    save(key, value, None)
+    return value, True
+
+
+def run_sync(fl: Flight, call: Callable[[], Any]) -> tuple[Any, bool]:
+    """Drive a flight in this thread: sleep with ``time.sleep``, compute with ``call()``."""
+    try:
+        cmd = next(fl)
+        while True:
+            if cmd is COMPUTE:
+                try:
+                    result = call()
+                except BaseException as exc:
+                    cmd = fl.throw(exc)
+                else:
+                    cmd = fl.send(result)
+            else:
+                time.sleep(cmd)
+                cmd = next(fl)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(fl: Flight, call: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+    """Drive a flight in an event loop: ``asyncio.sleep``, ``await call()``."""
+    try:
+        cmd = next(fl)
+        while True:
+            if cmd is COMPUTE:
+                try:
+                    result = await call()
+                except BaseException as exc:
+                    cmd = fl.throw(exc)
+                else:
+                    cmd = fl.send(result)
+            else:
+                await asyncio.sleep(cmd)
+                cmd = next(fl)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

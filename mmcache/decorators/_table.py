@@ -1,0 +1,191 @@
+"""The table behind one cached function: opened lazily, values through cloudpickle.
+
+Opening an ``MmapCache`` costs a few system calls, so each process keeps one
+handle per (file, max_entries) in a registry, opened on the first call (not
+at import or decoration) and closed at exit, which also flushes the process's
+counters into the table's shared stats.
+
+A table starts at 1024 slots (a 56 KiB index) and doubles as it fills, up to
+what ``max_entries`` needs (or 2**21 slots, about 1.5 million entries, without
+it); past that the least recently used entries go. Values are stored with
+cloudpickle under the ``CLOUDPICKLE`` codec flag of ``mmcache.serialization``.
+
+Besides the 16-byte argument keys a table holds its *tag* (under the str key
+``"mmcache:tag"``, which no bytes key can equal): the function's ``version=``
+and code hash. Opening a table whose tag differs empties it first, so old
+versions do not fill the disk. (Under ``max_entries`` pressure the tag may be
+evicted like any entry; keys carry the version too, so that costs only the
+clean-up.) Leases (``_stampede``) are 17-byte keys.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import pickle
+import threading
+import warnings
+from typing import Any
+
+import cloudpickle  # type: ignore[import-untyped]
+
+from mmcache.errors import CacheFullError, DiskFullError, IncompatibleCacheError, ValueTooLargeError
+from mmcache.serialization import CLOUDPICKLE
+from mmcache.table import MmapCache
+
+from ._identity import Identity
+from ._location import default_dir, ensure_dir, table_path
+from ._stampede import MISS, Lease, drop
+
+__all__ = ["TAG_KEY", "FunctionTable", "close_all"]
+
+TAG_KEY = "mmcache:tag"
+INITIAL_SLOTS = 1024
+DEFAULT_MAX_SLOTS = 1 << 21
+KEY_SIZE = 24  # argument keys are 16 bytes, leases 17
+SLOT_SIZE = KEY_SIZE + 32  # the core's fixed slot fields take 32 bytes
+_LIVE_FRACTION = 0.75  # the core grows (or evicts) past 75 % full
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+_handles: dict[tuple[str, int | None], MmapCache] = {}
+_registry_lock = threading.Lock()
+
+
+def _max_slots(max_entries: int | None) -> int:
+    if max_entries is None:
+        return DEFAULT_MAX_SLOTS
+    return max(INITIAL_SLOTS, math.ceil((max_entries + 64) / _LIVE_FRACTION) + 2)
+
+
+def _open(path: str, max_entries: int | None) -> MmapCache:
+    """Open (or create) the table at ``path``; an existing table keeps the
+    parameters in its header (it may have grown), so every process agrees."""
+    opts: dict[str, Any] = {
+        "max_size": _max_slots(max_entries),
+        "max_entries": max_entries,  # the tag and leases count too: results never exceed it
+        "eviction": "lru",
+    }
+    for _ in range(5):
+        if os.path.exists(path):
+            try:
+                return MmapCache.open(path, **opts)
+            except FileNotFoundError:
+                continue  # removed between the check and the open
+        try:
+            return MmapCache(path, min(INITIAL_SLOTS, opts["max_size"]), SLOT_SIZE, KEY_SIZE, **opts)
+        except IncompatibleCacheError:
+            continue  # another process created it first: adopt its parameters
+    return MmapCache.open(path, **opts)
+
+
+def _handle(path: str, max_entries: int | None) -> MmapCache:
+    with _registry_lock:
+        t = _handles.get((path, max_entries))
+        if t is None:
+            t = _handles[(path, max_entries)] = _open(path, max_entries)
+        return t
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every handle this process opened (flushes its hit/miss counters)."""
+    with _registry_lock:
+        tables = list(_handles.values())
+        _handles.clear()
+    for t in tables:
+        t.close()
+
+
+class FunctionTable:
+    """One function's table: where it is, how values go in and come out."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None,
+        identity: Identity,
+        max_entries: int | None,
+        expire: float | None,
+    ) -> None:
+        self.directory = None if directory is None else os.path.abspath(os.fspath(directory))
+        self.identity = identity
+        self.max_entries = max_entries
+        self.expire = expire  # seconds a stored value lives (ttl + stale_ttl), None: forever
+        self._table: MmapCache | None = None
+        self._lock = threading.Lock()
+        self._warned = False
+
+    @property
+    def path(self) -> str:
+        """The index file (the directory is resolved now: ``$MMCACHE_DIR`` may change)."""
+        return table_path(self.directory or default_dir(), self.identity.table_id)
+
+    def table(self) -> MmapCache:
+        """The open table; the first call creates the directory and files."""
+        t = self._table
+        if t is not None:
+            return t
+        with self._lock:
+            if self._table is None:
+                path = self.path
+                ensure_dir(os.path.dirname(path))
+                t = _handle(path, self.max_entries)
+                self._check_tag(t)
+                self._table = t
+            return self._table
+
+    def _check_tag(self, t: MmapCache) -> None:
+        want = self.identity.tag.encode("utf-8", "surrogatepass")
+        with t.transaction():
+            stored = t.get(TAG_KEY)
+            if stored != want:
+                if stored is not None:
+                    t.clear()  # entries of another version= / code: never read again
+                t.put(TAG_KEY, want)
+
+    def lookup(self, key: bytes) -> Any:
+        """The value under ``key``, or MISS (also for a value that no longer unpickles)."""
+        data = self.table().get(key)
+        if data is None:
+            return MISS
+        try:
+            return pickle.loads(data)
+        except Exception:
+            return MISS
+
+    def save(self, key: bytes, value: Any, lease: Lease | None = None) -> None:
+        """Store ``value`` and release ``lease`` under one hold of the writer
+        lock (pickled before taking it). A value that cannot be pickled or
+        stored is not cached, with one warning per function."""
+        try:
+            data = cloudpickle.dumps(value, protocol=_PROTOCOL)
+        except Exception as exc:  # PicklingError, TypeError, RecursionError, ...
+            data = None
+            self._warn(f"the result could not be pickled, so it was not cached: {exc!r}")
+        t = self.table()
+        with t.transaction():
+            try:
+                if data is not None:
+                    t.put(key, data, self.expire, flags=CLOUDPICKLE)
+            except (ValueTooLargeError, DiskFullError, CacheFullError) as exc:
+                self._warn(f"not cached: {exc}")
+            finally:
+                if lease is not None:
+                    drop(lease)
+
+    def _warn(self, what: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"mmap_cached {self.identity.table_id}: {what}", RuntimeWarning, stacklevel=4)
+
+    def currsize(self) -> int:
+        """Live entries, the tag not counted (leases being computed are)."""
+        t = self.table()
+        return max(0, len(t) - (t.get(TAG_KEY) is not None))
+
+    def clear(self) -> None:
+        """Empty the table for every process; keep the tag."""
+        t = self.table()
+        with t.transaction():
+            t.clear()
+            t.put(TAG_KEY, self.identity.tag.encode("utf-8", "surrogatepass"))

@@ -1,0 +1,295 @@
+"""``@mmap_cached``: memoise a function across processes and restarts.
+
+::
+
+    @mmap_cached
+    def f(x, y=1): ...
+
+    @mmap_cached(path="/var/tmp/feat", ttl=3600, ignore=("verbose",), max_entries=100_000)
+    def g(df, *, verbose=False): ...
+
+A call's arguments become a 16-byte key (``_argkey``: bound to the signature,
+encoded canonically, the same in every process); its result is stored with
+cloudpickle in the function's own table (``_location``, ``_table``). A hit
+is the key, one lock-free table read and one unpickle. On a miss one caller
+in any process computes while the others wait for its result
+(``_stampede``). Exceptions are not cached; ``None`` is.
+
+Methods: ``self`` is an argument like any other, keyed by value (its
+``__mmcache_key__()`` if the class defines one, else its pickled state), or
+left out with ``ignore=("self",)``. ``@classmethod`` / ``@staticmethod``
+may go above or below. The controls take the arguments the undecorated
+function takes, ``self`` included: ``Cls.method.refresh(obj, x)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
+
+from xxhash import xxh3_128_digest
+
+from ._argkey import ArgKeyer, encode
+from ._identity import identify
+from ._memo import Memo
+from ._stampede import MISS
+from ._table import FunctionTable
+
+__all__ = ["CacheInfo", "CachedFunction", "mmap_cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+KeyFunc = Callable[..., Any]
+
+
+class CacheInfo(NamedTuple):
+    """As ``functools.lru_cache``'s: hits and misses counted in this process
+    (a miss is a call that ran the function); ``maxsize`` is ``max_entries``
+    (None: bounded only by the table's largest size); ``currsize`` counts the
+    table's entries, shared by every process."""
+
+    hits: int
+    misses: int
+    maxsize: int | None
+    currsize: int
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """What ``@mmap_cached`` returns: the function, plus cache controls."""
+
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def __cache_key__(self, *args: P.args, **kwargs: P.kwargs) -> bytes: ...
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def uncached(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def cache_info(self) -> CacheInfo: ...
+    def cache_clear(self) -> None: ...
+    def cache_parameters(self) -> dict[str, Any]: ...
+
+    # Binding as a method: ParamSpec cannot drop ``self``, so a bound method's
+    # arguments are not checked, but its result type is.
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> CachedFunction[P, R_co]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> Callable[..., R_co]: ...
+
+
+def _seconds(name: str, value: float | None, *, zero: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise TypeError(f"mmap_cached: {name} must be a number of seconds or None, not {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"mmap_cached: {name} must be {'>= 0' if zero else '> 0'}, not {value!r}")
+    return float(value)
+
+
+def _custom_keyfn(keyfunc: KeyFunc, namespace: bytes, typed: bool) -> Callable[..., bytes]:
+    """``key=``: the user's function maps the arguments to any encodable value."""
+    prefix = b"mmcache-key\0" + namespace + b"\0"
+    what = getattr(keyfunc, "__qualname__", repr(keyfunc))
+
+    def keyfn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        value = keyfunc(*args, **kwargs)
+        try:
+            return xxh3_128_digest(prefix + encode(value, typed=typed))
+        except TypeError as exc:
+            raise TypeError(f"mmap_cached: key={what} returned a value with no stable key: {exc}") from None
+
+    return keyfn
+
+
+def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
+    """Build the wrapper of ``func`` (opts: mmap_cached's validated keywords)."""
+    if isinstance(func, staticmethod | classmethod):
+        return type(func)(_make(func.__func__, opts))
+    if not callable(func):
+        raise TypeError(f"mmap_cached decorates functions, not {func!r}")
+    ident = identify(func, opts["version"], opts["hash_code"])
+    keyer = ArgKeyer(func, typed=opts["typed"], ignore=opts["ignore"], version=ident.key_version)
+    keyfn = keyer.key if opts["key"] is None else _custom_keyfn(opts["key"], keyer.namespace, opts["typed"])
+    ttl, stale = opts["ttl"], opts["stale_ttl"]
+    expire = None if ttl is None else ttl + (stale or 0.0)
+    ft = FunctionTable(opts["path"], ident, opts["max_entries"], None if expire == math.inf else expire)
+    memo = Memo(func, keyfn, ft, ttl=ttl, lock_timeout=opts["lock_timeout"], lease_ttl=opts["lease_ttl"])
+    wrapper = _wrapper(memo, inspect.iscoroutinefunction(func), stale is not None)
+    functools.update_wrapper(wrapper, func)
+    wrapper.__cache_key__ = lambda *a, **kw: keyfn(a, kw)
+
+    def refresh(*args: Any, **kwargs: Any) -> Any:
+        return memo.refresh(args, kwargs)
+
+    async def arefresh(*args: Any, **kwargs: Any) -> Any:
+        return await memo.arefresh(args, kwargs)
+
+    wrapper.refresh = arefresh if inspect.iscoroutinefunction(func) else refresh
+    wrapper.uncached = func
+    wrapper.cache_info = lambda: CacheInfo(memo.stats[0], memo.stats[1], opts["max_entries"], ft.currsize())
+    wrapper.cache_clear = memo.clear
+    wrapper.cache_parameters = lambda: {**opts, "path": ft.path, "key_version": ident.key_version}
+    return wrapper
+
+
+def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
+    """The hit path, written four times (sync/async x plain/stale_ttl) so that
+    each is a few local lookups: key, one table read, one unpickle."""
+    keyfn, stats, loads, ft = memo.keyfn, memo.stats, pickle.loads, memo.ft
+    fresh_ns = memo.fresh_ns or 0
+    now_ns = time.time_ns
+
+    def get(key: bytes, default: Any) -> Any:  # the first call opens the table, then rebinds
+        nonlocal get
+        get = ft.table().get
+        return get(key, default)
+
+    def get_entry(key: bytes) -> Any:
+        nonlocal get_entry
+        get_entry = ft.table().get_entry
+        return get_entry(key)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        k = keyfn(args, kwargs)
+        data = get(k, MISS)
+        if data is not MISS:
+            try:
+                value = loads(data)
+            except Exception:  # unreadable now (a class renamed...): recompute
+                return memo.miss(k, args, kwargs)
+            stats[0] += 1
+            return value
+        return memo.miss(k, args, kwargs)
+
+    async def awrapper(*args: Any, **kwargs: Any) -> Any:
+        k = keyfn(args, kwargs)
+        data = get(k, MISS)
+        if data is not MISS:
+            try:
+                value = loads(data)
+            except Exception:
+                return await memo.amiss(k, args, kwargs)
+            stats[0] += 1
+            return value
+        return await memo.amiss(k, args, kwargs)
+
+    def swr_wrapper(*args: Any, **kwargs: Any) -> Any:
+        k = keyfn(args, kwargs)
+        e = get_entry(k)
+        if e is not None:
+            try:
+                value = loads(e.value)
+            except Exception:
+                return memo.miss(k, args, kwargs)
+            stats[0] += 1
+            if now_ns() - e.mtime_ns >= fresh_ns:
+                memo.revalidate(k, args, kwargs)
+            return value
+        return memo.miss(k, args, kwargs)
+
+    async def aswr_wrapper(*args: Any, **kwargs: Any) -> Any:
+        k = keyfn(args, kwargs)
+        e = get_entry(k)
+        if e is not None:
+            try:
+                value = loads(e.value)
+            except Exception:
+                return await memo.amiss(k, args, kwargs)
+            stats[0] += 1
+            if now_ns() - e.mtime_ns >= fresh_ns:
+                memo.arevalidate(k, args, kwargs)
+            return value
+        return await memo.amiss(k, args, kwargs)
+
+    return ((wrapper, awrapper), (swr_wrapper, aswr_wrapper))[swr][is_async]
+
+
+@overload
+def mmap_cached(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+@overload
+def mmap_cached(
+    func: None = None,
+    /,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    ttl: float | None = None,
+    typed: bool = False,
+    ignore: Iterable[str] = (),
+    max_entries: int | None = None,
+    key: KeyFunc | None = None,
+    version: str | int | None = None,
+    hash_code: bool = False,
+    stale_ttl: float | None = None,
+    lock_timeout: float | None = 60.0,
+    lease_ttl: float = 10.0,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+def mmap_cached(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    ttl: float | None = None,
+    typed: bool = False,
+    ignore: Iterable[str] = (),
+    max_entries: int | None = None,
+    key: KeyFunc | None = None,
+    version: str | int | None = None,
+    hash_code: bool = False,
+    stale_ttl: float | None = None,
+    lock_timeout: float | None = 60.0,
+    lease_ttl: float = 10.0,
+) -> Any:
+    """Memoise a function in a table shared by every process, kept across runs.
+
+    ``path``: the directory for this function's table (default
+    ``$MMCACHE_DIR`` or the per-user cache directory + ``/mmcache``).
+    ``ttl``: seconds a result stays fresh (None: forever). ``stale_ttl``:
+    seconds an expired result is still returned while one caller, in any
+    process, recomputes it in the background (a daemon thread, or a task of
+    the running loop for ``async def``; abandoned if the process exits). ``typed``: ``1`` / ``1.0`` /
+    ``True`` and tuple / list are different keys. ``ignore``: argument names
+    left out of the key. ``max_entries``: cap on stored results (least
+    recently used go first). ``key``: a function of the call's arguments
+    whose (encodable) result is the key, for arguments with no stable
+    encoding. ``version``: a new value starts afresh (the table is emptied on
+    first use); ``hash_code=True`` does the same whenever the function's code
+    changes. ``lock_timeout``: how long callers wait for another caller's
+    computation of the same key before computing themselves (None: as long
+    as it runs; 0: never wait). ``lease_ttl``: how soon a computer that died
+    is given up on (it renews its claim every ``lease_ttl / 3`` seconds).
+    """
+    ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+    if key is not None and not callable(key):
+        raise TypeError(f"mmap_cached: key= must be a function of the call's arguments, not {key!r}")
+    if key is not None and ignore:
+        raise ValueError("mmap_cached: ignore= has no effect with key=; leave the arguments out in key=")
+    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int)
+                                    or max_entries < 1):  # fmt: skip
+        raise ValueError(f"mmap_cached: max_entries must be a positive int or None, not {max_entries!r}")
+    if lease_ttl is None:
+        raise TypeError("mmap_cached: lease_ttl must be a number of seconds")
+    ttl, stale_ttl = _seconds("ttl", ttl), _seconds("stale_ttl", stale_ttl)
+    if stale_ttl is not None and ttl is None:
+        raise ValueError("mmap_cached: stale_ttl= needs ttl= (how long a result stays fresh)")
+    opts = {
+        "path": path,
+        "ttl": ttl,
+        "typed": bool(typed),
+        "ignore": ignore,
+        "max_entries": max_entries,
+        "key": key,
+        "version": version,
+        "hash_code": bool(hash_code),
+        "stale_ttl": stale_ttl,
+        "lock_timeout": _seconds("lock_timeout", lock_timeout, zero=True),
+        "lease_ttl": _seconds("lease_ttl", lease_ttl),
+    }
+    if func is None:
+        return lambda f: _make(f, opts)
+    return _make(func, opts)
