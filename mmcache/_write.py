@@ -168,7 +168,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
     if found >= 0:
         old = _record_size_at(g, found)
         L.SLOT_LOC_MTIME.pack_into(mm, found + K + L.OFF_SLOT_LOC, seg, off, now)
-        g.touch_recency((found - L.HEADER_BYTES) // g.slot_size + 1, now)
+        g.touch_recency((found - L.HEADER_BYTES) // g.slot_size + 1, time.monotonic())
         live, dead = live + rec_len - old, dead + old
     else:
         o = free
@@ -179,7 +179,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         mm[o : o + K] = probe[:K]
         L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, 0)
         L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * occ, slot)
-        g.touch_recency(slot, now)
+        g.touch_recency(slot, time.monotonic())
         mm[o + K] = L.OCCUPIED  # publish: the last store a reader depends on
         occ += 1
         hwm = max(hwm, slot)
@@ -272,7 +272,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
     lru = c.eviction == "lru"
     evicted = 0
-    now = time.time_ns()
+    now, mono = time.time_ns(), time.monotonic()
     mm[L.OFF_DIRTY] = 1
     for _ in range(n):
         occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
@@ -289,7 +289,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
                 best, expired = o, True
                 break
             # the oldest: largest recency age (lru) or earliest mtime (fifo)
-            age = g.age(slot, now) if lru else now - L.U64.unpack_from(mm, o + K + L.OFF_SLOT_MTIME)[0]
+            age = g.age(slot, mono) if lru else now - L.U64.unpack_from(mm, o + K + L.OFF_SLOT_MTIME)[0]
             if best < 0 or age > best_t:
                 best, best_t = o, age
         if best < 0:

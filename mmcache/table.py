@@ -128,7 +128,6 @@ class MmapCache:
         # With a secret every record this handle writes is signed with a keyed
         # BLAKE2b MAC, and records without a valid MAC are misses for it.
         self._secret = key
-        self._fast = self._secret is None
         g = self._s.gen
         if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
             # A writer died mid-update (or the header is damaged): repair now,
@@ -144,6 +143,15 @@ class MmapCache:
             kf: [b"\0" * (key_size - n) + bytes((L.OCCUPIED, kf, n)) for n in range(key_size + 1)]
             for kf in (0, L.KF_STR, L.KF_HASHED, L.KF_HASHED | L.KF_STR)
         }
+        # Handle constants the get hot path loads as one tuple. A handle with
+        # a secret never takes the hot path (key_size 0 sends every key to
+        # the general path, which checks MACs).
+        self._hot = (
+            key_size if self._secret is None else 0,
+            self._tails,
+            struct.Struct(f"<{key_size + 3}s5xII").unpack_from,
+            self._track_recency,
+        )
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> MmapCache:
@@ -220,18 +228,17 @@ class MmapCache:
             kb = b""
         n = len(kb)
         g = s.gen
-        mm = g.idx
-        if 0 < n <= self._key_size and self._fast and not mm[12] and _monotonic() < s.next_check:
-            probe = kb + self._tails[kf][n]
-            ss = g.slot_size
-            K = self._key_size
-            span = K + 3
-            nslots = g.nslots
+        # Constants of this handle and of the generation, one load each.
+        key_size, tails, unpack_slot, track_recency = self._hot
+        mm, nslots, ss, rec_base, recency, verified, maps = g.hot
+        if 0 < n <= key_size and not mm[12] and (now := _monotonic()) < s.next_check:
+            probe = kb + tails[kf][n]
             i = xxh3_64_intdigest(kb) % nslots
             o = _HB + i * ss
+            sk, seg, off = unpack_slot(mm, o)  # (key + state + kflags + klen, seg, off)
             left = nslots  # a damaged or hostile index might have no EMPTY slot
-            while mm[o : o + span] != probe:
-                if mm[o + K] == 0 or not left:  # EMPTY
+            while sk != probe:
+                if sk[-3] == 0 or not left:  # EMPTY
                     s.local[1] += 1
                     return default
                 left -= 1
@@ -239,48 +246,54 @@ class MmapCache:
                 o += ss
                 if i == nslots:
                     i, o = 0, _HB
-            seg, off = _LOC(mm, o + K + 8)
-            heap = g.heap
-            try:
-                mv = heap.views[seg]
-                csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)
-                start = off + 32
-                end = start + klen + vlen
-                loc = seg << 32 | off
-                if (
-                    end <= len(mv)
-                    and magic == 0xA7  # REC_MAGIC
-                    and klen == n
-                    and (rkf & 2) == kf  # KF_STR
-                    and heap.maps[seg][start : start + klen] == kb
-                    and (
-                        # Records never change once written: one good checksum
-                        # per record per process is enough.
-                        loc in g.verified
-                        or not self.verify_checksums
-                        or (xxh3_64_intdigest(mv[off + 8 : end]) == csum and g.remember(loc))
-                    )
-                ):
-                    now = 0
-                    if exp:
-                        now = _time_ns()
-                        if exp <= now:
-                            s.local[1] += 1
-                            return default
-                    if self._track_recency:
-                        # A racy store into a dense array no checksum covers
-                        # (see _layout): it only steers LRU eviction.
-                        t = ((now or _time_ns()) >> 20) & 0xFFFFFFFF
-                        j = g.rec_base + i
-                        if g.recency[j] != t:
-                            g.recency[j] = t
-                    s.local[0] += 1
-                    if with_flags:
-                        return heap.maps[seg][start + klen : end], flags
-                    return heap.maps[seg][start + klen : end]
-            except (IndexError, TypeError, struct.error):
-                pass  # segment not mapped yet, or mapped too short: general path
+                sk, seg, off = unpack_slot(mm, o)
+            # Records never change once written, so what this process learnt
+            # from checking one (key, expiry, flags, value bounds) stays true:
+            # a repeat hit skips the record header, key compare and checksum.
+            rec = verified.get(seg << 32 | off)
+            if rec is None or rec[0] != kb:
+                rec = self._check_record(g, seg, off, kb, kf)
+            if rec is not None:
+                exp = rec[1]
+                if exp and exp <= _time_ns():
+                    s.local[1] += 1
+                    return default
+                if track_recency:
+                    # A racy store into a dense array no checksum covers
+                    # (see _layout): it only steers LRU eviction.
+                    t = int(now * 1024) & 0xFFFFFFFF
+                    if recency[rec_base + i] != t:
+                        recency[rec_base + i] = t
+                s.local[0] += 1
+                if with_flags:
+                    return maps[seg][rec[3] : rec[4]], rec[2]
+                return maps[seg][rec[3] : rec[4]]
         return self._get_slow(key, default, with_flags)
+
+    def _check_record(self, g: Generation, seg: int, off: int, kb: bytes, kf: int) -> Any:
+        """Check the record at (seg, off) for key ``kb`` (magic, key, flag,
+        checksum); remember and return (kb, expire, flags, value start, value
+        end), or None if it does not check out (the caller goes the slow way)."""
+        heap = g.heap
+        try:
+            mv = heap.views[seg]
+            csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)  # type: ignore[arg-type]
+        except (IndexError, TypeError, struct.error):
+            return None  # segment not mapped yet, or mapped too short
+        start = off + _RH
+        end = start + klen + vlen
+        if (
+            end > len(mv)  # type: ignore[arg-type]
+            or magic != L.REC_MAGIC
+            or klen != len(kb)
+            or (rkf ^ kf) & L.KF_STR
+            or heap.maps[seg][start : start + klen] != kb  # type: ignore[index]
+            or (self.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)  # type: ignore[index]
+        ):
+            return None
+        rec = (kb, exp, flags, start + klen, end)
+        g.remember(seg << 32 | off, rec)
+        return rec
 
     def _get_slow(self, key: Key, default: Any, with_flags: bool) -> Any:
         s = self._shared()
@@ -351,7 +364,7 @@ class MmapCache:
             if exp <= now:
                 return None
         if self._track_recency:
-            g.touch_recency((o - _HB) // ss + 1, now or _time_ns())
+            g.touch_recency((o - _HB) // ss + 1, _monotonic())
         return heap.maps[seg][start + klen : end], flags, exp, o
 
     def get_entry(self, key: Key) -> Entry | None:
