@@ -14,8 +14,6 @@ import fcntl
 import os
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 _live: weakref.WeakSet[WriterLock] = weakref.WeakSet()
 
@@ -74,13 +72,17 @@ class WriterLock:
         """True if the calling thread holds the lock."""
         return self._depth > 0 and self._tlock._is_owned()  # type: ignore[attr-defined]
 
-    @contextmanager
-    def hold(self) -> Iterator[bool]:
-        outer = self.acquire()
-        try:
-            yield outer
-        finally:
-            self.release()
+    def hold(self) -> WriterLock:
+        """``with lock.hold():`` holds the lock for the block (a plain
+        context manager: a generator-based one costs a microsecond a put)."""
+        return self
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def rebind_if_replaced(self) -> bool:
         """If the lock file at our path is no longer the one we have open (the

@@ -112,6 +112,8 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
 def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: int, rec_len: int) -> bool:
     """Evict, grow or rebuild if the put needs it; True if it did something
     (the caller probes again), False if the put can go ahead."""
+    if found >= 0 and c.max_bytes is None:
+        return False  # an overwrite needs no room: the common case, kept cheap
     occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
     if found < 0:
         cap = live_cap(g)
