@@ -94,7 +94,7 @@ def _closure_salt(func: Callable[..., Any], depth: int = 0) -> str | None:
     cells = getattr(func, "__closure__", None)
     if not cells:
         return None
-    names = func.__code__.co_freevars  # type: ignore[attr-defined]
+    names = func.__code__.co_freevars
     parts = []
     for name, cell in zip(names, cells, strict=False):
         if name == "__class__":

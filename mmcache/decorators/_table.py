@@ -28,7 +28,7 @@ import threading
 import warnings
 from typing import Any
 
-import cloudpickle  # type: ignore[import-untyped]
+import cloudpickle
 
 from mmcache.errors import CacheFullError, DiskFullError, IncompatibleCacheError, ValueTooLargeError
 from mmcache.serialization import CLOUDPICKLE

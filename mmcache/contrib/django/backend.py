@@ -323,7 +323,8 @@ class MmapCacheBackend(BaseCache):
         return await sync_to_async(self.incr_version, thread_sensitive=True)(key, delta, version)
 
     async def adecr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return await sync_to_async(self.decr_version, thread_sensitive=True)(key, delta, version)
+        new_version: int = await sync_to_async(self.decr_version, thread_sensitive=True)(key, delta, version)
+        return new_version
 
     # ----------------------------------------------------------------- info
     def get_stats(self) -> dict[str, Any]:

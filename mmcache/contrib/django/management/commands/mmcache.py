@@ -47,7 +47,7 @@ class Command(BaseCommand):
             names = [alias]
         if not names:
             raise CommandError("no CACHES alias uses mmcache.contrib.django.MmapCacheBackend")
-        return [(name, caches[name]) for name in names]  # type: ignore[misc]
+        return [(name, caches[name]) for name in names]
 
     def _stats(self, backends: list[tuple[str, MmapCacheBackend]], as_json: bool) -> None:
         stats = {name: backend.get_stats() for name, backend in backends}
