@@ -548,3 +548,27 @@ def _damage_on_disk(location: str, marker: bytes) -> None:
                 fh.write(b"X")
             return
     raise AssertionError("marker not found on disk")
+
+
+def test_sign_option_uses_secret_key(location: str) -> None:
+    """OPTIONS['SIGN']: records are signed with a key from SECRET_KEY; a value
+    planted by a writer without it is never unpickled."""
+    settings.SECRET_KEY = "one secret"  # this module's settings have none
+    try:
+        _check_signing(location)
+    finally:
+        del settings.SECRET_KEY
+
+
+def _check_signing(location: str) -> None:
+    from mmcache import MmapCache
+
+    signed = backend(location, SIGN=True)
+    signed.set("k", {"a": 1})
+    assert signed.get("k") == {"a": 1}
+    with MmapCache.open(signed.spec.path) as plain:  # an attacker without the secret
+        plain.put(signed.make_key("k"), pickle.dumps({"evil": True}), flags=PICKLE)
+        assert pickle.loads(plain.get(signed.make_key("k"))) == {"evil": True}
+    assert backend(location, SIGN=True).get("k", "miss") == "miss"
+    with pytest.raises(ImproperlyConfigured, match="SIGN"):
+        backend(location, SIGN="yes").get("k")

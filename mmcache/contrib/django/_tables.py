@@ -13,11 +13,12 @@ Everything here uses only the public ``mmcache`` API.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import math
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -36,7 +37,8 @@ DIR_MODE = 0o700  # LOCATION is owner-only, like FileBasedCache's directory
 # The table's shape: every alias sharing a LOCATION must agree on these.
 SHAPE_OPTIONS = ("TABLE_SIZE", "SLOT_SIZE", "KEY_SIZE", "MAX_SEGMENT_BYTES")
 KNOWN_OPTIONS = frozenset(
-    {"MAX_ENTRIES", "CULL_FREQUENCY", "CODEC", "PICKLE_PROTOCOL", "MAX_TABLE_SIZE", "ALLOW_NETWORK_FS"}
+    {"MAX_ENTRIES", "CULL_FREQUENCY", "CODEC", "PICKLE_PROTOCOL", "MAX_TABLE_SIZE", "ALLOW_NETWORK_FS",
+     "SIGN"}
     | set(SHAPE_OPTIONS)
 )
 
@@ -53,6 +55,7 @@ class Settings:
     key_size: int = 64
     max_segment_bytes: int | None = None  # None: the core's default
     allow_network_fs: bool | None = None  # None: warn, False: refuse, True: allow
+    sign: bool = False  # sign records with settings.SECRET_KEY (see docs/RELIABILITY.md)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
@@ -65,6 +68,9 @@ class Settings:
         allow = options.get("ALLOW_NETWORK_FS")
         if allow not in (None, True, False):
             raise ImproperlyConfigured("mmcache OPTIONS['ALLOW_NETWORK_FS'] must be None, True or False")
+        sign = options.get("SIGN", False)
+        if sign not in (True, False):
+            raise ImproperlyConfigured("mmcache OPTIONS['SIGN'] must be True or False")
         return cls(
             codec=codec,
             protocol=_int(options, "PICKLE_PROTOCOL", DEFAULT_PROTOCOL, 0, DEFAULT_PROTOCOL),
@@ -74,6 +80,7 @@ class Settings:
             key_size=_int(options, "KEY_SIZE", 64, 1),
             max_segment_bytes=_int(options, "MAX_SEGMENT_BYTES", None, 1),
             allow_network_fs=allow,
+            sign=sign,
         )
 
     def shape(self) -> tuple[int, int, int, int | None]:
@@ -113,6 +120,7 @@ class TableSpec:
     key_size: int
     max_segment_bytes: int | None
     allow_network_fs: bool | None
+    secret: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, location: str, s: Settings, max_entries: int, cull_frequency: int) -> TableSpec:
@@ -125,6 +133,7 @@ class TableSpec:
             key_size=s.key_size,
             max_segment_bytes=s.max_segment_bytes,
             allow_network_fs=s.allow_network_fs,
+            secret=_signing_key() if s.sign else None,
         )
 
     @property
@@ -199,7 +208,11 @@ def _open(spec: TableSpec) -> MmapCache:
     needed. An existing table keeps the parameters stored in its header (it
     may have grown past ``spec.size``), so every process adopts the same."""
     ensure_dir(spec.location)
-    common: dict[str, Any] = {"eviction": "lru", "allow_network_fs": spec.allow_network_fs}
+    common: dict[str, Any] = {
+        "eviction": "lru",
+        "allow_network_fs": spec.allow_network_fs,
+        "secret": spec.secret,
+    }
     create = dict(common, max_size=spec.max_size)
     if spec.max_segment_bytes is not None:
         create["max_segment_bytes"] = spec.max_segment_bytes
@@ -214,6 +227,16 @@ def _open(spec: TableSpec) -> MmapCache:
         except IncompatibleCacheError:
             continue  # another process created it first, with other parameters: adopt them
     return MmapCache.open(spec.path, max_size=spec.max_size, **common)
+
+
+def _signing_key() -> bytes:
+    """A 32-byte key derived from SECRET_KEY (mmcache secrets are <= 64 bytes)."""
+    from django.conf import settings
+
+    if not settings.SECRET_KEY:
+        raise ImproperlyConfigured("mmcache OPTIONS['SIGN'] needs settings.SECRET_KEY")
+    key = str(settings.SECRET_KEY).encode()
+    return hashlib.blake2b(key, digest_size=32, person=b"mmcache-django").digest()
 
 
 def open_tables() -> dict[TableSpec, MmapCache]:
