@@ -649,3 +649,30 @@ def test_forked_child_shares_the_table(tmp_path: Path) -> None:
     assert p.exitcode == 0
     assert hit == parent and hits == 1 and child[1] == p.pid
     assert f(2) == child and calls == [1]
+
+
+def test_secret_signs_results_and_planted_values_are_recomputed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With secret=, a result planted by a writer without the secret is never
+    unpickled: the function runs instead."""
+    import cloudpickle
+
+    from mmcache import MmapCache, mmap_cached
+
+    calls = []
+
+    @mmap_cached(path=tmp_path, secret=b"k3y")
+    def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    assert double(21) == 42 and double(21) == 42 and calls == [21]
+    names = {p.name for p in tmp_path.iterdir()}
+    (table,) = [tmp_path / n for n in names if n + ".lock" in names]
+    key = double.__cache_key__(21)
+    with MmapCache.open(str(table)) as plain:  # an attacker without the secret
+        for k, e in plain.entries():
+            if k == key:
+                plain.put(k, cloudpickle.dumps("planted"), flags=e.flags)
+    assert double(21) == 42 and calls == [21, 21]
+    with pytest.raises(ValueError, match="secret"):
+        mmap_cached(path=tmp_path, secret=b"")

@@ -48,7 +48,7 @@ SLOT_SIZE = KEY_SIZE + 32  # the core's fixed slot fields take 32 bytes
 _LIVE_FRACTION = 0.75  # the core grows (or evicts) past 75 % full
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-_handles: dict[tuple[str, int | None], MmapCache] = {}
+_handles: dict[tuple[str, int | None, bytes | None], MmapCache] = {}
 _registry_lock = threading.Lock()
 
 
@@ -58,13 +58,14 @@ def _max_slots(max_entries: int | None) -> int:
     return max(INITIAL_SLOTS, math.ceil((max_entries + 64) / _LIVE_FRACTION) + 2)
 
 
-def _open(path: str, max_entries: int | None) -> MmapCache:
+def _open(path: str, max_entries: int | None, secret: bytes | None) -> MmapCache:
     """Open (or create) the table at ``path``; an existing table keeps the
     parameters in its header (it may have grown), so every process agrees."""
     opts: dict[str, Any] = {
         "max_size": _max_slots(max_entries),
         "max_entries": max_entries,  # the tag and leases count too: results never exceed it
         "eviction": "lru",
+        "secret": secret,  # signed records; unsigned ones are misses (see MmapCache)
     }
     for _ in range(5):
         if os.path.exists(path):
@@ -79,11 +80,11 @@ def _open(path: str, max_entries: int | None) -> MmapCache:
     return MmapCache.open(path, **opts)
 
 
-def _handle(path: str, max_entries: int | None) -> MmapCache:
+def _handle(path: str, max_entries: int | None, secret: bytes | None) -> MmapCache:
     with _registry_lock:
-        t = _handles.get((path, max_entries))
+        t = _handles.get((path, max_entries, secret))
         if t is None:
-            t = _handles[(path, max_entries)] = _open(path, max_entries)
+            t = _handles[(path, max_entries, secret)] = _open(path, max_entries, secret)
         return t
 
 
@@ -106,7 +107,9 @@ class FunctionTable:
         identity: Identity,
         max_entries: int | None,
         expire: float | None,
+        secret: bytes | None = None,
     ) -> None:
+        self.secret = secret
         self.directory = None if directory is None else os.path.abspath(os.fspath(directory))
         self.identity = identity
         self.max_entries = max_entries
@@ -129,7 +132,7 @@ class FunctionTable:
             if self._table is None:
                 path = self.path
                 ensure_dir(os.path.dirname(path))
-                t = _handle(path, self.max_entries)
+                t = _handle(path, self.max_entries, self.secret)
                 self._check_tag(t)
                 self._table = t
             return self._table

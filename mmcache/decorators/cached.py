@@ -118,7 +118,9 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
     keyfn = keyer.key if opts["key"] is None else _custom_keyfn(opts["key"], keyer.namespace, opts["typed"])
     ttl, stale = opts["ttl"], opts["stale_ttl"]
     expire = None if ttl is None else ttl + (stale or 0.0)
-    ft = FunctionTable(opts["path"], ident, opts["max_entries"], None if expire == math.inf else expire)
+    ft = FunctionTable(
+        opts["path"], ident, opts["max_entries"], None if expire == math.inf else expire, opts["secret"]
+    )
     memo = Memo(func, keyfn, ft, ttl=ttl, lock_timeout=opts["lock_timeout"], lease_ttl=opts["lease_ttl"])
     wrapper = _wrapper(memo, inspect.iscoroutinefunction(func), stale is not None)
     functools.update_wrapper(wrapper, func)
@@ -228,6 +230,7 @@ def mmap_cached(
     stale_ttl: float | None = None,
     lock_timeout: float | None = 60.0,
     lease_ttl: float = 10.0,
+    secret: bytes | str | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 def mmap_cached(
     func: Callable[..., Any] | None = None,
@@ -244,6 +247,7 @@ def mmap_cached(
     stale_ttl: float | None = None,
     lock_timeout: float | None = 60.0,
     lease_ttl: float = 10.0,
+    secret: bytes | str | None = None,
 ) -> Any:
     """Memoise a function in a table shared by every process, kept across runs.
 
@@ -263,6 +267,9 @@ def mmap_cached(
     computation of the same key before computing themselves (None: as long
     as it runs; 0: never wait). ``lease_ttl``: how soon a computer that died
     is given up on (it renews its claim every ``lease_ttl / 3`` seconds).
+    ``secret``: sign every stored result with a keyed hash; a result without
+    a valid signature (planted by someone who can write the cache directory
+    but does not know the secret) is never unpickled.
     """
     ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
     if key is not None and not callable(key):
@@ -289,7 +296,18 @@ def mmap_cached(
         "stale_ttl": stale_ttl,
         "lock_timeout": _seconds("lock_timeout", lock_timeout, zero=True),
         "lease_ttl": _seconds("lease_ttl", lease_ttl),
+        "secret": _secret(secret),
     }
     if func is None:
         return lambda f: _make(f, opts)
     return _make(func, opts)
+
+
+def _secret(secret: bytes | str | None) -> bytes | None:
+    """Check a secret at decoration time (the table is opened lazily)."""
+    if secret is None:
+        return None
+    key = secret.encode() if isinstance(secret, str) else secret
+    if not isinstance(key, bytes) or not 1 <= len(key) <= 64:
+        raise ValueError("mmap_cached: secret must be 1 to 64 bytes (or a str of as many UTF-8 bytes)")
+    return key
