@@ -44,6 +44,7 @@ REPO_ROOT = HERE.parent
 LISTENING_RE = re.compile(r"Listening at: http://([\d.]+):(\d+)")
 BOOTED_RE = re.compile(r"Booting worker with pid: (\d+)")
 RENDERED_BY_RE = re.compile(r'id="rendered-by">(\d+)<')
+COMPUTED_BY_RE = re.compile(r'id="computed-by">(\d+)<')
 
 
 class DemoError(RuntimeError):
@@ -206,6 +207,12 @@ def run_demo(workers: int = 4, n: int = 1_000_000, timeout: float = 60.0,
                 return (int(m.group(1)) if m else -1), int(headers.get("X-Served-By", -1))
 
             author, _ = get_report()
+            _, _, page = fetch(f"{srv.url}/report/{n}/")
+            m = COMPUTED_BY_RE.search(page)
+            sieve_pid = int(m.group(1)) if m else -1
+            say(f"GET /report/{n}/  prime_stats({n}) computed by pid {sieve_pid} "
+                f"(@mmap_cached: {'shared with' if sieve_pid != author else 'computed in'} pid {author}, "
+                "which rendered the page)")  # fmt: skip
             pages = _bursts(get_report, lambda ps: any(b != author for _, b in ps), deadline)
             by_author = sorted({b for a, b in pages if a == author and b != author})
             say(f"GET /report/{n}/  rendered by pid {author}, then served from the cache "

@@ -1,15 +1,23 @@
 """The expensive computation the views cache.
 
 ``prime_stats(n)`` takes a noticeable fraction of a second for large ``n``;
-``computed_by`` in its result tells which worker process ran it.
+``computed_by`` in its result tells which worker process ran it. It is
+memoised with ``@mmap_cached``: one table under the site's cache directory
+that every worker shares, so a sieve run by one worker is a hit in all the
+others (and survives restarts), beside the Django cache the views use.
 """
 
 import os
 import time
 
+from django.conf import settings
+
+from mmcache import mmap_cached
+
 MAX_N = 3_000_000  # keep a single computation under a second or so
 
 
+@mmap_cached(path=os.path.join(settings.CACHE_DIR, "functions"), ttl=600)
 def prime_stats(n: int) -> dict[str, float | int]:
     """Count the primes below ``n`` with a plain sieve (slow on purpose)."""
     started = time.perf_counter()

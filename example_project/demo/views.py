@@ -57,7 +57,11 @@ def report(request: HttpRequest, n: int) -> HttpResponse:
 
 
 def _stats() -> dict[str, Any]:
-    return {"pid": os.getpid(), "django_cache": cache.get_stats()}  # type: ignore[attr-defined]
+    return {
+        "pid": os.getpid(),
+        "django_cache": cache.get_stats(),  # type: ignore[attr-defined]
+        "prime_stats": prime_stats.cache_info()._asdict(),  # this worker's view of @mmap_cached
+    }
 
 
 def stats(request: HttpRequest) -> HttpResponse:
@@ -68,6 +72,7 @@ def stats(request: HttpRequest) -> HttpResponse:
         {
             "pid": data["pid"],
             "backend": sorted(data["django_cache"].items()),
+            "memo": sorted(data["prime_stats"].items()),
         },
     )
 
