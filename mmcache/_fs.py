@@ -80,6 +80,31 @@ def check_parent(path: str) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "cache location's parent is not a directory", parent)
 
 
+def make_private_dirs(directory: str, mode: int = 0o700) -> None:
+    """Create ``directory`` and any missing parents, each owner-only.
+
+    Every missing level gets ``mkdir(..., mode)`` and then an explicit chmod
+    (the umask could only remove bits); existing directories are left as they
+    are. Used by the faces that pick a cache directory themselves.
+    """
+    missing = []
+    d = os.path.abspath(directory)
+    while not os.path.isdir(d):
+        missing.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+            continue
+        os.chmod(d, mode)
+
+
 def check_safe(path: str, *, allow_symlink: bool, allow_foreign_owner: bool) -> None:
     """Refuse a symlinked path or one owned by another user (unless allowed).
 

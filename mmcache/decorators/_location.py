@@ -19,6 +19,8 @@ import sys
 
 from xxhash import xxh3_64_hexdigest
 
+from .._fs import make_private_dirs
+
 __all__ = ["DIR_MODE", "ENV_VAR", "default_dir", "ensure_dir", "table_path", "user_cache_dir"]
 
 ENV_VAR = "MMCACHE_DIR"
@@ -49,27 +51,8 @@ def default_dir() -> str:
 
 
 def ensure_dir(directory: str) -> None:
-    """Create ``directory`` and any missing parents, each owner-only (0o700).
-
-    Every missing level gets ``mkdir(..., 0o700)`` and then an explicit chmod
-    (the umask could only remove bits); existing directories are left as they are.
-    """
-    missing = []
-    d = os.path.abspath(directory)
-    while not os.path.isdir(d):
-        missing.append(d)
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, DIR_MODE)
-        except FileExistsError:
-            if not os.path.isdir(d):
-                raise
-            continue
-        os.chmod(d, DIR_MODE)
+    """Create ``directory`` and any missing parents, each owner-only (0o700)."""
+    make_private_dirs(directory, DIR_MODE)
 
 
 def table_path(directory: str, identity: str) -> str:

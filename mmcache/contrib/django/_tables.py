@@ -24,6 +24,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from mmcache import IncompatibleCacheError, MmapCache
+from mmcache._fs import make_private_dirs
 from mmcache.serialization import DEFAULT_PROTOCOL
 
 TABLE_NAME = "mmcache"  # LOCATION/mmcache (+ .heap.*, .roster.*, .lock)
@@ -182,25 +183,8 @@ def files_missing(spec: TableSpec) -> bool:
 
 
 def ensure_dir(location: str) -> None:
-    """Create LOCATION and any missing parents, owner-only (0o700).
-
-    Each level is made with ``mkdir`` and its own mode rather than with
-    ``os.umask`` games, which would race with other threads.
-    """
-    missing = []
-    d = os.path.abspath(location)
-    while not os.path.isdir(d):
-        missing.append(d)
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, DIR_MODE)
-        except FileExistsError:
-            if not os.path.isdir(d):
-                raise
+    """Create LOCATION and any missing parents, owner-only (0o700)."""
+    make_private_dirs(location, DIR_MODE)
 
 
 def _open(spec: TableSpec) -> MmapCache:
