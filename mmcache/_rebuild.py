@@ -26,8 +26,11 @@ from __future__ import annotations
 import array
 import glob
 import os
+import struct
 import time
 from typing import TYPE_CHECKING
+
+from xxhash import xxh3_64_intdigest
 
 from . import _layout as L
 from . import _maintenance as M
@@ -35,7 +38,6 @@ from . import _write as W
 from ._generation import Generation, Params
 from ._shared import alive
 from .errors import CacheFullError
-from .keys import slot_key
 
 if TYPE_CHECKING:
     from ._shared import SharedTable
@@ -56,32 +58,45 @@ class Builder:
         # (segment << 32 | offset) of the record that was copied for it
         self.new_of_old = array.array("I", bytes(4 * (g.nslots + 1)))
         self.copied_loc = array.array("Q", bytes(8 * (g.nslots + 1)))
+        slot_struct = struct.Struct(f"<{g.params.key_size}s" + L.SLOT_HEAD.format[1:])
+        self.unpack_slot = slot_struct.unpack_from
+        self.pack_slot = slot_struct.pack_into
 
     def copy_old(self, slot: int) -> None:
+        """Copy old ``slot``'s record and slot into the new generation.
+
+        The record is copied verbatim, checksum (and MAC) included, without
+        recomputing it: readers check every record anyway, so a damaged one
+        stays a miss. The new slot's key and hash come from the old slot."""
         g, ng = self.g, self.ng
         K = g.params.key_size
         o = L.slot_offset(slot, g.slot_size)
-        seg, off = L.SLOT_LOC.unpack_from(g.idx, o + K + L.OFF_SLOT_LOC)
+        skey, state, kflags, sklen, _pos, seg, off, mtime, _ = self.unpack_slot(g.idx, o)
         self.copied_loc[slot] = seg << 32 | off
         self.new_of_old[slot] = SKIP
-        if g.idx[o + K] != L.OCCUPIED:
+        if state != L.OCCUPIED:
             return
-        r = M.read_record(g, o)
-        if r is None or (r[0], r[1]) != (seg, off):
-            return  # raced a writer: phase 2 sees the slot changed and recopies
-        _s, _o, exp, klen, _v, _f, rkf, rec_len = r
+        src = g.heap.views[seg] if seg < len(g.heap.views) else None
+        if src is None or off + L.RECORD_HEADER > len(src):
+            src = g.heap.view(seg, off + L.RECORD_HEADER)
+            if src is None:
+                return
+        _c, exp, klen, vlen, _f, rkf, magic, _ = L.RECORD.unpack_from(src, off)
+        rec_len = L.record_size(klen, vlen, bool(rkf & L.KF_SIGNED))
+        if magic != L.REC_MAGIC or off < L.SEG_HEADER_BYTES:
+            return
         if exp and exp <= self.now:
             self.expired += 1
             return
-        src = g.heap.view(seg, off + rec_len)
-        if src is None:
-            return
-        start = off + L.RECORD_HEADER
-        kb = bytes(src[start : start + klen])
+        if off + rec_len > len(src):
+            src = g.heap.view(seg, off + rec_len)
+            if src is None:
+                return
         self.seg, noff, mv = ng.heap.append(self.seg, self.tail, rec_len)
         mv[noff : noff + rec_len] = src[off : off + rec_len]
         self.tail = noff + rec_len
-        skey, hashed, h = slot_key(kb, K)
+        key = skey[:sklen]
+        h = int.from_bytes(key[:8], "little") if kflags & L.KF_HASHED else xxh3_64_intdigest(key)
         nm, n, nss = ng.idx, ng.nslots, ng.slot_size
         i = h % n
         no = L.HEADER_BYTES + i * nss
@@ -92,15 +107,13 @@ class Builder:
                 i, no = 0, L.HEADER_BYTES
         if nm[no + K] == L.DELETED:
             self.dele -= 1
-        mtime = L.SLOT_HEAD.unpack_from(g.idx, o + K)[6]
-        nm[no : no + K] = skey.ljust(K, b"\0")
         nslot = (no - L.HEADER_BYTES) // nss + 1
-        L.SLOT_HEAD.pack_into(nm, no + K, L.OCCUPIED, hashed | (rkf & L.KF_STR), len(skey),
-                              self.occ, self.seg, noff, mtime, 0)  # fmt: skip
+        self.pack_slot(nm, no, skey, L.OCCUPIED, kflags, sklen, self.occ, self.seg, noff, mtime, 0)
         ng.recency[ng.rec_base + nslot - 1] = g.recency[g.rec_base + slot - 1]
         L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * self.occ, nslot)
         self.occ += 1
-        self.hwm = max(self.hwm, nslot)
+        if nslot > self.hwm:
+            self.hwm = nslot
         self.live += rec_len
         self.written += rec_len
         self.new_of_old[slot] = nslot

@@ -36,6 +36,7 @@ LOAD_FRACTION = 0.85  # live + tombstones per data slot before a rebuild
 SAMPLES = 8  # candidates looked at per eviction (Redis uses 5)
 _HOT = L.HOT.unpack_from
 _OFF_HOT = L.OFF_HOT
+_RH = L.RECORD_HEADER
 
 
 def live_cap(g: Generation) -> int:
@@ -84,12 +85,15 @@ def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) 
 
 
 def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
-          data: bytes | memoryview, exp: int, flags: int, *, only_if_absent: bool) -> bool:  # fmt: skip
+          data: bytes | memoryview, exp: int, flags: int, only_if_absent: bool) -> bool:  # fmt: skip
     """Store a record for ``kb``; False only for ``add`` on a live key."""
-    rec_len = L.record_size(len(kb), len(data), signed=c._secret is not None)
+    # record_size() written out, and begin()'s common case: this is every put.
+    rec_len = (_RH + len(kb) + len(data) + (L.MAC_BYTES if c._secret else 0) + 7) & ~7
     if c.max_bytes is not None and rec_len > c.max_bytes:
         raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={c.max_bytes}")
-    g = begin(s)
+    g = s.gen
+    if g.idx[L.OFF_FLAGS] or g.idx[L.OFF_DIRTY] or time.monotonic() >= s.next_check:
+        g = begin(s)
     for _ in range(100_000):
         g = s.gen
         found, free = find(c, g, kb, kf, probe, h)

@@ -413,7 +413,9 @@ class MmapCache:
         (the faces store their codec there). Raises CacheFullError when the
         table is full and the eviction policy is ``"none"``.
         """
-        s = self._shared()
+        s = self._s
+        if s is None:
+            raise ClosedCacheError("operation on a closed MmapCache")
         kb, kf, probe, h = self._prep(key)
         data = value if type(value) is bytes else _as_buffer(value)
         if flags and not 0 <= flags < 1 << 16:
@@ -425,7 +427,7 @@ class MmapCache:
         lock = s.lock
         lock.acquire()
         try:
-            W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=False)
+            W.write(self, s, kb, kf, probe, h, data, exp, flags, False)
         finally:
             lock.release()
         if s.compact_wanted:
@@ -451,7 +453,7 @@ class MmapCache:
         if exp < 0:
             return not self.contains(key)
         with s.lock.hold():
-            stored = W.write(self, s, kb, kf, probe, h, data, exp, flags, only_if_absent=True)
+            stored = W.write(self, s, kb, kf, probe, h, data, exp, flags, True)
         if s.compact_wanted:
             self._compact(s)
         return stored
