@@ -35,6 +35,8 @@ class WriterLock:
 
     def acquire(self) -> bool:
         """Take the lock; True if this call took the flock (outermost level)."""
+        if self._fd == -2:
+            self._fd = self._open()  # after a fork that could not reopen it: try again
         self._tlock.acquire()
         if self._depth == 0:
             try:
@@ -115,10 +117,15 @@ class WriterLock:
         if self._fd < 0:
             return
         os.close(self._fd)  # the shared description; our parent's lock stays theirs
-        self._fd = self._open()
         self._tlock = threading.RLock()
         self._depth = 0
         self._pid = os.getpid()
+        try:
+            self._fd = self._open()
+        except OSError:
+            # The table's directory is gone: this handle cannot write any
+            # more (acquire raises); never fail the fork itself over it.
+            self._fd = -2
 
 
 def _reinit_all_in_child() -> None:
