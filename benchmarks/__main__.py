@@ -35,8 +35,9 @@ SUITES = {
     "scale": "benchmarks.scale",
     "procs": "benchmarks.procs",
     "core": "benchmarks.core",
+    "tiered": "benchmarks.tiered",
 }
-DEFAULT = ("kv", "django", "decorator", "scale", "procs")
+DEFAULT = ("kv", "django", "decorator", "scale", "procs", "tiered")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
