@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, MEMCACHE_MAX_KEY_LENGTH, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
@@ -60,6 +59,7 @@ from mmcache import ClosedCacheError, CorruptCacheError, MmapCache
 from mmcache.serialization import dumps, loads
 
 from . import _tables
+from ._async import AtomicAsyncMixin
 from ._tables import Settings, TableSpec
 
 R = TypeVar("R")
@@ -72,7 +72,7 @@ _time_ns = time.time_ns
 _MISS = object()
 
 
-class MmapCacheBackend(BaseCache):
+class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
     """A Django cache shared by every process on the host, in mapped files."""
 
     def __init__(self, location: str, params: Mapping[str, Any]) -> None:
@@ -304,27 +304,6 @@ class MmapCacheBackend(BaseCache):
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
         return self.has_key(key, version=version)
-
-    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        return await sync_to_async(self.incr, thread_sensitive=True)(key, delta, version=version)
-
-    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        return await sync_to_async(self.decr, thread_sensitive=True)(key, delta, version=version)
-
-    async def aset_many(
-        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> list[Any]:
-        return await sync_to_async(self.set_many, thread_sensitive=True)(data, timeout, version=version)
-
-    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        return await sync_to_async(self.delete_many, thread_sensitive=True)(keys, version=version)
-
-    async def aincr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return await sync_to_async(self.incr_version, thread_sensitive=True)(key, delta, version)
-
-    async def adecr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        new_version: int = await sync_to_async(self.decr_version, thread_sensitive=True)(key, delta, version)
-        return new_version
 
     # ----------------------------------------------------------------- info
     def get_stats(self) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from mmcache.l2 import UNREACHABLE, RedisL2, guard
 from mmcache.serialization import PICKLE, RAW
 
 from . import _tables
+from ._async import AtomicAsyncMixin
 from ._invalidation import Link, link_for
 from ._tiered_options import TieredOptions
 from .backend import _BAD_KEY_CHARS, _RECOVERABLE, MmapCacheBackend
@@ -73,7 +74,7 @@ def _always(result: Any) -> bool:
     return True
 
 
-class TieredCacheBackend(BaseCache):
+class TieredCacheBackend(AtomicAsyncMixin, BaseCache):
     """A Django cache in Redis with a per-host mmcache table in front of it."""
 
     def __init__(self, location: str, params: Mapping[str, Any]) -> None:
@@ -323,30 +324,8 @@ class TieredCacheBackend(BaseCache):
         found = await sync_to_async(self._from_l2, thread_sensitive=True)([made])
         return found.get(made, default)
 
-    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        return await sync_to_async(self.incr, thread_sensitive=True)(key, delta, version=version)
-
-    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        return await sync_to_async(self.decr, thread_sensitive=True)(key, delta, version=version)
-
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         return await sync_to_async(self.get_many, thread_sensitive=True)(keys, version=version)
-
-    async def aset_many(
-        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> list[Any]:
-        return await sync_to_async(self.set_many, thread_sensitive=True)(data, timeout, version=version)
-
-    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        return await sync_to_async(self.delete_many, thread_sensitive=True)(keys, version=version)
-
-    async def aincr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        new: int = await sync_to_async(self.incr_version, thread_sensitive=True)(key, delta, version)
-        return new
-
-    async def adecr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        new: int = await sync_to_async(self.decr_version, thread_sensitive=True)(key, delta, version)
-        return new
 
     # ----------------------------------------------------------------- info
     def get_stats(self) -> dict[str, Any]:
