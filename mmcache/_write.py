@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 LIVE_FRACTION = 0.75  # live entries per data slot before eviction / growth
 LOAD_FRACTION = 0.85  # live + tombstones per data slot before a rebuild
+EARLY_FRACTION = 0.9  # of those limits: ask for a concurrent rebuild before a put must do one
 SAMPLES = 8  # candidates looked at per eviction (Redis uses 5)
 _HOT = L.HOT.unpack_from
 _OFF_HOT = L.OFF_HOT
@@ -103,13 +104,26 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
             break
     else:  # pragma: no cover - eviction always frees something
         raise CacheFullError("could not make room for the entry")
-    live, dead = _publish(s, s.gen, found, free, kb, kf, probe, data, exp, flags, rec_len, c._secret)
+    secret = c._secret
+    occ, dele, live, dead = _publish(s, s.gen, found, free, kb, kf, probe, data, exp, flags, rec_len, secret)
     s.local[2] += 1
-    # Compact when dead bytes pass the threshold fraction of the heap, and
-    # are at least as large as the index: a rebuild rewrites the whole index,
-    # so this keeps its cost a small fraction of the bytes written meanwhile.
-    if dead > c.compact_threshold * (live + dead) and dead >= max(c.compact_min_bytes, s.gen.index_bytes):
-        s.compact_wanted = True  # done by the caller once it has released the lock
+    g = s.gen
+    # Ask for a rebuild (done by the caller once it has released the lock,
+    # writers waiting only for its start and commit) before a put would have
+    # to do one under the lock:
+    # - dead bytes pass the threshold fraction of the heap and are at least
+    #   the size of the index (a rebuild rewrites the index, so its cost stays
+    #   a small fraction of the bytes written meanwhile);
+    # - tombstones bring the table near the load at which a put must purge;
+    # - live entries near capacity, in a table that may still grow.
+    if (
+        (dead > c.compact_threshold * (live + dead) and dead >= max(c.compact_min_bytes, g.index_bytes))
+        or (dele and occ + dele > EARLY_FRACTION * load_cap(g))
+    ):
+        s.compact_wanted = True
+    elif c.max_size is not None and g.params.size < c.max_size and occ > EARLY_FRACTION * live_cap(g):
+        s.grow_to = min(c.max_size, g.params.size * 2)
+        s.compact_wanted = True
     return True
 
 
@@ -150,8 +164,9 @@ def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
 
 def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf: int, probe: bytes,
              data: bytes | memoryview, exp: int, flags: int, rec_len: int,
-             secret: bytes | None) -> tuple[int, int]:  # fmt: skip
-    """Append the record and point a slot at it; returns (live, dead) bytes."""
+             secret: bytes | None) -> tuple[int, int, int, int]:  # fmt: skip
+    """Append the record and point a slot at it; returns the header's
+    (occupied, deleted, live bytes, dead bytes) after it."""
     mm = g.idx
     K = g.params.key_size
     occ, dele, hwm, heap_seg, _dirty, tail, live, dead, created, seq = _HOT(mm, _OFF_HOT)
@@ -197,7 +212,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         done(s, g)
     else:
         mm[L.OFF_DIRTY] = 0
-    return live, dead
+    return occ, dele, live, dead
 
 
 def _record_size_at(g: Generation, o: int) -> int:

@@ -439,7 +439,8 @@ class MmapCache:
         if s.lock.held:
             return
         s.compact_wanted = False
-        R.rebuild_concurrently(self, s)
+        size, s.grow_to = s.grow_to, None
+        R.rebuild_concurrently(self, s, size)
 
     def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
             *, flags: int = 0, expire_at_ns: int | None = None) -> bool:  # fmt: skip
