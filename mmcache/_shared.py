@@ -40,6 +40,7 @@ class SharedTable:
         self.local = [0] * len(L.STATS_FIELDS)
         self.stripe: int | None = None
         self.compact_wanted = False  # set under the lock, acted on after it
+        self.flush_due = 0.0  # when a write next flushes the stats (see _write)
         self.grow_to: int | None = None  # the size that rebuild should have
         self.next_check = time.monotonic() + interval
         _all.add(self)

@@ -31,9 +31,13 @@ if TYPE_CHECKING:
     from ._shared import SharedTable
     from .table import MmapCache
 
-LIVE_FRACTION = 0.75  # live entries per data slot before eviction / growth
-LOAD_FRACTION = 0.85  # live + tombstones per data slot before a rebuild
-EARLY_FRACTION = 0.9  # of those limits: ask for a concurrent rebuild before a put must do one
+# Live entries per data slot before eviction or growth. Linear probing with
+# tombstones needs room between this and LOAD_FRACTION: a table kept full by
+# eviction turns every eviction into a tombstone, and only a rebuild clears
+# them, so the gap sets how often (every 35 % of the slots, here).
+LIVE_FRACTION = 0.5
+LOAD_FRACTION = 0.85  # live + tombstones per data slot before a put must rebuild
+EARLY_FRACTION = (LIVE_FRACTION + LOAD_FRACTION) / 2  # ask for a concurrent rebuild from here
 SAMPLES = 8  # candidates looked at per eviction (Redis uses 5)
 _HOT = L.HOT.unpack_from
 _OFF_HOT = L.OFF_HOT
@@ -107,6 +111,13 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     secret = c._secret
     occ, dele, live, dead = _publish(s, s.gen, found, free, kb, kf, probe, data, exp, flags, rec_len, secret)
     s.local[2] += 1
+    now = time.monotonic()
+    if now >= s.flush_due:
+        # Writes flush their counts at once after a quiet spell (at most once
+        # per staleness interval), so a worker that writes and then idles
+        # does not leave its counts out of everyone's stats.
+        s.flush_due = now + s.interval
+        s.flush_stats()
     g = s.gen
     # Ask for a rebuild (done by the caller once it has released the lock,
     # writers waiting only for its start and commit) before a put would have
@@ -118,10 +129,10 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     # - live entries near capacity, in a table that may still grow.
     if (
         (dead > c.compact_threshold * (live + dead) and dead >= max(c.compact_min_bytes, g.index_bytes))
-        or (dele and occ + dele > EARLY_FRACTION * load_cap(g))
+        or (dele and occ + dele > EARLY_FRACTION * g.nslots)
     ):
         s.compact_wanted = True
-    elif c.max_size is not None and g.params.size < c.max_size and occ > EARLY_FRACTION * live_cap(g):
+    elif c.max_size is not None and g.params.size < c.max_size and occ > 0.9 * live_cap(g):
         s.grow_to = min(c.max_size, g.params.size * 2)
         s.compact_wanted = True
     return True

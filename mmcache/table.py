@@ -32,6 +32,7 @@ from .errors import ClosedCacheError, CorruptCacheError, IncompatibleCacheError
 from .keys import encode_key, slot_key
 
 DEFAULT_MAX_SEGMENT_BYTES = L.DEFAULT_MAX_SEGMENT_BYTES
+LIVE_FRACTION = W.LIVE_FRACTION  # live entries per slot: size a table at entries / LIVE_FRACTION
 Key = str | bytes
 Policy = Literal["lru", "fifo", "none"]
 
@@ -60,8 +61,9 @@ class MmapCache:
     number of processes may open the same ``path``; in one process, handles
     on the same path share one set of maps.
 
-    ``size`` is the number of slots (``size - 1`` hold entries; at most 75 % of
-    them are used before eviction, growth or ``CacheFullError``). With
+    ``size`` is the number of slots (``size - 1`` hold entries; at most half
+    of them (``LIVE_FRACTION``) are used before eviction, growth or
+    ``CacheFullError``: the rest keeps probes short and deletions cheap). With
     ``max_size`` the table starts at ``size`` and doubles by rebuilding when
     it fills, up to ``max_size``. ``max_entries`` / ``max_bytes`` cap live
     entries / live heap bytes; ``eviction`` chooses what goes when a put

@@ -233,12 +233,12 @@ def test_tombstones_are_purged_by_rebuild_on_put(path: str) -> None:
 
 def test_growth_up_to_max_size(path: str) -> None:
     with MmapCache(path, size=64, max_size=1024, eviction="none") as c:
-        for i in range(700):
+        for i in range(500):
             c.put(f"k{i}", b"v")
         assert c.get_stats()["size"] == 1024
-        assert all(c.get(f"k{i}") == b"v" for i in range(700))
+        assert all(c.get(f"k{i}") == b"v" for i in range(500))
         with pytest.raises(CacheFullError):
-            for i in range(700, 1000):
+            for i in range(500, 1000):
                 c.put(f"k{i}", b"v")
     with MmapCache(path, size=64, max_size=1024) as c:  # reopens the grown table
         assert c.get("k5") == b"v"
@@ -264,7 +264,7 @@ def test_segments_roll_over(path: str) -> None:
 
 
 def test_atomic_rebuild_compacts_and_resizes(path: str) -> None:
-    with MmapCache(path, size=512) as c:
+    with MmapCache(path, size=1024) as c:
         for i in range(300):
             c.put(f"k{i}", b"x" * 100)
         for i in range(300):

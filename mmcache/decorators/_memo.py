@@ -4,11 +4,16 @@ The wrappers in ``cached`` keep only the hit path inline; everything that
 happens when the table has no fresh value is here, once for sync and once
 for async functions, on top of ``_stampede``.
 
+With ``l2=`` (a ``Tier``, see ``_l2``) the caller that holds a missing key's
+lease asks Redis before computing, a computed result is also written to
+Redis, and ``refresh`` / ``cache_clear`` are announced to the other hosts.
+In ``async def`` functions every Redis call runs in a worker thread.
+
 Counters (per process, like ``functools.lru_cache``'s): a call answered from
 the table is a *hit*, whether found at once, after waiting for another
-caller's computation, or stale under ``stale_ttl``; a call that ran the
-function is a *miss*, and so is a background revalidation. ``refresh`` and
-``uncached`` are not counted.
+caller's computation, from Redis, or stale under ``stale_ttl``; a call that
+ran the function is a *miss*, and so is a background revalidation.
+``refresh`` and ``uncached`` are not counted.
 """
 
 from __future__ import annotations
@@ -18,10 +23,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from ._stampede import acquire, flight, held, release, run_async, run_sync
+from ._stampede import MISS, Lease, acquire, flight, held, release, run_async, run_sync
 from ._table import FunctionTable
+
+if TYPE_CHECKING:
+    from ._l2 import Tier
 
 __all__ = ["Memo"]
 
@@ -40,8 +49,9 @@ class Memo:
         ttl: float | None,
         lock_timeout: float | None,
         lease_ttl: float,
+        tier: Tier | None = None,
     ) -> None:
-        self.func, self.keyfn, self.ft = func, keyfn, ft
+        self.func, self.keyfn, self.ft, self.tier = func, keyfn, ft, tier
         # hits, misses: counted without a lock (as functools' pure-Python lru_cache
         # does), so under heavy thread contention an increment could be lost.
         self.stats = [0, 0]
@@ -49,39 +59,84 @@ class Memo:
         self.lock_timeout, self.lease_ttl = lock_timeout, lease_ttl
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _flight(self, key: bytes) -> Any:
+    def _flight(self, key: bytes, save: Callable[[bytes, Any, Lease | None], object]) -> Any:
         ft = self.ft
-        return flight(ft.table(), key, ft.lookup, ft.save, self.lease_ttl, self.lock_timeout)
+        return flight(
+            ft.table(), key, ft.lookup, save, self.lease_ttl, self.lock_timeout, self.tier is not None
+        )
 
     # ------------------------------------------------------------ misses
     def miss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        func = self.func
-        value, computed = run_sync(self._flight(key), lambda: func(*args, **kwargs))
+        func, tier = self.func, self.tier
+        if tier is None:
+            value, computed = run_sync(self._flight(key, self.ft.save), lambda: func(*args, **kwargs))
+            self.stats[1 if computed else 0] += 1
+            return value
+        tier.ensure_listening()
+        saved, save = self._saver()
+        value, computed = run_sync(
+            self._flight(key, save), lambda: func(*args, **kwargs), partial(tier.fetch, key)
+        )
         self.stats[1 if computed else 0] += 1
+        if saved:
+            tier.store(key, saved[0])
         return value
 
     async def amiss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        func = self.func
-        value, computed = await run_async(self._flight(key), lambda: func(*args, **kwargs))
+        func, tier = self.func, self.tier
+        if tier is None:
+            value, computed = await run_async(self._flight(key, self.ft.save), lambda: func(*args, **kwargs))
+            self.stats[1 if computed else 0] += 1
+            return value
+        tier.ensure_listening()
+        saved, save = self._saver()
+        fetch = partial(tier.fetch, key)
+        value, computed = await run_async(self._flight(key, save), lambda: func(*args, **kwargs), fetch)
         self.stats[1 if computed else 0] += 1
+        if saved:
+            await asyncio.to_thread(tier.store, key, saved[0])
         return value
+
+    def _saver(self) -> tuple[list[bytes], Callable[[bytes, Any, Lease | None], None]]:
+        """A save for ``flight`` that also keeps the pickle, for Redis (written
+        after the lease is released: waiters need not wait for the network)."""
+        saved: list[bytes] = []
+
+        def save(key: bytes, value: Any, lease: Lease | None) -> None:
+            data = self.ft.save(key, value, lease)
+            if data is not None:
+                saved.append(data)
+
+        return saved, save
 
     # ---------------------------------------------------------- controls
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         key = self.keyfn(args, kwargs)
         value = self.func(*args, **kwargs)
-        self.ft.save(key, value)
+        if self.tier is None:
+            self.ft.save(key, value)
+        else:
+            self.tier.ensure_listening()
+            self.tier.refresh(key, value)
         return value
 
     async def arefresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         key = self.keyfn(args, kwargs)
         value = await self.func(*args, **kwargs)
-        self.ft.save(key, value)
+        if self.tier is None:
+            self.ft.save(key, value)
+        else:
+            self.tier.ensure_listening()
+            await asyncio.to_thread(self.tier.refresh, key, value)
         return value
 
     def clear(self) -> None:
-        self.ft.clear()
         self.stats[:] = [0, 0]
+        if self.tier is None:
+            self.ft.clear()
+        else:
+            self.tier.ensure_listening()
+            self.tier.clear()
 
     # ---------------------------------------------- stale-while-revalidate
     def _claim_stale(self, key: bytes) -> Any:
@@ -106,8 +161,17 @@ class Memo:
             work = (lease, key, args, kwargs)
             threading.Thread(target=self._recompute, args=work, name="mmcache-swr", daemon=True).start()
 
+    def _fetched(self, lease: Any, key: bytes) -> bool:
+        """Another host's fresh result, found in Redis and now in L1 (lease released)."""
+        if self.tier is None or self.tier.fetch(key) is MISS:
+            return False
+        release(lease)
+        return True
+
     def _recompute(self, lease: Any, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
+            if self._fetched(lease, key):
+                return
             value = self.func(*args, **kwargs)
         except BaseException as exc:
             release(lease)
@@ -116,7 +180,12 @@ class Memo:
             log.exception("mmap_cached %s: background revalidation failed", self.ft.identity.table_id)
             return
         self.stats[1] += 1
-        self.ft.save(key, value, lease)
+        self._save_all(key, value, lease)
+
+    def _save_all(self, key: bytes, value: Any, lease: Any) -> None:
+        data = self.ft.save(key, value, lease)
+        if self.tier is not None and data is not None:
+            self.tier.store(key, data, quiet=True)  # in the background: a failure is logged, never raised
 
     def arevalidate(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Recompute a stale value in a task of the running loop, unless someone else is."""
@@ -128,6 +197,8 @@ class Memo:
 
     async def _arecompute(self, lease: Any, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
+            if self.tier is not None and await asyncio.to_thread(self._fetched, lease, key):
+                return
             value = await self.func(*args, **kwargs)
         except BaseException as exc:
             release(lease)
@@ -136,4 +207,7 @@ class Memo:
             log.exception("mmap_cached %s: background revalidation failed", self.ft.identity.table_id)
             return
         self.stats[1] += 1
-        self.ft.save(key, value, lease)
+        if self.tier is None:
+            self.ft.save(key, value, lease)
+        else:
+            await asyncio.to_thread(self._save_all, key, value, lease)

@@ -12,8 +12,11 @@ when the lease is gone without a value (the computer raised or died) they
 race for a new lease; after ``lock_timeout`` seconds they compute themselves.
 
 The waiting logic is written once, as a generator (:func:`flight`) that
-yields what to do next: a number of seconds to sleep, or ``COMPUTE``. The
-sync and async wrappers drive it with :func:`run_sync` and :func:`run_async`.
+yields what to do next: a number of seconds to sleep, ``FETCH`` (ask the
+second tier, Redis, with the lease held: one request per host and key) or
+``COMPUTE``. The sync and async wrappers drive it with :func:`run_sync` and
+:func:`run_async` (which fetches in a worker thread: a network call must not
+block the event loop).
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from typing import Any
 
 from mmcache.table import MmapCache
 
-__all__ = ["COMPUTE", "MISS", "Lease", "acquire", "drop", "flight", "held", "release"]
+__all__ = ["COMPUTE", "FETCH", "MISS", "Lease", "acquire", "drop", "flight", "held", "release"]
 __all__ += ["run_async", "run_sync"]
 
 MISS: Any = object()  # "no value" (None is a value)
 COMPUTE: Any = object()  # flight() asks its driver to call the function
+FETCH: Any = object()  # flight() asks its driver for the second tier's value (or MISS)
 _FIRST_DELAY, _MAX_DELAY = 0.001, 0.05
 Flight = Generator[Any, Any, tuple[Any, bool]]
 
@@ -167,15 +171,17 @@ def flight(
     table: MmapCache,
     key: bytes,
     lookup: Callable[[bytes], Any],
-    save: Callable[[bytes, Any, Lease | None], None],
+    save: Callable[[bytes, Any, Lease | None], object],
     lease_ttl: float,
     timeout: float | None,
+    tiered: bool = False,
 ) -> Flight:
     """Get the value of a missing ``key``, computing it at most once at a time.
 
     Yields ``COMPUTE`` (send back the function's result, or throw its
-    exception in) or a float (sleep that long, send nothing). Returns
-    ``(value, computed)``.
+    exception in), a float (sleep that long, send nothing) or, if ``tiered``,
+    ``FETCH`` before any computation (send back the value from the second
+    tier, or MISS). Returns ``(value, computed)``.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = _FIRST_DELAY
@@ -186,6 +192,8 @@ def flight(
                 saving = False
                 try:
                     value = lookup(key)  # it may have landed just before we got the lease
+                    if value is MISS and tiered:
+                        value = yield FETCH
                     if value is not MISS:
                         return value, False
                     value = yield COMPUTE
@@ -203,19 +211,28 @@ def flight(
             break
         yield delay if deadline is None else min(delay, deadline - now)
         delay = min(delay * 1.5, _MAX_DELAY)
-    value = yield COMPUTE  # waited long enough: compute without a lease
+    if tiered:
+        value = yield FETCH
+        if value is not MISS:
+            return value, False
+    value = yield COMPUTE  # waited long enough (or lock_timeout=0): compute without a lease
     save(key, value, None)
     return value, True
 
 
-def run_sync(fl: Flight, call: Callable[[], Any]) -> tuple[Any, bool]:
-    """Drive a flight in this thread: sleep with ``time.sleep``, compute with ``call()``."""
+def _no_fetch() -> Any:
+    return MISS
+
+
+def run_sync(fl: Flight, call: Callable[[], Any], fetch: Callable[[], Any] = _no_fetch) -> tuple[Any, bool]:
+    """Drive a flight in this thread: sleep with ``time.sleep``, compute with
+    ``call()``, ask the second tier with ``fetch()``."""
     try:
         cmd = next(fl)
         while True:
-            if cmd is COMPUTE:
+            if cmd is COMPUTE or cmd is FETCH:
                 try:
-                    result = call()
+                    result = call() if cmd is COMPUTE else fetch()
                 except BaseException as exc:
                     cmd = fl.throw(exc)
                 else:
@@ -227,14 +244,17 @@ def run_sync(fl: Flight, call: Callable[[], Any]) -> tuple[Any, bool]:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def run_async(fl: Flight, call: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
-    """Drive a flight in an event loop: ``asyncio.sleep``, ``await call()``."""
+async def run_async(
+    fl: Flight, call: Callable[[], Awaitable[Any]], fetch: Callable[[], Any] = _no_fetch
+) -> tuple[Any, bool]:
+    """Drive a flight in an event loop: ``asyncio.sleep``, ``await call()``,
+    ``fetch()`` in a worker thread (it may wait on the network)."""
     try:
         cmd = next(fl)
         while True:
-            if cmd is COMPUTE:
+            if cmd is COMPUTE or cmd is FETCH:
                 try:
-                    result = await call()
+                    result = await (call() if cmd is COMPUTE else asyncio.to_thread(fetch))
                 except BaseException as exc:
                     cmd = fl.throw(exc)
                 else:

@@ -26,6 +26,7 @@ import os
 import pickle
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -34,6 +35,7 @@ from mmcache.errors import CacheFullError, DiskFullError, IncompatibleCacheError
 from mmcache.serialization import CLOUDPICKLE
 from mmcache.table import MmapCache
 
+from ..table import LIVE_FRACTION as _LIVE_FRACTION
 from ._identity import Identity
 from ._location import default_dir, ensure_dir, table_path
 from ._stampede import MISS, Lease, drop
@@ -45,7 +47,7 @@ INITIAL_SLOTS = 1024
 DEFAULT_MAX_SLOTS = 1 << 21
 KEY_SIZE = 24  # argument keys are 16 bytes, leases 17
 SLOT_SIZE = KEY_SIZE + 32  # the core's fixed slot fields take 32 bytes
-_LIVE_FRACTION = 0.75  # the core grows (or evicts) past 75 % full
+
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 _handles: dict[tuple[str, int | None, bytes | None], MmapCache] = {}
@@ -117,6 +119,7 @@ class FunctionTable:
         self._table: MmapCache | None = None
         self._lock = threading.Lock()
         self._warned = False
+        self.on_open: Callable[[MmapCache], None] | None = None  # run once the table is first opened
 
     @property
     def path(self) -> str:
@@ -135,16 +138,25 @@ class FunctionTable:
                 t = _handle(path, self.max_entries, self.secret)
                 self._check_tag(t)
                 self._table = t
+                if self.on_open is not None:
+                    self.on_open(t)
             return self._table
 
     def _check_tag(self, t: MmapCache) -> None:
-        want = self.identity.tag.encode("utf-8", "surrogatepass")
         with t.transaction():
             stored = t.get(TAG_KEY)
-            if stored != want:
+            if stored != self._tag:
                 if stored is not None:
                     t.clear()  # entries of another version= / code: never read again
-                t.put(TAG_KEY, want)
+                self.put_tag(t)
+
+    @property
+    def _tag(self) -> bytes:
+        return self.identity.tag.encode("utf-8", "surrogatepass")
+
+    def put_tag(self, t: MmapCache) -> None:
+        """Store the tag (again: after ``t.clear()``)."""
+        t.put(TAG_KEY, self._tag)
 
     def lookup(self, key: bytes) -> Any:
         """The value under ``key``, or MISS (also for a value that no longer unpickles)."""
@@ -156,15 +168,25 @@ class FunctionTable:
         except Exception:
             return MISS
 
-    def save(self, key: bytes, value: Any, lease: Lease | None = None) -> None:
+    def save(self, key: bytes, value: Any, lease: Lease | None = None) -> bytes | None:
         """Store ``value`` and release ``lease`` under one hold of the writer
         lock (pickled before taking it). A value that cannot be pickled or
-        stored is not cached, with one warning per function."""
+        stored is not cached, with one warning per function. Returns the
+        pickle (None if there is none)."""
+        data = self.encode(value)
+        self.store(key, data, lease)
+        return data
+
+    def encode(self, value: Any) -> bytes | None:
+        """``value`` pickled, or None (with a warning) if it cannot be."""
         try:
-            data = cloudpickle.dumps(value, protocol=_PROTOCOL)
+            return cloudpickle.dumps(value, protocol=_PROTOCOL)  # type: ignore[no-any-return]
         except Exception as exc:  # PicklingError, TypeError, RecursionError, ...
-            data = None
             self._warn(f"the result could not be pickled, so it was not cached: {exc!r}")
+            return None
+
+    def store(self, key: bytes, data: bytes | None, lease: Lease | None = None) -> None:
+        """Put ``data`` (if any) and release ``lease``, under one hold of the lock."""
         t = self.table()
         with t.transaction():
             try:
@@ -191,4 +213,4 @@ class FunctionTable:
         t = self.table()
         with t.transaction():
             t.clear()
-            t.put(TAG_KEY, self.identity.tag.encode("utf-8", "surrogatepass"))
+            self.put_tag(t)

@@ -31,15 +31,21 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
 from xxhash import xxh3_128_digest
 
 from ._argkey import ArgKeyer, encode
 from ._identity import identify
 from ._memo import Memo
+from ._options import options
 from ._stampede import MISS
 from ._table import FunctionTable
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from mmcache.l2 import RedisL2
 
 __all__ = ["CacheInfo", "CachedFunction", "mmap_cached"]
 
@@ -82,16 +88,6 @@ class CachedFunction(Protocol[P, R_co]):
     def __get__(self, obj: object, objtype: type | None = None) -> Callable[..., R_co]: ...
 
 
-def _seconds(name: str, value: float | None, *, zero: bool = False) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise TypeError(f"mmap_cached: {name} must be a number of seconds or None, not {value!r}")
-    if value < 0 or (value == 0 and not zero):
-        raise ValueError(f"mmap_cached: {name} must be {'>= 0' if zero else '> 0'}, not {value!r}")
-    return float(value)
-
-
 def _custom_keyfn(keyfunc: KeyFunc, namespace: bytes, typed: bool) -> Callable[..., bytes]:
     """``key=``: the user's function maps the arguments to any encodable value."""
     prefix = b"mmcache-key\0" + namespace + b"\0"
@@ -118,10 +114,17 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
     keyfn = keyer.key if opts["key"] is None else _custom_keyfn(opts["key"], keyer.namespace, opts["typed"])
     ttl, stale = opts["ttl"], opts["stale_ttl"]
     expire = None if ttl is None else ttl + (stale or 0.0)
-    ft = FunctionTable(
-        opts["path"], ident, opts["max_entries"], None if expire == math.inf else expire, opts["secret"]
+    l2, l1_max, tier = opts["l2"], opts["max_entries"], None
+    if l2 is not None:
+        from ._l2 import EXTRA_L1_ENTRIES, Tier  # needs redis-py
+
+        l1_max = None if l1_max is None else l1_max + EXTRA_L1_ENTRIES  # room for the guard's entries
+    ft = FunctionTable(opts["path"], ident, l1_max, None if expire == math.inf else expire, opts["secret"])
+    if l2 is not None:
+        tier = Tier(l2, ft, errors=opts["l2_errors"], stale_ttl=stale, secret=opts["secret"])
+    memo = Memo(
+        func, keyfn, ft, ttl=ttl, lock_timeout=opts["lock_timeout"], lease_ttl=opts["lease_ttl"], tier=tier
     )
-    memo = Memo(func, keyfn, ft, ttl=ttl, lock_timeout=opts["lock_timeout"], lease_ttl=opts["lease_ttl"])
     wrapper = _wrapper(memo, inspect.iscoroutinefunction(func), stale is not None)
     functools.update_wrapper(wrapper, func)
     wrapper.__cache_key__ = lambda *a, **kw: keyfn(a, kw)
@@ -134,7 +137,8 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
 
     wrapper.refresh = arefresh if inspect.iscoroutinefunction(func) else refresh
     wrapper.uncached = func
-    wrapper.cache_info = lambda: CacheInfo(memo.stats[0], memo.stats[1], opts["max_entries"], ft.currsize())
+    currsize = ft.currsize if tier is None else tier.currsize
+    wrapper.cache_info = lambda: CacheInfo(memo.stats[0], memo.stats[1], opts["max_entries"], currsize())
     wrapper.cache_clear = memo.clear
     wrapper.cache_parameters = lambda: {**opts, "path": ft.path, "key_version": ident.key_version}
     return wrapper
@@ -231,6 +235,8 @@ def mmap_cached(
     lock_timeout: float | None = 60.0,
     lease_ttl: float = 10.0,
     secret: bytes | str | None = None,
+    l2: str | Redis | RedisL2 | None = None,
+    l2_errors: Literal["log", "raise"] = "log",
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 def mmap_cached(
     func: Callable[..., Any] | None = None,
@@ -248,6 +254,8 @@ def mmap_cached(
     lock_timeout: float | None = 60.0,
     lease_ttl: float = 10.0,
     secret: bytes | str | None = None,
+    l2: str | Redis | RedisL2 | None = None,
+    l2_errors: Literal["log", "raise"] = "log",
 ) -> Any:
     """Memoise a function in a table shared by every process, kept across runs.
 
@@ -270,44 +278,19 @@ def mmap_cached(
     ``secret``: sign every stored result with a keyed hash; a result without
     a valid signature (planted by someone who can write the cache directory
     but does not know the secret) is never unpickled.
+    ``l2``: share results between hosts through Redis (a ``redis://`` URL, a
+    ``redis.Redis`` or a ``mmcache.l2.RedisL2``): this host's table stays the
+    near cache, a miss asks Redis before computing, a result computed on one
+    host is a hit on the others, and ``refresh`` / ``cache_clear`` reach every
+    host (``docs/TIERED.md``). ``l2_errors``: what a write (a result stored,
+    ``refresh``, ``cache_clear``) does when Redis fails: ``"log"`` a warning
+    or ``"raise"`` redis-py's error; reads always fall back to computing here.
     """
-    ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
-    if key is not None and not callable(key):
-        raise TypeError(f"mmap_cached: key= must be a function of the call's arguments, not {key!r}")
-    if key is not None and ignore:
-        raise ValueError("mmap_cached: ignore= has no effect with key=; leave the arguments out in key=")
-    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int)
-                                    or max_entries < 1):  # fmt: skip
-        raise ValueError(f"mmap_cached: max_entries must be a positive int or None, not {max_entries!r}")
-    if lease_ttl is None:
-        raise TypeError("mmap_cached: lease_ttl must be a number of seconds")
-    ttl, stale_ttl = _seconds("ttl", ttl), _seconds("stale_ttl", stale_ttl)
-    if stale_ttl is not None and ttl is None:
-        raise ValueError("mmap_cached: stale_ttl= needs ttl= (how long a result stays fresh)")
-    opts = {
-        "path": path,
-        "ttl": ttl,
-        "typed": bool(typed),
-        "ignore": ignore,
-        "max_entries": max_entries,
-        "key": key,
-        "version": version,
-        "hash_code": bool(hash_code),
-        "stale_ttl": stale_ttl,
-        "lock_timeout": _seconds("lock_timeout", lock_timeout, zero=True),
-        "lease_ttl": _seconds("lease_ttl", lease_ttl),
-        "secret": _secret(secret),
-    }
+    opts = options(
+        path=path, ttl=ttl, typed=typed, ignore=ignore, max_entries=max_entries, key=key, version=version,
+        hash_code=hash_code, stale_ttl=stale_ttl, lock_timeout=lock_timeout, lease_ttl=lease_ttl,
+        secret=secret, l2=l2, l2_errors=l2_errors,
+    )  # fmt: skip
     if func is None:
         return lambda f: _make(f, opts)
     return _make(func, opts)
-
-
-def _secret(secret: bytes | str | None) -> bytes | None:
-    """Check a secret at decoration time (the table is opened lazily)."""
-    if secret is None:
-        return None
-    key = secret.encode() if isinstance(secret, str) else secret
-    if not isinstance(key, bytes) or not 1 <= len(key) <= 64:
-        raise ValueError("mmap_cached: secret must be 1 to 64 bytes (or a str of as many UTF-8 bytes)")
-    return key

@@ -26,10 +26,11 @@ from django.core.exceptions import ImproperlyConfigured
 from mmcache import IncompatibleCacheError, MmapCache
 from mmcache._fs import make_private_dirs
 from mmcache.serialization import DEFAULT_PROTOCOL
+from mmcache.table import LIVE_FRACTION
 
 TABLE_NAME = "mmcache"  # LOCATION/mmcache (+ .heap.*, .roster.*, .lock)
 DEFAULT_TABLE_SIZE = 4096  # slots: a 384 KiB index; grows by doubling when needed
-LIVE_FRACTION = 0.75  # live entries per slot before the core grows a table
+
 HEADROOM = 64  # entries above MAX_ENTRIES that Django's cull rule may leave
 MAX_SLOTS = 2**32 - 1  # the core's largest table
 DIR_MODE = 0o700  # LOCATION is owner-only, like FileBasedCache's directory
