@@ -42,6 +42,9 @@ SAMPLES = 8  # candidates looked at per eviction (Redis uses 5)
 _HOT = L.HOT.unpack_from
 _OFF_HOT = L.OFF_HOT
 _RH = L.RECORD_HEADER
+_HB = L.HEADER_BYTES
+_U32 = L.U32.unpack_from
+_U64 = L.U64.unpack_from
 
 
 def live_cap(g: Generation) -> int:
@@ -301,28 +304,34 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     that every reader would have to update under a lock.
     """
     g = begin(s)
-    mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
+    mm, K, ss, nslots = g.idx, g.params.key_size, g.params.slot_size, g.nslots
     lru = c.eviction == "lru"
     evicted = 0
     now, mono = time.time_ns(), time.monotonic()
+    stamp_now = int(mono * 1024)  # recency units (see Generation.touch_recency)
+    rec, rb, roster = g.recency, g.rec_base - 1, g.roster
+    rnd = random.random
     mm[L.OFF_DIRTY] = 1
     for _ in range(n):
         occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
         if occ == 0:
             break
-        best, best_t, expired = -1, 0, False
+        best, best_t, expired = -1, -1, False
         for _ in range(min(SAMPLES, occ)):
-            slot = L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * random.randrange(occ))[0]
-            if not 1 <= slot <= g.nslots or mm[L.slot_offset(slot, ss) + K] != L.OCCUPIED:
+            slot = _U32(roster, L.ROSTER_HEADER_BYTES + 4 * int(rnd() * occ))[0]
+            o = _HB + (slot - 1) * ss
+            if not 1 <= slot <= nslots or mm[o + K] != L.OCCUPIED:
                 g.needs_repair = True  # damaged roster: repaired when this eviction ends
                 continue
-            o = L.slot_offset(slot, ss)
-            if M.is_expired(g, o, now):
+            if _expired_fast(g, o, now):
                 best, expired = o, True
                 break
             # the oldest: largest recency age (lru) or earliest mtime (fifo)
-            age = g.age(slot, mono) if lru else now - L.U64.unpack_from(mm, o + K + L.OFF_SLOT_MTIME)[0]
-            if best < 0 or age > best_t:
+            if lru:
+                age = (stamp_now - rec[rb + slot]) & 0xFFFFFFFF
+            else:
+                age = now - _U64(mm, o + K + L.OFF_SLOT_MTIME)[0]
+            if age > best_t:
                 best, best_t = o, age
         if best < 0:
             break
@@ -331,6 +340,17 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
         evicted += 1
     done(s, g)
     return evicted
+
+
+def _expired_fast(g: Generation, o: int, now: int) -> bool:
+    """``M.is_expired`` for the eviction sampler: the record's expiry field
+    read straight from the mapped heap when it is mapped (the common case)."""
+    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + L.OFF_SLOT_LOC)
+    try:
+        exp: int = L.U64.unpack_from(g.heap.views[seg], off + 8)[0]
+    except (IndexError, TypeError, struct.error):
+        return M.is_expired(g, o, now)
+    return bool(exp) and exp <= now
 
 
 def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
