@@ -20,15 +20,15 @@ from typing import Any, Literal, NamedTuple
 
 from xxhash import xxh3_64_intdigest
 
+from . import _args as A
 from . import _layout as L
 from . import _maintenance as M
 from . import _rebuild as R
 from . import _write as W
 from ._fs import check_network_fs, check_parent, check_safe
 from ._generation import Generation, Params, read_header
-from ._locking import WriterLock
 from ._shared import SharedTable, acquire, release
-from .errors import ClosedCacheError, CorruptCacheError, IncompatibleCacheError
+from .errors import ClosedCacheError, CorruptCacheError
 from .keys import encode_key, slot_key
 
 DEFAULT_MAX_SEGMENT_BYTES = L.DEFAULT_MAX_SEGMENT_BYTES
@@ -96,7 +96,7 @@ class MmapCache:
         path = os.path.abspath(os.fspath(path))
         real = os.path.realpath(path)  # an allowed symlink: name the files after its target
         hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else real + ".heap"
-        _check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
+        A.check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
                     max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
         key = secret.encode() if isinstance(secret, str) else secret
         if key is not None and not (isinstance(key, bytes) and 1 <= len(key) <= 64):
@@ -108,10 +108,10 @@ class MmapCache:
         check_network_fs(path, allow_network_fs)
         params = Params(size, slot_size, key_size, max_segment_bytes)
         if not os.path.exists(path):
-            _create(path, hp, params, mode)
+            A.create(path, hp, params, mode)
         self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval)
         try:
-            _check_params(self._s.gen, params, max_size)
+            A.check_params(self._s.gen, params, max_size)
         except BaseException:
             release(self._s)
             self._s = None
@@ -419,10 +419,10 @@ class MmapCache:
         if s is None:
             raise ClosedCacheError("operation on a closed MmapCache")
         kb, kf, probe, h = self._prep(key)
-        data = value if type(value) is bytes else _as_buffer(value)
+        data = value if type(value) is bytes else A.as_buffer(value)
         if flags and not 0 <= flags < 1 << 16:
             raise ValueError("flags must fit in 16 bits")
-        exp = 0 if expire is None and expire_at_ns is None else _expire_ns(expire, expire_at_ns)
+        exp = 0 if expire is None and expire_at_ns is None else A.expire_ns(expire, expire_at_ns)
         if exp < 0:
             self.delete(key)
             return
@@ -449,10 +449,10 @@ class MmapCache:
         """Store only if ``key`` has no live entry; True if stored. Atomic."""
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
-        data = _as_buffer(value)
+        data = A.as_buffer(value)
         if flags and not 0 <= flags < 1 << 16:
             raise ValueError("flags must fit in 16 bits")
-        exp = _expire_ns(expire, expire_at_ns)
+        exp = A.expire_ns(expire, expire_at_ns)
         if exp < 0:
             return not self.contains(key)
         with s.lock.hold():
@@ -515,7 +515,7 @@ class MmapCache:
         place; other processes switch over by themselves and keep reading."""
         s = self._shared()
         if new_size is not None:
-            _check_size(new_size)
+            A.check_size(new_size)
         if s.lock.held:  # inside a transaction: the lock cannot be let go
             R.rebuild(self, s, new_size)
             return
@@ -573,108 +573,3 @@ class MmapCache:
     def __repr__(self) -> str:
         state = "closed" if self._s is None else f"{len(self)} entries"
         return f"<MmapCache {self.path!r} {state}>"
-
-
-# --------------------------------------------------------------------- helpers
-def _as_buffer(value: Any) -> bytes | memoryview:
-    if type(value) is bytes:
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        mv = memoryview(value)
-        return mv.cast("B") if mv.c_contiguous else mv.tobytes()
-    raise TypeError(f"mmcache values are bytes-like, not {type(value).__name__}")
-
-
-def _expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
-    """Absolute expiry in ns (0 = never, -1 = already expired)."""
-    if expire_at_ns is not None:
-        if expire is not None:
-            raise TypeError("give expire or expire_at_ns, not both")
-        if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
-            raise TypeError("expire_at_ns is an int (ns since the epoch)")
-        return expire_at_ns if expire_at_ns > _time_ns() else -1
-    if expire is None:
-        return 0
-    if isinstance(expire, bool) or not isinstance(expire, int | float):
-        raise TypeError("expire is a number of seconds or None")
-    if expire != expire:
-        raise ValueError("expire must not be NaN")
-    if expire <= 0:
-        return -1
-    if expire == float("inf"):
-        return 0
-    return _time_ns() + int(expire * 1e9)
-
-
-def _check_size(size: int) -> None:
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise TypeError("size must be an int")
-    if not 2 <= size <= L.MAX_SIZE:
-        raise ValueError(f"size must be between 2 and {L.MAX_SIZE}, got {size}")
-
-
-def _check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size: int | None,
-                max_entries: int | None, max_bytes: int | None, eviction: str,
-                compact_threshold: float, interval: float) -> None:  # fmt: skip
-    _check_size(size)
-    for name, v in (
-        ("slot_size", slot_size),
-        ("key_size", key_size),
-        ("max_segment_bytes", max_seg),
-    ):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{name} must be an int")
-    if not L.MIN_KEY_SIZE <= key_size <= L.MAX_KEY_SIZE:
-        raise ValueError(f"key_size must be between {L.MIN_KEY_SIZE} and {L.MAX_KEY_SIZE}")
-    if slot_size < key_size + L.SLOT_FIXED:
-        raise ValueError(
-            f"slot_size {slot_size} cannot hold key_size {key_size}: a slot needs "
-            f"key_size + {L.SLOT_FIXED} bytes (key_size <= {slot_size - L.SLOT_FIXED})"
-        )
-    if not L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT:
-        raise ValueError(f"max_segment_bytes must be between {L.MIN_SEGMENT_BYTES} and {L.MAX_SEGMENT_LIMIT}")
-    if max_size is not None:
-        _check_size(max_size)
-        if max_size < size:
-            raise ValueError("max_size must be at least size")
-    for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):
-        if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
-            raise ValueError(f"{name} must be a positive int or None")
-    if eviction not in ("lru", "fifo", "none"):
-        raise ValueError(f"eviction must be 'lru', 'fifo' or 'none', not {eviction!r}")
-    if not 0 < compact_threshold <= 1:
-        raise ValueError("compact_threshold must be in (0, 1]")
-    if not interval >= 0:
-        raise ValueError("staleness_check_interval must be >= 0")
-
-
-def _create(path: str, heap_path: str, p: Params, mode: int) -> None:
-    """Create generation 1 at ``path`` unless another process beat us to it."""
-    lock = WriterLock(L.lock_name(path), mode)
-    try:
-        with lock.hold():
-            if os.path.exists(path):
-                return
-            R._remove(R.generation_files(path, heap_path, 1))
-            tmp = f"{path}.new.{os.getpid()}"
-            Generation.create(tmp, path, heap_path, p, 1, mode)
-            os.rename(tmp, path)
-    finally:
-        lock.close()
-
-
-def _check_params(g: Generation, want: Params, max_size: int | None) -> None:
-    have = g.params
-    bad = [
-        f"{name}={getattr(have, name)} (asked {getattr(want, name)})"
-        for name in ("slot_size", "key_size", "max_segment_bytes")
-        if getattr(have, name) != getattr(want, name)
-    ]
-    size_ok = have.size == want.size or (max_size is not None and want.size <= have.size <= max_size)
-    if not size_ok:
-        bad.append(f"size={have.size} (asked {want.size})")
-    if bad:
-        raise IncompatibleCacheError(
-            f"{g.path!r} was created with " + ", ".join(bad) + "; open it with the same "
-            "parameters, or with MmapCache.open(path) to adopt the stored ones"
-        )
