@@ -28,6 +28,7 @@ import pytest
 redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install redis)")
 
 from _redis_server import RedisServer, redis_server  # noqa: E402
+from conftest import wait_until  # noqa: E402
 
 from mmcache import MmapCache, mmap_cached  # noqa: E402
 from mmcache.l2 import RedisL2  # noqa: E402
@@ -133,16 +134,6 @@ def hosts(tmp_path: Path) -> Iterator[Callable[..., Host]]:
     yield start
     for h in started:
         h.close()
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def runs(tmp_path: Path, fn: str) -> list[int]:

@@ -25,6 +25,7 @@ pytest.importorskip("django", reason="Django is not installed (pip install mmcac
 
 import redis  # noqa: E402
 from _redis_server import RedisServer, redis_server  # noqa: E402
+from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "_tiered_host.py"
@@ -122,16 +123,6 @@ def hosts(tmp_path: Path) -> Iterator[Callable[..., Host]]:
     yield start
     for h in started:
         h.close()
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def fill_l1(h: Host, key: str, value: Any) -> None:
