@@ -27,7 +27,6 @@ class WriterLock:
         self._fd = self._open()
         self._tlock = threading.RLock()
         self._depth = 0
-        self._pid = os.getpid()
         _live.add(self)
 
     def _open(self) -> int:
@@ -119,7 +118,6 @@ class WriterLock:
         os.close(self._fd)  # the shared description; our parent's lock stays theirs
         self._tlock = threading.RLock()
         self._depth = 0
-        self._pid = os.getpid()
         try:
             self._fd = self._open()
         except OSError:

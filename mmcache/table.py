@@ -41,6 +41,7 @@ _RH = L.RECORD_HEADER
 _REC = L.RECORD.unpack_from
 _LOC = L.SLOT_LOC.unpack_from
 _time_ns = time.time_ns
+_MISS = object()
 _monotonic = time.monotonic
 
 
@@ -394,7 +395,7 @@ class MmapCache:
 
     def contains(self, key: Key) -> bool:
         """True if ``key`` holds a live (unexpired, intact) entry."""
-        return self.get_entry(key) is not None
+        return self.get(key, _MISS) is not _MISS
 
     __contains__ = contains
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -61,3 +63,14 @@ def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "cond
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_reply(proc: subprocess.Popen[str], timeout: float, detail: str = "") -> dict[str, Any]:
+    """One JSON line from a helper process's stdout, or fail saying which process."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise AssertionError(f"host {proc.pid} gave no answer in {timeout} s (exit {proc.poll()}){detail}")
+    reply: dict[str, Any] = json.loads(line)
+    return reply

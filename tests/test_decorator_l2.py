@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import pickle
-import select
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import pytest
 redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install redis)")
 
 from _redis_server import RedisServer, redis_server  # noqa: E402
-from conftest import wait_until  # noqa: E402
+from conftest import read_reply, wait_until  # noqa: E402
 
 from mmcache import MmapCache, mmap_cached  # noqa: E402
 from mmcache.l2 import RedisL2  # noqa: E402
@@ -79,15 +78,7 @@ class Host:
         self.pid = self._read(30)["ready"]
 
     def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            raise AssertionError(
-                f"host {self.proc.pid} gave no answer (exit {self.proc.poll()}):\n{self.stderr()}"
-            )
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+        return read_reply(self.proc, timeout, ":\n" + self.stderr())
 
     def call(self, op: str, fn: str, *args: Any) -> Any:
         assert self.proc.stdin is not None

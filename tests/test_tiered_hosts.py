@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ pytest.importorskip("django", reason="Django is not installed (pip install mmcac
 
 import redis  # noqa: E402
 from _redis_server import RedisServer, redis_server  # noqa: E402
-from conftest import wait_until
+from conftest import read_reply, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "_tiered_host.py"
@@ -48,15 +47,7 @@ class Host:
         self.pid = self._read(30)["ready"]
 
     def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            raise AssertionError(
-                f"host {self.proc.pid} gave no answer in {timeout} s (exit {self.proc.poll()})"
-            )
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+        return read_reply(self.proc, timeout)
 
     def send(self, op: str, *args: Any, **kwargs: Any) -> None:
         assert self.proc.stdin is not None
