@@ -52,12 +52,8 @@ class Generation:
         # per slot; slot s (1-based) has its stamp at rec_base + s - 1.
         self.recency = memoryview(roster).cast("I")
         self.rec_base = L.recency_index(params.size, 1)
-        # Records this process has checked, by segment << 32 | offset:
-        # (key, expire_ns, flags, value start, value end).
-        self.verified: dict[int, tuple[bytes, int, int, int, int]] = {}
-        # What MmapCache.get needs, loaded as one tuple on the hot path.
-        self.hot = (idx, self.nslots, self.slot_size, self.rec_base, self.recency, self.verified,
-                    self.heap.maps)  # fmt: skip
+        # What MmapCache's probe loads as one tuple.
+        self.hot = (idx, self.nslots, self.slot_size, self.rec_base, self.recency, self.heap.maps)
 
     # ---------------------------------------------------------------- create
     @staticmethod
@@ -131,21 +127,10 @@ class Generation:
             raise CorruptCacheError(f"{rname!r} is not the roster of generation {gen}")
         return cls(name or path, heap_path, p, gen, idx, roster, st.st_ino, mode)
 
-    def remember(self, loc: int, rec: tuple[bytes, int, int, int, int]) -> None:
-        """Note what checking the record at ``loc`` found (bounded memory)."""
-        if len(self.verified) >= 1 << 15:
-            self.verified.clear()
-        self.verified[loc] = rec
-
-    def touch_recency(self, slot: int, mono: float) -> None:
-        """Stamp ``slot`` as used at ``mono`` (time.monotonic(), which every
-        process on the host shares), in 1/1024 s units wrapping at 2**32."""
-        self.recency[self.rec_base + slot - 1] = int(mono * 1024) & 0xFFFFFFFF
-
-    def age(self, slot: int, mono: float) -> int:
-        """How long ago ``slot`` was last stamped, in the same units."""
-        stamp: int = self.recency[self.rec_base + slot - 1]
-        return (int(mono * 1024) - stamp) & 0xFFFFFFFF
+    def touch_recency(self, slot: int, mono_ns: int) -> None:
+        """Stamp ``slot`` as used at ``mono_ns`` (time.monotonic_ns(), which
+        every process on the host shares), in 2**20 ns units wrapping at 2**32."""
+        self.recency[self.rec_base + slot - 1] = mono_ns >> L.RECENCY_SHIFT & 0xFFFFFFFF
 
     @property
     def retired(self) -> bool:

@@ -120,10 +120,14 @@ ROSTER_HEADER = struct.Struct("<8sIIQQ")  # magic, version, pad, generation, cap
 ROSTER_HEADER_BYTES = 64
 # followed by `size` u32 slot numbers (entries [0, occupied) are live), then
 # `size` u32 recency stamps, one per slot (index = slot - 1): the time of a
-# recent hit in units of 2**20 ns (about 1 ms), wrapping at 2**32 (49 days).
+# recent hit in units of 2**20 ns (about 1 ms) of CLOCK_MONOTONIC (one clock
+# for every process on the host), wrapping at 2**32 (52 days).
 # Readers write stamps without any lock; no checksum covers them; they only
 # steer LRU eviction. They live here, densely, rather than in the slots, so
 # that a hit dirties one of few hot pages, not a random page of the index.
+
+
+RECENCY_SHIFT = 20  # stamp = monotonic_ns >> RECENCY_SHIFT, mod 2**32
 
 
 def roster_bytes(size: int) -> int:

@@ -255,6 +255,15 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, len(live), dele + len(bad), hwm)
     live_bytes = sum(slot_record_size(g, o) for o in live)
     seg, _d, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
+    # A writer killed after publishing a slot but before moving the heap
+    # tail leaves a live record past the tail: move the tail past it, so that
+    # no record a slot (or a reader's memo) points at is ever overwritten.
+    for o in live:
+        rseg, roff = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
+        rend = roff + slot_record_size(g, o)
+        if (rseg, rend) > (seg, tail):
+            seg, tail = rseg, rend
+    L.HEAP_POS.pack_into(mm, L.OFF_HEAP_SEG, seg, 1, tail)
     used = seg * g.params.max_segment_bytes + tail
     L.BYTES.pack_into(mm, L.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
     mm[L.OFF_DIRTY] = 0

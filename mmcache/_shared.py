@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import weakref
+from typing import Any
 
 from . import _layout as L
 from ._fs import reserve
@@ -41,8 +42,14 @@ class SharedTable:
         self.stripe: int | None = None
         self.compact_wanted = False  # set under the lock, acted on after it
         self.flush_due = 0.0  # when a write next flushes the stats (see _write)
+        # Keys this process has found, with what their last hit learnt (see
+        # MmapCache.get): valid while their slot's bytes are unchanged.
+        self.memo: dict[str | bytes, tuple[Any, ...]] = {}
         self.grow_to: int | None = None  # the size that rebuild should have
-        self.next_check = time.monotonic() + interval
+        # time.monotonic_ns() of the next staleness check (an int: the get hot
+        # path compares it with monotonic_ns, which also makes its LRU stamp).
+        self.interval_ns = int(interval * 1e9)
+        self.next_check = time.monotonic_ns() + self.interval_ns
         _all.add(self)
 
     # ------------------------------------------------------------ opening
@@ -93,7 +100,7 @@ class SharedTable:
         valid, just stale) until the new files can be opened.
         """
         g = self.gen
-        self.next_check = time.monotonic() + self.interval
+        self.next_check = time.monotonic_ns() + self.interval_ns
         self.flush_stats()
         try:
             ino = os.stat(self.path).st_ino
@@ -113,8 +120,8 @@ class SharedTable:
     def current_for_write(self) -> Generation:
         """Writer-side check, under the lock: never write to a retired generation."""
         g = self.gen
-        if g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED or time.monotonic() >= self.next_check:
-            self.next_check = time.monotonic() + self.interval
+        if g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED or time.monotonic_ns() >= self.next_check:
+            self.next_check = time.monotonic_ns() + self.interval_ns
             self.flush_stats()
             ino = os.stat(self.path).st_ino
             if ino != g.ino:
@@ -133,6 +140,7 @@ class SharedTable:
         if (p.slot_size, p.key_size) != (q.slot_size, q.key_size):
             raise IncompatibleCacheError(f"{self.path!r} was replaced by a table with other slot/key sizes")
         self.gen = new
+        self.memo = {}  # entries name the old generation's maps: let them go
         old.close()
 
     # -------------------------------------------------------------- stats

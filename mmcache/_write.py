@@ -100,7 +100,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     if c.max_bytes is not None and rec_len > c.max_bytes:
         raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={c.max_bytes}")
     g = s.gen
-    if g.idx[L.OFF_FLAGS] or g.idx[L.OFF_DIRTY] or time.monotonic() >= s.next_check:
+    if g.idx[L.OFF_FLAGS] or g.idx[L.OFF_DIRTY] or time.monotonic_ns() >= s.next_check:
         g = begin(s)
     for _ in range(100_000):
         g = s.gen
@@ -203,7 +203,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
     if found >= 0:
         old = _record_size_at(g, found)
         L.SLOT_LOC_MTIME.pack_into(mm, found + K + L.OFF_SLOT_LOC, seg, off, now)
-        g.touch_recency((found - L.HEADER_BYTES) // g.slot_size + 1, time.monotonic())
+        g.touch_recency((found - L.HEADER_BYTES) // g.slot_size + 1, time.monotonic_ns())
         live, dead = live + rec_len - old, dead + old
     else:
         o = free
@@ -214,7 +214,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         mm[o : o + K] = probe[:K]
         L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, 0)
         L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * occ, slot)
-        g.touch_recency(slot, time.monotonic())
+        g.touch_recency(slot, time.monotonic_ns())
         mm[o + K] = L.OCCUPIED  # publish: the last store a reader depends on
         occ += 1
         hwm = max(hwm, slot)
@@ -307,8 +307,8 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     mm, K, ss, nslots = g.idx, g.params.key_size, g.params.slot_size, g.nslots
     lru = c.eviction == "lru"
     evicted = 0
-    now, mono = time.time_ns(), time.monotonic()
-    stamp_now = int(mono * 1024)  # recency units (see Generation.touch_recency)
+    now = time.time_ns()
+    stamp_now = time.monotonic_ns() >> L.RECENCY_SHIFT  # see Generation.touch_recency
     rec, rb, roster = g.recency, g.rec_base - 1, g.roster
     rnd = random.random
     mm[L.OFF_DIRTY] = 1

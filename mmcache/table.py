@@ -42,7 +42,11 @@ _REC = L.RECORD.unpack_from
 _LOC = L.SLOT_LOC.unpack_from
 _time_ns = time.time_ns
 _MISS = object()
-_monotonic = time.monotonic
+_monotonic_ns = time.monotonic_ns
+_LOC_BYTES = L.SLOT_LOC.pack
+# Keys a process memoises per table before starting afresh (about 300 bytes
+# each): a working set up to this size is served from the memo.
+_MEMO_ENTRIES = 1 << 15
 
 
 class Entry(NamedTuple):
@@ -131,6 +135,8 @@ class MmapCache:
         # With a secret every record this handle writes is signed with a keyed
         # BLAKE2b MAC, and records without a valid MAC are misses for it.
         self._secret = key
+        if key is not None:
+            self.get = self._get_signed  # type: ignore[method-assign]
         g = self._s.gen
         if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
             # A writer died mid-update (or the header is damaged): repair now,
@@ -207,34 +213,74 @@ class MmapCache:
     def get(self, key: Key, default: Any = None, *, with_flags: bool = False) -> Any:
         """The value stored under ``key`` as bytes, or ``default`` on a miss.
 
-        Lock-free: a few reads from mapped memory, one hash, one checksum.
-        An expired entry is a miss for every process at once. With
-        ``with_flags=True`` a hit is ``(value, flags)`` (the tag given to
-        ``put``), at the same cost.
+        Lock-free: a few reads from mapped memory, no system call. An expired
+        entry is a miss for every process at once. With ``with_flags=True`` a
+        hit is ``(value, flags)`` (the tag given to ``put``), at the same cost.
         """
         # The hot path, written out in one function on purpose: every call
-        # and attribute lookup shows up in the benchmark. Anything unusual
-        # (a long or non-str key, a retired map, a torn read) drops to the
-        # general path below.
+        # and attribute lookup shows up in the benchmark. A key this process
+        # has found before is in the memo with its slot's bytes as they were
+        # then (key, state, location) and what checking its record learnt
+        # (value bounds, expiry, flags). Records are never rewritten within a
+        # generation, so if the slot still holds exactly those bytes, it
+        # still points at that same, already checked record: one slice
+        # compare replaces hashing, probing and the record checks.
+        try:
+            e = self._s.memo.get(key)  # type: ignore[union-attr]
+        except (TypeError, AttributeError):  # an unhashable key; a closed handle
+            return self._get_probe(key, default, with_flags)
+        if e is None:
+            return self._get_probe(key, default, with_flags)
+        kt, g, idx, a, b, expect, m, vs, ve, exp, flags, rec, ri = e
+        s = self._s
+        if (
+            kt is type(key)  # a str subclass may compare equal to a str key
+            and g is s.gen  # type: ignore[union-attr]
+            and not idx[12]  # RETIRED: a rebuild replaced this index
+            and (now := _monotonic_ns()) < s.next_check  # type: ignore[union-attr]
+            and idx[a:b] == expect
+        ):
+            if exp and exp <= _time_ns():
+                s.local[1] += 1  # type: ignore[union-attr]
+                return default
+            if rec is not None:
+                # A racy store into a dense array no checksum covers (see
+                # _layout): it only steers LRU eviction.
+                t = now >> 20 & 0xFFFFFFFF
+                if rec[ri] != t:
+                    rec[ri] = t
+            s.local[0] += 1  # type: ignore[union-attr]
+            if with_flags:
+                return m[vs:ve], flags
+            return m[vs:ve]
+        return self._get_probe(key, default, with_flags)
+
+    def _get_signed(self, key: Key, default: Any = None, *, with_flags: bool = False) -> Any:
+        # ``get`` of a handle with a secret: the memo is shared by every handle
+        # on the table in this process and knows nothing of MACs.
+        return self._get_probe(key, default, with_flags)
+
+    def _get_probe(self, key: Key, default: Any, with_flags: bool) -> Any:
+        """A get not answered by the memo: probe, check the record, memoise."""
         s = self._s
         if s is None:
             raise ClosedCacheError("operation on a closed MmapCache")
-        if type(key) is str:
+        kt = type(key)
+        if kt is str:
             try:
-                kb = key.encode()
+                kb = key.encode()  # type: ignore[union-attr]
             except UnicodeEncodeError:
                 kb = b""
             kf = 2  # KF_STR
-        elif type(key) is bytes:
+        elif kt is bytes:
             kb, kf = key, 0
         else:
             kb = b""
         n = len(kb)
         g = s.gen
-        # Constants of this handle and of the generation, one load each.
         key_size, tails, unpack_slot, track_recency = self._hot
-        mm, nslots, ss, rec_base, recency, verified, maps = g.hot
-        if 0 < n <= key_size and not mm[12] and (now := _monotonic()) < s.next_check:
+        mm, nslots, ss, rec_base, recency, maps = g.hot
+        if 0 < n <= key_size and not mm[12] and (now := _monotonic_ns()) < s.next_check:
             probe = kb + tails[kf][n]
             i = xxh3_64_intdigest(kb) % nslots
             o = _HB + i * ss
@@ -250,33 +296,38 @@ class MmapCache:
                 if i == nslots:
                     i, o = 0, _HB
                 sk, seg, off = unpack_slot(mm, o)
-            # Records never change once written, so what this process learnt
-            # from checking one (key, expiry, flags, value bounds) stays true:
-            # a repeat hit skips the record header, key compare and checksum.
-            rec = verified.get(seg << 32 | off)
-            if rec is None or rec[0] != kb:
-                rec = self._check_record(g, seg, off, kb, kf)
+            rec = self._check_record(g, seg, off, kb, kf)
             if rec is not None:
-                exp = rec[1]
+                exp, flags, vs, ve = rec
+                m = maps[seg]
+                # Snapshot the slot as the memo's test, then re-read the
+                # location: a writer that moved the key meanwhile makes the
+                # snapshot disagree, and the entry is never used.
+                expect = mm[o : o + key_size + 16]
+                memo = s.memo
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                if expect[: key_size + 3] == probe and expect[-8:] == _LOC_BYTES(seg, off):
+                    memo[key] = (kt, g, mm, o, o + key_size + 16, expect, m, vs, ve, exp, flags,
+                                 recency if track_recency else None, rec_base + i)  # fmt: skip
                 if exp and exp <= _time_ns():
                     s.local[1] += 1
                     return default
                 if track_recency:
-                    # A racy store into a dense array no checksum covers
-                    # (see _layout): it only steers LRU eviction.
-                    t = int(now * 1024) & 0xFFFFFFFF
+                    t = now >> 20 & 0xFFFFFFFF
                     if recency[rec_base + i] != t:
                         recency[rec_base + i] = t
                 s.local[0] += 1
                 if with_flags:
-                    return maps[seg][rec[3] : rec[4]], rec[2]
-                return maps[seg][rec[3] : rec[4]]
+                    return m[vs:ve], flags
+                return m[vs:ve]
         return self._get_slow(key, default, with_flags)
 
     def _check_record(self, g: Generation, seg: int, off: int, kb: bytes, kf: int) -> Any:
         """Check the record at (seg, off) for key ``kb`` (magic, key, flag,
-        checksum); remember and return (kb, expire, flags, value start, value
-        end), or None if it does not check out (the caller goes the slow way)."""
+        checksum, always: the result is memoised for every handle) and return
+        (expire, flags, value start, value end), or None if it does not check
+        out (the caller goes the slow way)."""
         heap = g.heap
         try:
             mv = heap.views[seg]
@@ -291,18 +342,16 @@ class MmapCache:
             or klen != len(kb)
             or (rkf ^ kf) & L.KF_STR
             or heap.maps[seg][start : start + klen] != kb  # type: ignore[index]
-            or (self.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)  # type: ignore[index]
+            or xxh3_64_intdigest(mv[off + 8 : end]) != csum  # type: ignore[index]
         ):
             return None
-        rec = (kb, exp, flags, start + klen, end)
-        g.remember(seg << 32 | off, rec)
-        return rec
+        return exp, flags, start + klen, end
 
     def _get_slow(self, key: Key, default: Any, with_flags: bool) -> Any:
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
         g = s.gen
-        if g.idx[L.OFF_FLAGS] or _monotonic() >= s.next_check:
+        if g.idx[L.OFF_FLAGS] or _monotonic_ns() >= s.next_check:
             g = s.refresh()
         for _ in range(3):
             r = self._lookup(g, kb, kf, probe, h)
@@ -367,14 +416,14 @@ class MmapCache:
             if exp <= now:
                 return None
         if self._track_recency:
-            g.touch_recency((o - _HB) // ss + 1, _monotonic())
+            g.touch_recency((o - _HB) // ss + 1, _monotonic_ns())
         return heap.maps[seg][start + klen : end], flags, exp, o
 
     def get_entry(self, key: Key) -> Entry | None:
         """The value with its codec flags, mtime and expiry, or None on a miss."""
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
-        g = s.refresh() if _monotonic() >= s.next_check or s.gen.retired else s.gen
+        g = s.refresh() if _monotonic_ns() >= s.next_check or s.gen.retired else s.gen
         for _ in range(3):
             r = self._lookup(g, kb, kf, probe, h)
             if r is None:

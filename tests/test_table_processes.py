@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import sys
 import threading
+import time
 
 import pytest
 from _workers import mixed_worker, rebuild_worker, replay
@@ -245,3 +246,35 @@ def test_fork_after_the_directory_was_deleted(tmp_path) -> None:  # type: ignore
     _, status = os.waitpid(pid, 0)
     assert status == 0 and os.read(r, 1) == b"1"
     c.close()
+
+
+def test_repeated_hits_follow_another_processes_writes(path: str) -> None:
+    """A key read many times (and so memoised by this process) still sees
+    every overwrite, delete, re-put, expiry and rebuild of another process."""
+    from conftest import run_py
+
+    def other(code: str) -> None:
+        head = "import sys\nfrom mmcache import MmapCache\nc = MmapCache(sys.argv[1], size=1024)\n"
+        run_py(head + code, path)
+
+    with MmapCache(path, size=1024) as c:
+        c.put("k", b"one")
+        for _ in range(5):
+            assert c.get("k") == b"one"
+        other("c.put('k', b'two')")
+        assert c.get("k") == b"two"
+        other("c.delete('k')")
+        assert c.get("k") is None
+        other("c.put('k', b'two')")  # the same bytes again, in a new record
+        assert c.get("k") == b"two"
+        # delete, then fill the freed slot with other keys: the old slot may
+        # now hold another key, the old record is still in the heap
+        other("c.delete('k')\nfor i in range(300): c.put(f'other{i}', b'x' * i)")
+        assert c.get("k") is None
+        other("c.put('k', b'three', expire=0.3)")
+        assert c.get("k") == b"three"
+        time.sleep(0.4)
+        assert c.get("k") is None
+        other("c.put('k', b'four')\nc.atomic_rebuild()\nc.put('k', b'five')")
+        assert c.get("k") == b"five"
+        assert c.get_entry("k").value == b"five"  # type: ignore[union-attr]
