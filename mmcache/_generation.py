@@ -45,7 +45,8 @@ class Generation:
         self.ino = ino
         self.heap = Heap(heap_path, gen, params.max_segment_bytes, mode)
         self.nslots = params.size - 1  # data slots are numbered 1 .. size-1
-        self.slot_size = params.slot_size  # a plain attribute for the hot path
+        self.slot_size = params.slot_size  # plain attributes for the hot paths
+        self.key_size = params.key_size
         self.needs_repair = False  # set by a writer that met a damaged roster link
         self.index_bytes = L.index_bytes(params.size, params.slot_size)
         # The roster file's u32 view: roster entries, then one recency stamp

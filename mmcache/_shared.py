@@ -41,7 +41,7 @@ class SharedTable:
         self.local = [0] * len(L.STATS_FIELDS)
         self.stripe: int | None = None
         self.compact_wanted = False  # set under the lock, acted on after it
-        self.flush_due = 0.0  # when a write next flushes the stats (see _write)
+        self.flush_due = 0  # monotonic_ns when a write next flushes the stats (see _write)
         # Keys this process has found, with what their last hit learnt (see
         # MmapCache.get): valid while their slot's bytes are unchanged.
         self.memo: dict[str | bytes, tuple[Any, ...]] = {}

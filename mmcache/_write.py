@@ -45,6 +45,22 @@ _RH = L.RECORD_HEADER
 _HB = L.HEADER_BYTES
 _U32 = L.U32.unpack_from
 _U64 = L.U64.unpack_from
+_HOT_PACK = L.HOT.pack_into
+_REC = L.RECORD.unpack_from
+_REC_PACK = L.RECORD.pack_into
+_U64_PACK = L.U64.pack_into
+_LOC = L.SLOT_LOC.unpack_from
+_LOC_MTIME_PACK = L.SLOT_LOC_MTIME.pack_into
+_OFF_LOC = L.OFF_SLOT_LOC
+_OFF_FLAGS = L.OFF_FLAGS
+_OFF_DIRTY = L.OFF_DIRTY
+_MAC = L.MAC_BYTES
+_MAGIC = L.REC_MAGIC
+_KF_STR = L.KF_STR
+_KF_SIGNED = L.KF_SIGNED
+_KF_HASHED = L.KF_HASHED
+_SHIFT = L.RECENCY_SHIFT
+_monotonic_ns = time.monotonic_ns
 
 
 def live_cap(g: Generation) -> int:
@@ -72,10 +88,12 @@ def begin(s: SharedTable) -> Generation:
 
 def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
     """(offset of the slot holding this key or -1, offset of the first free slot)."""
-    mm, n, ss, K = g.idx, g.nslots, g.params.slot_size, g.params.key_size
+    mm, n, ss, K = g.idx, g.nslots, g.slot_size, g.key_size
     span = K + 3
     i = h % n
-    o = L.HEADER_BYTES + i * ss
+    o = _HB + i * ss
+    if mm[o : span + o] == probe and not kf & _KF_HASHED:
+        return o, -1  # the common case: the key in its home slot
     free = -1
     for _ in range(n):
         if mm[o : span + o] == probe and (not kf & L.KF_HASHED or M.record_key(g, o) in (kb, None)):
@@ -96,32 +114,36 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
           data: bytes | memoryview, exp: int, flags: int, only_if_absent: bool) -> bool:  # fmt: skip
     """Store a record for ``kb``; False only for ``add`` on a live key."""
     # record_size() written out, and begin()'s common case: this is every put.
-    rec_len = (_RH + len(kb) + len(data) + (L.MAC_BYTES if c._secret else 0) + 7) & ~7
-    if c.max_bytes is not None and rec_len > c.max_bytes:
-        raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={c.max_bytes}")
-    g = s.gen
-    if g.idx[L.OFF_FLAGS] or g.idx[L.OFF_DIRTY] or time.monotonic_ns() >= s.next_check:
-        g = begin(s)
-    for _ in range(100_000):
-        g = s.gen
-        found, free = find(c, g, kb, kf, probe, h)
-        if found >= 0 and only_if_absent and not M.is_expired(g, found):
-            return False
-        if not _make_room(c, s, g, found, free, rec_len):
-            break
-    else:  # pragma: no cover - eviction always frees something
-        raise CacheFullError("could not make room for the entry")
     secret = c._secret
-    occ, dele, live, dead = _publish(s, s.gen, found, free, kb, kf, probe, data, exp, flags, rec_len, secret)
+    rec_len = (_RH + len(kb) + len(data) + (_MAC if secret else 0) + 7) & ~7
+    max_bytes = c.max_bytes
+    if max_bytes is not None and rec_len > max_bytes:
+        raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={max_bytes}")
+    g = s.gen
+    idx = g.idx
+    if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or _monotonic_ns() >= s.next_check:
+        g = begin(s)
+    found, free = find(c, g, kb, kf, probe, h)
+    if found < 0 or only_if_absent or max_bytes is not None:
+        # A new key, an add, or a byte cap: the put may need room first.
+        for _ in range(100_000):
+            if found >= 0 and only_if_absent and not M.is_expired(g, found):
+                return False
+            if not _make_room(c, s, g, found, free, rec_len):
+                break
+            g = s.gen
+            found, free = find(c, g, kb, kf, probe, h)
+        else:  # pragma: no cover - eviction always frees something
+            raise CacheFullError("could not make room for the entry")
+    occ, dele, live, dead = _publish(s, g, found, free, kb, kf, probe, data, exp, flags, rec_len, secret)
     s.local[2] += 1
-    now = time.monotonic()
+    now = _monotonic_ns()
     if now >= s.flush_due:
         # Writes flush their counts at once after a quiet spell (at most once
         # per staleness interval), so a worker that writes and then idles
         # does not leave its counts out of everyone's stats.
-        s.flush_due = now + s.interval
+        s.flush_due = now + s.interval_ns
         s.flush_stats()
-    g = s.gen
     # Ask for a rebuild (done by the caller once it has released the lock,
     # writers waiting only for its start and commit) before a put would have
     # to do one under the lock:
@@ -133,7 +155,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     if (
         (dead > c.compact_threshold * (live + dead) and dead >= max(c.compact_min_bytes, g.index_bytes))
         or (dele and occ + dele > EARLY_FRACTION * g.nslots)
-    ):
+    ):  # fmt: skip
         s.compact_wanted = True
     elif c.max_size is not None and g.params.size < c.max_size and occ > 0.9 * live_cap(g):
         s.grow_to = min(c.max_size, g.params.size * 2)
@@ -145,7 +167,7 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
     """Evict, grow or rebuild if the put needs it; True if it did something
     (the caller probes again), False if the put can go ahead."""
     if found >= 0 and c.max_bytes is None:
-        return False  # an overwrite needs no room: the common case, kept cheap
+        return False  # an overwrite needs no room
     occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
     if found < 0:
         cap = live_cap(g)
@@ -181,51 +203,69 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
              secret: bytes | None) -> tuple[int, int, int, int]:  # fmt: skip
     """Append the record and point a slot at it; returns the header's
     (occupied, deleted, live bytes, dead bytes) after it."""
+    # Every put runs this: module constants are bound to globals, the heap's
+    # and the record-size helpers' common cases are written out.
     mm = g.idx
-    K = g.params.key_size
+    K = g.key_size
     occ, dele, hwm, heap_seg, _dirty, tail, live, dead, created, seq = _HOT(mm, _OFF_HOT)
     # Reserve and write the record first: a full disk fails here, before
     # anything is published or marked dirty.
-    seg, off, mv = g.heap.append(heap_seg, tail, rec_len)
-    klen, vlen = len(kb), len(data)
-    start = off + L.RECORD_HEADER
-    end = start + klen + vlen
-    rkf = (kf & L.KF_STR) | (L.KF_SIGNED if secret else 0)
-    L.RECORD.pack_into(mv, off, 0, exp, klen, vlen, flags, rkf, L.REC_MAGIC, 0)
-    mv[start : start + klen] = kb
-    mv[start + klen : end] = data
+    heap = g.heap
+    views = heap.views
+    end = tail + rec_len
+    if heap_seg < len(views) and (mv := views[heap_seg]) is not None and end <= len(mv) \
+            and end <= heap.max_segment_bytes:  # fmt: skip
+        seg, off = heap_seg, tail
+    else:
+        seg, off, mv = heap.append(heap_seg, tail, rec_len)
+    klen = len(kb)
+    start = off + _RH
+    vstart = start + klen
+    end = vstart + len(data)
+    rkf = (kf & _KF_STR) | (_KF_SIGNED if secret else 0)
+    _REC_PACK(mv, off, 0, exp, klen, end - vstart, flags, rkf, _MAGIC, 0)
+    mv[start:vstart] = kb
+    mv[vstart:end] = data
     if secret:
-        mv[end : end + L.MAC_BYTES] = M.mac(secret, mv[off + 8 : end])
-    L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))
+        mv[end : end + _MAC] = M.mac(secret, mv[off + 8 : end])
+    _U64_PACK(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))
     now = time.time_ns()
 
-    mm[L.OFF_DIRTY] = 1
+    mm[_OFF_DIRTY] = 1
     if found >= 0:
-        old = _record_size_at(g, found)
-        L.SLOT_LOC_MTIME.pack_into(mm, found + K + L.OFF_SLOT_LOC, seg, off, now)
-        g.touch_recency((found - L.HEADER_BYTES) // g.slot_size + 1, time.monotonic_ns())
+        o = found
+        oseg, ooff = _LOC(mm, o + K + _OFF_LOC)
+        try:
+            _c, _e, oklen, ovlen, _f, orkf, omagic, _ = _REC(views[oseg], ooff)  # type: ignore[arg-type]
+            old = (_RH + oklen + ovlen + (_MAC if orkf & _KF_SIGNED else 0) + 7) & ~7
+            if omagic != _MAGIC:
+                old = 0
+        except (IndexError, TypeError, struct.error):
+            old = _record_size_at(g, o)
+        _LOC_MTIME_PACK(mm, o + K + _OFF_LOC, seg, off, now)
         live, dead = live + rec_len - old, dead + old
     else:
         o = free
-        slot = (o - L.HEADER_BYTES) // g.slot_size + 1
+        slot = (o - _HB) // g.slot_size + 1
         state = mm[o + K]
         if state == L.DELETED:
             dele -= 1
         mm[o : o + K] = probe[:K]
         L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, 0)
         L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * occ, slot)
-        g.touch_recency(slot, time.monotonic_ns())
         mm[o + K] = L.OCCUPIED  # publish: the last store a reader depends on
         occ += 1
         hwm = max(hwm, slot)
         live += rec_len
+    # A put is a use, for LRU (see Generation.touch_recency).
+    g.recency[g.rec_base + (o - _HB) // g.slot_size] = _monotonic_ns() >> _SHIFT & 0xFFFFFFFF
     # dirty stays 1 in this store; it is cleared by a store of its own after
     # everything else, so a writer killed mid-copy leaves it set.
-    L.HOT.pack_into(mm, _OFF_HOT, occ, dele, hwm, seg, 1, off + rec_len, live, dead, created, seq + 1)
+    _HOT_PACK(mm, _OFF_HOT, occ, dele, hwm, seg, 1, off + rec_len, live, dead, created, seq + 1)
     if g.needs_repair:
         done(s, g)
     else:
-        mm[L.OFF_DIRTY] = 0
+        mm[_OFF_DIRTY] = 0
     return occ, dele, live, dead
 
 
