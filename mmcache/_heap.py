@@ -18,7 +18,7 @@ import mmap
 import os
 
 from . import _layout as L
-from ._fs import reserve
+from ._fs import populate, reserve
 from .errors import CorruptCacheError, DiskFullError, ValueTooLargeError
 
 
@@ -133,6 +133,7 @@ class Heap:
         mv = self.view(seg, end)
         if mv is None:
             raise CorruptCacheError(f"heap segment {name} is damaged (repair() rebuilds the table)")
+        populate(self.maps[seg], size, len(mv))  # type: ignore[arg-type]
         return mv
 
     def segment_files(self) -> list[str]:

@@ -28,6 +28,7 @@ import glob
 import os
 import struct
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from xxhash import xxh3_64_intdigest
@@ -35,6 +36,7 @@ from xxhash import xxh3_64_intdigest
 from . import _layout as L
 from . import _maintenance as M
 from . import _write as W
+from ._fs import populate
 from ._generation import Generation, Params
 from ._shared import alive
 from .errors import CacheFullError
@@ -61,62 +63,90 @@ class Builder:
         slot_struct = struct.Struct(f"<{g.params.key_size}s" + L.SLOT_HEAD.format[1:])
         self.unpack_slot = slot_struct.unpack_from
         self.pack_slot = slot_struct.pack_into
+        # The new files are fresh fallocated space: fault them in at once
+        # rather than page by page in the copy loop (see _fs.populate).
+        populate(ng.idx, 0, len(ng.idx))
+        populate(ng.roster, 0, len(ng.roster))
 
     def copy_old(self, slot: int) -> None:
-        """Copy old ``slot``'s record and slot into the new generation.
+        """Copy old ``slot``'s record and slot into the new generation."""
+        self.copy_all((slot,))
+
+    def copy_all(self, slots: Iterable[int]) -> None:
+        """Copy each old slot's record and slot into the new generation.
 
         The record is copied verbatim, checksum (and MAC) included, without
         recomputing it: readers check every record anyway, so a damaged one
-        stays a miss. The new slot's key and hash come from the old slot."""
+        stays a miss. The new slot's key and hash come from the old slot.
+        One loop with everything in locals: this is most of a compaction."""
         g, ng = self.g, self.ng
         K = g.params.key_size
-        o = L.slot_offset(slot, g.slot_size)
-        skey, state, kflags, sklen, _pos, seg, off, mtime, _ = self.unpack_slot(g.idx, o)
-        self.copied_loc[slot] = seg << 32 | off
-        self.new_of_old[slot] = SKIP
-        if state != L.OCCUPIED:
-            return
-        src = g.heap.views[seg] if seg < len(g.heap.views) else None
-        if src is None or off + L.RECORD_HEADER > len(src):
-            src = g.heap.view(seg, off + L.RECORD_HEADER)
-            if src is None:
-                return
-        _c, exp, klen, vlen, _f, rkf, magic, _ = L.RECORD.unpack_from(src, off)
-        rec_len = L.record_size(klen, vlen, bool(rkf & L.KF_SIGNED))
-        if magic != L.REC_MAGIC or off < L.SEG_HEADER_BYTES:
-            return
-        if exp and exp <= self.now:
-            self.expired += 1
-            return
-        if off + rec_len > len(src):
-            src = g.heap.view(seg, off + rec_len)
-            if src is None:
-                return
-        self.seg, noff, mv = ng.heap.append(self.seg, self.tail, rec_len)
-        mv[noff : noff + rec_len] = src[off : off + rec_len]
-        self.tail = noff + rec_len
-        key = skey[:sklen]
-        h = int.from_bytes(key[:8], "little") if kflags & L.KF_HASHED else xxh3_64_intdigest(key)
+        om, oss, views = g.idx, g.slot_size, g.heap.views
         nm, n, nss = ng.idx, ng.nslots, ng.slot_size
-        i = h % n
-        no = L.HEADER_BYTES + i * nss
-        while nm[no + K] == L.OCCUPIED:
-            i += 1
-            no += nss
-            if i == n:
-                i, no = 0, L.HEADER_BYTES
-        if nm[no + K] == L.DELETED:
-            self.dele -= 1
-        nslot = (no - L.HEADER_BYTES) // nss + 1
-        self.pack_slot(nm, no, skey, L.OCCUPIED, kflags, sklen, self.occ, self.seg, noff, mtime, 0)
-        ng.recency[ng.rec_base + nslot - 1] = g.recency[g.rec_base + slot - 1]
-        L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * self.occ, nslot)
-        self.occ += 1
-        if nslot > self.hwm:
-            self.hwm = nslot
-        self.live += rec_len
-        self.written += rec_len
-        self.new_of_old[slot] = nslot
+        orec, nrec, orb, nrb = g.recency, ng.recency, g.rec_base - 1, ng.rec_base - 1
+        roster = ng.roster
+        nheap = ng.heap
+        unpack_slot, pack_slot = self.unpack_slot, self.pack_slot
+        rec_head, pack_u32 = L.RECORD.unpack_from, L.U32.pack_into
+        new_of_old, copied_loc = self.new_of_old, self.copied_loc
+        OCC, DEL, MAGIC, SIGNED, HASHED = L.OCCUPIED, L.DELETED, L.REC_MAGIC, L.KF_SIGNED, L.KF_HASHED
+        HB, RH, SH, RHB = L.HEADER_BYTES, L.RECORD_HEADER, L.SEG_HEADER_BYTES, L.ROSTER_HEADER_BYTES
+        now = self.now
+        nseg, tail = self.seg, self.tail
+        occ, hwm, live, expired, dele = self.occ, self.hwm, self.live, self.expired, self.dele
+        nviews = nheap.views
+        dst = nviews[nseg] if nseg < len(nviews) else None
+        for slot in slots:
+            o = HB + (slot - 1) * oss
+            skey, state, kflags, sklen, _pos, seg, off, mtime, _ = unpack_slot(om, o)
+            copied_loc[slot] = seg << 32 | off
+            new_of_old[slot] = SKIP
+            if state != OCC or off < SH:
+                continue
+            src = views[seg] if seg < len(views) else None
+            if src is None or off + RH > len(src):
+                src = g.heap.view(seg, off + RH)
+                if src is None:
+                    continue
+            _c, exp, klen, vlen, _f, rkf, magic, _ = rec_head(src, off)
+            if magic != MAGIC:
+                continue
+            if exp and exp <= now:
+                expired += 1
+                continue
+            rec_len = (RH + klen + vlen + (16 if rkf & SIGNED else 0) + 7) & ~7
+            if off + rec_len > len(src):
+                src = g.heap.view(seg, off + rec_len)
+                if src is None:
+                    continue
+            end = tail + rec_len
+            if dst is None or end > len(dst) or end > nheap.max_segment_bytes:
+                nseg, tail, dst = nheap.append(nseg, tail, rec_len)
+                end = tail + rec_len
+            dst[tail:end] = src[off : off + rec_len]
+            key = skey[:sklen]
+            h = int.from_bytes(key[:8], "little") if kflags & HASHED else xxh3_64_intdigest(key)
+            i = h % n
+            no = HB + i * nss
+            while nm[no + K] == OCC:
+                i += 1
+                no += nss
+                if i == n:
+                    i, no = 0, HB
+            if nm[no + K] == DEL:
+                dele -= 1
+            pack_slot(nm, no, skey, OCC, kflags, sklen, occ, nseg, tail, mtime, 0)
+            nrec[nrb + i + 1] = orec[orb + slot]
+            pack_u32(roster, RHB + 4 * occ, i + 1)
+            occ += 1
+            tail = end
+            if i >= hwm:
+                hwm = i + 1
+            live += rec_len
+            new_of_old[slot] = i + 1
+        self.written += live - self.live
+        self.seg, self.tail = nseg, tail
+        self.occ, self.hwm, self.live, self.expired, self.dele = occ, hwm, live, expired, dele
 
     def drop(self, slot: int) -> None:
         """Undo the copy made for old ``slot`` (its slot has changed since)."""
@@ -254,8 +284,7 @@ def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: boo
         if len(slots) > W.live_cap(ng):
             raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {ng.params.size}")
         b = Builder(g, ng)
-        for slot in slots:
-            b.copy_old(slot)
+        b.copy_all(slots)
         _commit(s, g, ng, b, tmp)
     except BaseException:
         _remove([tmp, *generation_files(s.path, s.heap_path, ng.gen)])
@@ -281,8 +310,7 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
     committed = False
     try:
         b = Builder(g, ng)
-        for slot in slots:  # phase 1: no lock
-            b.copy_old(slot)
+        b.copy_all(slots)  # phase 1: no lock
         with lock.hold():  # phase 2
             if W.begin(s) is not g:
                 return False  # a locked rebuild replaced our base meanwhile

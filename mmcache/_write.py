@@ -236,7 +236,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         o = found
         oseg, ooff = _LOC(mm, o + K + _OFF_LOC)
         try:
-            _c, _e, oklen, ovlen, _f, orkf, omagic, _ = _REC(views[oseg], ooff)  # type: ignore[arg-type]
+            _c, _e, oklen, ovlen, _f, orkf, omagic, _ = _REC(views[oseg], ooff)
             old = (_RH + oklen + ovlen + (_MAC if orkf & _KF_SIGNED else 0) + 7) & ~7
             if omagic != _MAGIC:
                 old = 0
