@@ -43,7 +43,9 @@ _LOC = L.SLOT_LOC.unpack_from
 _time_ns = time.time_ns
 _MISS = object()
 _monotonic_ns = time.monotonic_ns
-_LOC_BYTES = L.SLOT_LOC.pack
+_SLOT_TAIL = struct.Struct("<xIII").pack  # a slot's pad, roster position, seg, off
+_REC_MAGIC = L.REC_MAGIC
+_KF_STR = L.KF_STR
 # Keys a process memoises per table before starting afresh (about 300 bytes
 # each): a working set up to this size is served from the memo.
 _MEMO_ENTRIES = 1 << 15
@@ -158,7 +160,7 @@ class MmapCache:
         self._hot = (
             key_size if self._secret is None else 0,
             self._tails,
-            struct.Struct(f"<{key_size + 3}s5xII").unpack_from,
+            struct.Struct(f"<{key_size + 3}sxIII").unpack_from,
             self._track_recency,
         )
 
@@ -284,7 +286,8 @@ class MmapCache:
             probe = kb + tails[kf][n]
             i = xxh3_64_intdigest(kb) % nslots
             o = _HB + i * ss
-            sk, seg, off = unpack_slot(mm, o)  # (key + state + kflags + klen, seg, off)
+            # (key + state + kflags + klen, roster position, seg, off)
+            sk, pos, seg, off = unpack_slot(mm, o)
             left = nslots  # a damaged or hostile index might have no EMPTY slot
             while sk != probe:
                 if sk[-3] == 0 or not left:  # EMPTY
@@ -295,57 +298,45 @@ class MmapCache:
                 o += ss
                 if i == nslots:
                     i, o = 0, _HB
-                sk, seg, off = unpack_slot(mm, o)
-            rec = self._check_record(g, seg, off, kb, kf)
-            if rec is not None:
-                exp, flags, vs, ve = rec
+                sk, pos, seg, off = unpack_slot(mm, o)
+            # The record checks (magic, key, STR flag, checksum), written out.
+            heap = g.heap
+            try:
+                mv = heap.views[seg]
+                csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)
+            except (IndexError, TypeError, struct.error):
+                mv = None  # segment not mapped yet, or mapped too short
+            if mv is not None:
+                vs = off + _RH + klen
+                ve = vs + vlen
                 m = maps[seg]
-                # Snapshot the slot as the memo's test, then re-read the
-                # location: a writer that moved the key meanwhile makes the
-                # snapshot disagree, and the entry is never used.
-                expect = mm[o : o + key_size + 16]
-                memo = s.memo
-                if len(memo) >= _MEMO_ENTRIES:
-                    memo.clear()
-                if expect[: key_size + 3] == probe and expect[-8:] == _LOC_BYTES(seg, off):
-                    memo[key] = (kt, g, mm, o, o + key_size + 16, expect, m, vs, ve, exp, flags,
-                                 recency if track_recency else None, rec_base + i)  # fmt: skip
-                if exp and exp <= _time_ns():
-                    s.local[1] += 1
-                    return default
-                if track_recency:
-                    t = now >> 20 & 0xFFFFFFFF
-                    if recency[rec_base + i] != t:
-                        recency[rec_base + i] = t
-                s.local[0] += 1
-                if with_flags:
-                    return m[vs:ve], flags
-                return m[vs:ve]
+                if (
+                    ve <= len(mv)
+                    and magic == _REC_MAGIC
+                    and klen == n
+                    and not (rkf ^ kf) & _KF_STR
+                    and m[vs - n : vs] == kb
+                    and xxh3_64_intdigest(mv[off + 8 : ve]) == csum
+                ):
+                    # Memoise, with the slot as read above as the test (one
+                    # read: a writer that changed it since makes the test fail).
+                    memo = s.memo
+                    if len(memo) >= _MEMO_ENTRIES:
+                        memo.clear()
+                    memo[key] = (kt, g, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m, vs, ve,
+                                 exp, flags, recency if track_recency else None, rec_base + i)  # fmt: skip
+                    if exp and exp <= _time_ns():
+                        s.local[1] += 1
+                        return default
+                    if track_recency:
+                        t = now >> 20 & 0xFFFFFFFF
+                        if recency[rec_base + i] != t:
+                            recency[rec_base + i] = t
+                    s.local[0] += 1
+                    if with_flags:
+                        return m[vs:ve], flags
+                    return m[vs:ve]
         return self._get_slow(key, default, with_flags)
-
-    def _check_record(self, g: Generation, seg: int, off: int, kb: bytes, kf: int) -> Any:
-        """Check the record at (seg, off) for key ``kb`` (magic, key, flag,
-        checksum, always: the result is memoised for every handle) and return
-        (expire, flags, value start, value end), or None if it does not check
-        out (the caller goes the slow way)."""
-        heap = g.heap
-        try:
-            mv = heap.views[seg]
-            csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)  # type: ignore[arg-type]
-        except (IndexError, TypeError, struct.error):
-            return None  # segment not mapped yet, or mapped too short
-        start = off + _RH
-        end = start + klen + vlen
-        if (
-            end > len(mv)  # type: ignore[arg-type]
-            or magic != L.REC_MAGIC
-            or klen != len(kb)
-            or (rkf ^ kf) & L.KF_STR
-            or heap.maps[seg][start : start + klen] != kb  # type: ignore[index]
-            or xxh3_64_intdigest(mv[off + 8 : end]) != csum  # type: ignore[index]
-        ):
-            return None
-        return exp, flags, start + klen, end
 
     def _get_slow(self, key: Key, default: Any, with_flags: bool) -> Any:
         s = self._shared()

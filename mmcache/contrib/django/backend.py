@@ -174,7 +174,7 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
             timeout = self.default_timeout
         if timeout is None:
             return None
-        return -1 if timeout == 0 else timeout  # type: ignore[no-any-return]
+        return -1 if timeout == 0 else timeout
 
     def _encode(self, value: Any) -> tuple[bytes, int]:
         return dumps(value, self._codec, self._protocol)
