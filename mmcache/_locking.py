@@ -41,26 +41,32 @@ class WriterLock:
         self._tlock.acquire()
         if self._depth == 0:
             try:
-                self._flock()
+                fcntl.flock(self._fd, _EX_NB)
+            except BlockingIOError:
+                self._wait()
             except BaseException:
                 self._tlock.release()
                 raise
         self._depth += 1
         return self._depth == 1
 
-    def _flock(self) -> None:
-        # Spin briefly before sleeping: a put holds the lock for a few
-        # microseconds, while a blocked flock costs a sleep and a wake-up
-        # (tens of microseconds) in the waiter and a wake-up call in the
-        # holder's unlock. Uncontended, the first try succeeds: same cost.
-        fd = self._fd
-        for _ in range(_SPINS):
-            try:
-                fcntl.flock(fd, _EX_NB)
-                return
-            except BlockingIOError:
-                pass
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    def _wait(self) -> None:
+        """Another process holds the flock: spin briefly, then sleep."""
+        # A put holds the lock for a few microseconds, while a blocked flock
+        # costs a sleep and a wake-up (tens of microseconds) in the waiter and
+        # a wake-up call in the holder's unlock: retrying first is cheaper.
+        try:
+            fd = self._fd
+            for _ in range(_SPINS):
+                try:
+                    fcntl.flock(fd, _EX_NB)
+                    return
+                except BlockingIOError:
+                    pass
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._tlock.release()
+            raise
 
     def try_acquire(self) -> bool:
         """Take the lock only if no other process holds it; True if taken."""
