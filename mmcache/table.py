@@ -75,6 +75,11 @@ class MmapCache:
     it fills, up to ``max_size``. ``max_entries`` / ``max_bytes`` cap live
     entries / live heap bytes; ``eviction`` chooses what goes when a put
     would pass a cap: ``"lru"`` (sampled), ``"fifo"`` or ``"none"`` (raise).
+
+    Each process remembers, per table, up to 32,768 keys it has found (about
+    300 bytes each), so that a repeat hit is one comparison of the slot's
+    bytes instead of a probe and a record check; ``memo=False`` makes this
+    handle neither use nor fill that memo (less memory, slower repeat hits).
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class MmapCache:
         allow_symlink: bool = False,
         allow_foreign_owner: bool = False,
         secret: bytes | str | None = None,
+        memo: bool = True,
     ) -> None:
         path = os.path.abspath(os.fspath(path))
         real = os.path.realpath(path)  # an allowed symlink: name the files after its target
@@ -137,8 +143,8 @@ class MmapCache:
         # With a secret every record this handle writes is signed with a keyed
         # BLAKE2b MAC, and records without a valid MAC are misses for it.
         self._secret = key
-        if key is not None:
-            self.get = self._get_signed  # type: ignore[method-assign]
+        if key is not None or not memo:
+            self.get = self._get_unmemoised  # type: ignore[method-assign]
         g = self._s.gen
         if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
             # A writer died mid-update (or the header is damaged): repair now,
@@ -154,14 +160,15 @@ class MmapCache:
             kf: [b"\0" * (key_size - n) + bytes((L.OCCUPIED, kf, n)) for n in range(key_size + 1)]
             for kf in (0, L.KF_STR, L.KF_HASHED, L.KF_HASHED | L.KF_STR)
         }
-        # Handle constants the get hot path loads as one tuple. A handle with
-        # a secret never takes the hot path (key_size 0 sends every key to
+        # Handle constants the probe loads as one tuple. A handle with a
+        # secret never takes the fast probe (key_size 0 sends every key to
         # the general path, which checks MACs).
         self._hot = (
             key_size if self._secret is None else 0,
             self._tails,
             struct.Struct(f"<{key_size + 3}sxIII").unpack_from,
             self._track_recency,
+            bool(memo),
         )
 
     @classmethod
@@ -257,9 +264,9 @@ class MmapCache:
             return m[vs:ve]
         return self._get_probe(key, default, with_flags)
 
-    def _get_signed(self, key: Key, default: Any = None, *, with_flags: bool = False) -> Any:
-        # ``get`` of a handle with a secret: the memo is shared by every handle
-        # on the table in this process and knows nothing of MACs.
+    def _get_unmemoised(self, key: Key, default: Any = None, *, with_flags: bool = False) -> Any:
+        # ``get`` of a handle with a secret (the memo is shared by every handle
+        # on the table in this process and knows nothing of MACs) or memo=False.
         return self._get_probe(key, default, with_flags)
 
     def _get_probe(self, key: Key, default: Any, with_flags: bool) -> Any:
@@ -280,7 +287,7 @@ class MmapCache:
             kb = b""
         n = len(kb)
         g = s.gen
-        key_size, tails, unpack_slot, track_recency = self._hot
+        key_size, tails, unpack_slot, track_recency, memoise = self._hot
         mm, nslots, ss, rec_base, recency, maps = g.hot
         if 0 < n <= key_size and not mm[12] and (now := _monotonic_ns()) < s.next_check:
             probe = kb + tails[kf][n]
@@ -320,11 +327,13 @@ class MmapCache:
                 ):
                     # Memoise, with the slot as read above as the test (one
                     # read: a writer that changed it since makes the test fail).
-                    memo = s.memo
-                    if len(memo) >= _MEMO_ENTRIES:
-                        memo.clear()
-                    memo[key] = (kt, g, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m, vs, ve,
-                                 exp, flags, recency if track_recency else None, rec_base + i)  # fmt: skip
+                    if memoise:
+                        memo = s.memo
+                        if len(memo) >= _MEMO_ENTRIES:
+                            memo.clear()
+                        memo[key] = (kt, g, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
+                                     vs, ve, exp, flags, recency if track_recency else None,
+                                     rec_base + i)  # fmt: skip
                     if exp and exp <= _time_ns():
                         s.local[1] += 1
                         return default

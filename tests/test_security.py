@@ -30,6 +30,19 @@ def test_signed_records_round_trip_and_unsigned_are_misses(path: str) -> None:
         assert signed.get("w") is None
 
 
+def test_a_plain_handles_memo_does_not_vouch_for_a_signed_handle(path: str) -> None:
+    """Handles on one table in one process share the memo of found keys; a
+    record a plain handle found (and memoised) is still unsigned, so a handle
+    with a secret must not take it from the memo."""
+    with MmapCache(path, size=256) as plain, MmapCache(path, size=256, secret=b"s3cret") as signed:
+        plain.put("k", b"planted")
+        for _ in range(3):
+            assert plain.get("k") == b"planted"
+        assert signed.get("k") is None and "k" not in signed
+        signed.put("k", b"signed")
+        assert signed.get("k") == b"signed" and plain.get("k") == b"signed"
+
+
 def test_tampered_value_with_a_fixed_checksum_is_a_miss(path: str) -> None:
     with MmapCache(path, size=256, secret=b"s3cret") as c:
         c.put("k", b"AAAAAAAA")

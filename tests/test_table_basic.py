@@ -373,3 +373,17 @@ def test_repair_moves_the_heap_tail_past_published_records(path: str) -> None:
         assert c.get("first") == b"v" * 50
         assert c.get("second") == b"w" * 50
         assert c.verify() == []
+
+
+def test_memo_false_handles_neither_use_nor_fill_the_memo(path: str) -> None:
+    with MmapCache(path, size=256, memo=False) as lean, MmapCache(path, size=256) as c:
+        memo = c._s.memo  # type: ignore[union-attr]  # shared by both handles
+        for i in range(20):
+            lean.put(f"k{i}", b"v%d" % i)
+        for _ in range(2):
+            assert [lean.get(f"k{i}") for i in range(20)] == [b"v%d" % i for i in range(20)]
+        assert len(memo) == 0
+        assert [c.get(f"k{i}") for i in range(20)] == [b"v%d" % i for i in range(20)]
+        assert len(memo) == 20
+        lean.put("k3", b"new")
+        assert lean.get("k3") == b"new" and c.get("k3") == b"new"
