@@ -34,6 +34,10 @@ class Heap:
         # and the fd (kept by the writer for growth). Index = segment number.
         self.maps: list[mmap.mmap | None] = []
         self.views: list[memoryview | None] = []
+        # Fault grown space in at once (see _fs.populate): set by rebuilds,
+        # which fill it at once; a put's growth under the writer lock does
+        # not, so as not to make other writers wait for it.
+        self.prefault = False
 
     # ------------------------------------------------------------- creation
     @staticmethod
@@ -133,7 +137,8 @@ class Heap:
         mv = self.view(seg, end)
         if mv is None:
             raise CorruptCacheError(f"heap segment {name} is damaged (repair() rebuilds the table)")
-        populate(self.maps[seg], size, len(mv))  # type: ignore[arg-type]
+        if self.prefault:
+            populate(self.maps[seg], size, len(mv))  # type: ignore[arg-type]
         return mv
 
     def segment_files(self) -> list[str]:

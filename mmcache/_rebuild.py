@@ -67,6 +67,7 @@ class Builder:
         # rather than page by page in the copy loop (see _fs.populate).
         populate(ng.idx, 0, len(ng.idx))
         populate(ng.roster, 0, len(ng.roster))
+        ng.heap.prefault = True
 
     def copy_old(self, slot: int) -> None:
         """Copy old ``slot``'s record and slot into the new generation."""
@@ -167,6 +168,7 @@ class Builder:
         self.dele += 1
 
     def finish(self, next_gen: int) -> None:
+        self.ng.heap.prefault = False  # from now on puts grow it, under the lock
         created = L.HOT.unpack_from(self.ng.idx, L.OFF_HOT)[8]
         # Records dropped in phase 2 stay in the new heap: count them as dead.
         dead = self.written - self.live
