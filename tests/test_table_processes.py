@@ -278,3 +278,31 @@ def test_repeated_hits_follow_another_processes_writes(path: str) -> None:
         other("c.put('k', b'four')\nc.atomic_rebuild()\nc.put('k', b'five')")
         assert c.get("k") == b"five"
         assert c.get_entry("k").value == b"five"  # type: ignore[union-attr]
+
+
+def test_a_writer_waits_for_a_lock_held_long_by_another_process(path: str) -> None:
+    """The writer lock spins briefly, then sleeps in flock: a put issued while
+    another process holds the lock for much longer than the spin completes
+    right after that process lets go, and not before."""
+    import subprocess
+
+    code = (
+        "import sys, time\nfrom mmcache import MmapCache\n"
+        "c = MmapCache(sys.argv[1], size=1024)\n"
+        "with c.transaction():\n"
+        "    c.put('held', b'1')\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(0.5)\n"
+        "    c.put('inside', b'2')\n"
+    )
+    with MmapCache(path, size=1024) as c:
+        env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+        p = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert p.stdout is not None and p.stdout.readline().strip() == "locked"
+            c.put("waiter", b"3")  # blocks until the transaction ends
+            assert c.get("inside") == b"2"  # so the other process's last put came first
+            assert c.get("waiter") == b"3" and c.get("held") == b"1"
+        finally:
+            p.wait(30)
+        assert p.returncode == 0
