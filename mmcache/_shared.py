@@ -45,6 +45,10 @@ class SharedTable:
         # Keys this process has found, with what their last hit learnt (see
         # MmapCache.get): valid while their slot's bytes are unchanged.
         self.memo: dict[str | bytes, tuple[Any, ...]] = {}
+        self.memo_skip = 0  # first reads still to leave out of a thrashing memo
+        self.first_reads = 0  # hits that had to probe (the rest came from the memo)
+        self.flushed_hits = 0  # hits already added to the stats stripe
+        self._memo_mark = (0, 0)  # (hits, first_reads) when the memo last started afresh
         self.grow_to: int | None = None  # the size that rebuild should have
         # time.monotonic_ns() of the next staleness check (an int: the get hot
         # path compares it with monotonic_ns, which also makes its LRU stamp).
@@ -143,6 +147,23 @@ class SharedTable:
         self.memo = {}  # entries name the old generation's maps: let them go
         old.close()
 
+    # --------------------------------------------------------------- memo
+    def memo_full(self, entries: int) -> None:
+        """The memo holds ``entries`` keys: start afresh. If it served fewer
+        hits than it took keys since the last fresh start (keys are read at
+        random from a set much larger than the memo), filling it is pure cost:
+        leave it empty for the next ``4 * entries`` first reads, then retry."""
+        hits = self.flushed_hits + self.local[0]
+        mark_hits, mark_first = self._memo_mark
+        served = (hits - mark_hits) - (self.first_reads - mark_first)
+        self.memo.clear()
+        if served < entries:
+            self.memo_skip = 4 * entries
+        self.memo_restart()
+
+    def memo_restart(self) -> None:
+        self._memo_mark = (self.flushed_hits + self.local[0], self.first_reads)
+
     # -------------------------------------------------------------- stats
     def flush_stats(self) -> None:
         """Add local counts into this process's stripe.
@@ -158,6 +179,7 @@ class SharedTable:
         if self.stripe is None:
             self.stripe = self._claim_stripe()
         self.local = [0] * len(local)
+        self.flushed_hits += local[0]
         off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
         cur = L.STATS.unpack_from(self.ctl, off)
         L.STATS.pack_into(self.ctl, off, *(a + b for a, b in zip(cur, local, strict=True)))

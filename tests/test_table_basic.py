@@ -387,3 +387,25 @@ def test_memo_false_handles_neither_use_nor_fill_the_memo(path: str) -> None:
         assert len(memo) == 20
         lean.put("k3", b"new")
         assert lean.get("k3") == b"new" and c.get("k3") == b"new"
+
+
+def test_memo_stops_filling_when_it_serves_nothing(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys read once each, many more than the memo holds: filling the memo
+    is pure cost, so after one useless fill it stays empty for a while; a
+    working set that fits is memoised again after that."""
+    from mmcache import table
+
+    monkeypatch.setattr(table, "_MEMO_ENTRIES", 50)
+    with MmapCache(path, size=4096) as c:
+        s = c._s  # type: ignore[union-attr]
+        for i in range(1200):
+            c.put(f"k{i}", b"v")
+        for i in range(100):  # each key once: 100 inserts, no memo hit
+            assert c.get(f"k{i}") == b"v"
+        assert s.memo_skip > 0 and len(s.memo) == 0
+        for _ in range(30):  # a small working set: the skip runs out (4 x 50 first reads) ...
+            assert [c.get(f"k{i}") for i in range(10)] == [b"v"] * 10
+        assert s.memo_skip == 0 and {f"k{i}" for i in range(10)} <= set(s.memo)
+        first = s.first_reads  # ... and then it is served from the memo
+        assert [c.get(f"k{i}") for i in range(10)] == [b"v"] * 10
+        assert s.first_reads == first
