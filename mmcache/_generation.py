@@ -48,6 +48,7 @@ class Generation:
         self.slot_size = params.slot_size  # plain attributes for the hot paths
         self.key_size = params.key_size
         self.needs_repair = False  # set by a writer that met a damaged roster link
+        self.caps: tuple[int, int] | None = None  # (live, load) caps, set by _write
         self.index_bytes = L.index_bytes(params.size, params.slot_size)
         # The roster file's u32 view: roster entries, then one recency stamp
         # per slot; slot s (1-based) has its stamp at rec_base + s - 1.

@@ -170,7 +170,10 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
         return False  # an overwrite needs no room
     occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
     if found < 0:
-        cap = live_cap(g)
+        caps = g.caps
+        if caps is None:
+            caps = g.caps = (live_cap(g), load_cap(g))
+        cap = caps[0]
         if occ + 1 > cap and c.max_size is not None and g.params.size < c.max_size:
             R.rebuild(c, s, min(c.max_size, g.params.size * 2))
             return True
@@ -178,7 +181,7 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
         if occ + 1 > limit:
             _evict_or_raise(c, s, occ + 1 - limit, "entries")
             return True
-        if free >= 0 and g.idx[free + g.params.key_size] == L.EMPTY and occ + dele + 1 > load_cap(g):
+        if free >= 0 and occ + dele + 1 > caps[1] and g.idx[free + g.key_size] == L.EMPTY:
             R.rebuild(c, s, None)  # purge tombstones
             return True
     if c.max_bytes is not None:
