@@ -41,9 +41,10 @@ class WriterLock:
         self._tlock.acquire()
         if self._depth == 0:
             try:
-                fcntl.flock(self._fd, _EX_NB)
-            except BlockingIOError:
-                self._wait()
+                try:
+                    fcntl.flock(self._fd, _EX_NB)
+                except BlockingIOError:
+                    self._wait()
             except BaseException:
                 self._tlock.release()
                 raise
@@ -55,18 +56,14 @@ class WriterLock:
         # A put holds the lock for a few microseconds, while a blocked flock
         # costs a sleep and a wake-up (tens of microseconds) in the waiter and
         # a wake-up call in the holder's unlock: retrying first is cheaper.
-        try:
-            fd = self._fd
-            for _ in range(_SPINS):
-                try:
-                    fcntl.flock(fd, _EX_NB)
-                    return
-                except BlockingIOError:
-                    pass
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._tlock.release()
-            raise
+        fd = self._fd
+        for _ in range(_SPINS):
+            try:
+                fcntl.flock(fd, _EX_NB)
+                return
+            except BlockingIOError:
+                pass
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
     def try_acquire(self) -> bool:
         """Take the lock only if no other process holds it; True if taken."""

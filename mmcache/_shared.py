@@ -148,21 +148,29 @@ class SharedTable:
         old.close()
 
     # --------------------------------------------------------------- memo
-    def memo_full(self, entries: int) -> None:
-        """The memo holds ``entries`` keys: start afresh. If it served fewer
-        hits than it took keys since the last fresh start (keys are read at
-        random from a set much larger than the memo), filling it is pure cost:
-        leave it empty for the next ``4 * entries`` first reads, then retry."""
+    def admit(self, entries: int) -> bool:
+        """May a first read add its key to the memo (of at most ``entries``)?
+
+        When the memo is full it starts afresh; if it served fewer hits than
+        it took keys since the last fresh start (keys read at random from a
+        set much larger than the memo), filling it is pure cost, so the next
+        ``4 * entries`` first reads leave it alone before it is tried again."""
+        if self.memo_skip:
+            self.memo_skip -= 1
+            if not self.memo_skip:
+                self._memo_mark = (self.flushed_hits + self.local[0], self.first_reads)
+            return False
+        if len(self.memo) < entries:
+            return True
         hits = self.flushed_hits + self.local[0]
         mark_hits, mark_first = self._memo_mark
         served = (hits - mark_hits) - (self.first_reads - mark_first)
         self.memo.clear()
+        self._memo_mark = (hits, self.first_reads)
         if served < entries:
             self.memo_skip = 4 * entries
-        self.memo_restart()
-
-    def memo_restart(self) -> None:
-        self._memo_mark = (self.flushed_hits + self.local[0], self.first_reads)
+            return False
+        return True
 
     # -------------------------------------------------------------- stats
     def flush_stats(self) -> None:

@@ -64,18 +64,24 @@ _monotonic_ns = time.monotonic_ns
 
 
 def live_cap(g: Generation) -> int:
-    return live_cap_for(g, None)
+    return caps(g)[0]
+
+
+def caps(g: Generation) -> tuple[int, int]:
+    """(live cap, load cap) of ``g``, computed once per generation: the live
+    entries it may hold, and the live + tombstone slots before a put must
+    rebuild (at least one slot stays EMPTY so that every probe terminates)."""
+    c = g.caps
+    if c is None:
+        live = live_cap_for(g, None)
+        c = g.caps = (live, max(live, min(int(g.nslots * LOAD_FRACTION), g.nslots - 1)))
+    return c
 
 
 def live_cap_for(g: Generation, size: int | None) -> int:
     """Live entries a table of ``size`` slots (default: g's) may hold."""
     n = (size or g.params.size) - 1
     return min(int(n * LIVE_FRACTION), n - 1)
-
-
-def load_cap(g: Generation) -> int:
-    # At least one slot stays EMPTY so that every probe terminates.
-    return max(live_cap(g), min(int(g.nslots * LOAD_FRACTION), g.nslots - 1))
 
 
 def begin(s: SharedTable) -> Generation:
@@ -170,10 +176,7 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
         return False  # an overwrite needs no room
     occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
     if found < 0:
-        caps = g.caps
-        if caps is None:
-            caps = g.caps = (live_cap(g), load_cap(g))
-        cap = caps[0]
+        cap, load = g.caps or caps(g)
         if occ + 1 > cap and c.max_size is not None and g.params.size < c.max_size:
             R.rebuild(c, s, min(c.max_size, g.params.size * 2))
             return True
@@ -181,7 +184,7 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
         if occ + 1 > limit:
             _evict_or_raise(c, s, occ + 1 - limit, "entries")
             return True
-        if free >= 0 and occ + dele + 1 > caps[1] and g.idx[free + g.key_size] == L.EMPTY:
+        if free >= 0 and occ + dele + 1 > load and g.idx[free + g.key_size] == L.EMPTY:
             R.rebuild(c, s, None)  # purge tombstones
             return True
     if c.max_bytes is not None:
@@ -237,14 +240,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
     mm[_OFF_DIRTY] = 1
     if found >= 0:
         o = found
-        oseg, ooff = _LOC(mm, o + K + _OFF_LOC)
-        try:
-            _c, _e, oklen, ovlen, _f, orkf, omagic, _ = _REC(views[oseg], ooff)
-            old = (_RH + oklen + ovlen + (_MAC if orkf & _KF_SIGNED else 0) + 7) & ~7
-            if omagic != _MAGIC:
-                old = 0
-        except (IndexError, TypeError, struct.error):
-            old = _record_size_at(g, o)
+        old = _record_size_at(g, o)
         _LOC_MTIME_PACK(mm, o + K + _OFF_LOC, seg, off, now)
         live, dead = live + rec_len - old, dead + old
     else:
@@ -274,14 +270,15 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
 
 def _record_size_at(g: Generation, o: int) -> int:
     """Padded size of the record slot ``o`` points at (0 if unreadable)."""
-    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + L.OFF_SLOT_LOC)
+    seg, off = _LOC(g.idx, o + g.key_size + _OFF_LOC)
     try:
-        _c, _e, klen, vlen, _f, rkf, magic, _ = L.RECORD.unpack_from(g.heap.views[seg], off)
+        _c, _e, klen, vlen, _f, rkf, magic, _ = _REC(g.heap.views[seg], off)
     except (IndexError, TypeError, struct.error):
         return M.slot_record_size(g, o)
-    if magic != L.REC_MAGIC:
+    if magic != _MAGIC:
         return 0
-    return L.record_size(klen, vlen, bool(rkf & L.KF_SIGNED))
+    size: int = (_RH + klen + vlen + (_MAC if rkf & _KF_SIGNED else 0) + 7) & ~7  # L.record_size
+    return size
 
 
 def _bump_seq(mm: mmap.mmap) -> None:

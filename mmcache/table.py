@@ -328,19 +328,10 @@ class MmapCache:
                     # Memoise, with the slot as read above as the test (one
                     # read: a writer that changed it since makes the test fail).
                     s.first_reads += 1
-                    if not memoise:
-                        pass
-                    elif s.memo_skip:
-                        s.memo_skip -= 1
-                        if not s.memo_skip:
-                            s.memo_restart()
-                    else:
-                        if len(s.memo) >= _MEMO_ENTRIES:
-                            s.memo_full(_MEMO_ENTRIES)
-                        if not s.memo_skip:
-                            s.memo[key] = (kt, g, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off),
-                                           m, vs, ve, exp, flags, recency if track_recency else None,
-                                           rec_base + i)  # fmt: skip
+                    if memoise and s.admit(_MEMO_ENTRIES):
+                        s.memo[key] = (kt, g, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
+                                       vs, ve, exp, flags, recency if track_recency else None,
+                                       rec_base + i)  # fmt: skip
                     if exp and exp <= _time_ns():
                         s.local[1] += 1
                         return default

@@ -45,6 +45,22 @@ def run_py(code: str, *args: str, env: dict[str, str] | None = None, timeout: fl
     return proc.stdout
 
 
+def configure_django() -> None:
+    """Settings for tests that use Django's cache API in this process (the
+    first caller configures them; the mmcache app is installed for its checks
+    and management command)."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=["mmcache.contrib.django"],
+            CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+            USE_TZ=True,
+        )
+        django.setup()
+
+
 @pytest.fixture
 def cache(path: str) -> Iterator[object]:
     from mmcache import MmapCache

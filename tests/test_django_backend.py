@@ -27,15 +27,10 @@ import pytest
 
 django = pytest.importorskip("django", reason="Django is not installed (pip install mmcache[django])")
 
+from conftest import configure_django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-if not settings.configured:
-    settings.configure(
-        INSTALLED_APPS=["mmcache.contrib.django"],
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from django.core.cache import CacheKeyWarning, caches  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402

@@ -22,15 +22,10 @@ import pytest
 
 django = pytest.importorskip("django", reason="Django is not installed (pip install mmcache[django])")
 
+from conftest import configure_django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-if not settings.configured:
-    settings.configure(
-        INSTALLED_APPS=["mmcache.contrib.django"],
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 import redis  # noqa: E402
 from _redis_server import RedisServer, free_port, redis_server  # noqa: E402

@@ -174,13 +174,18 @@ class Memo:
                 return
             value = self.func(*args, **kwargs)
         except BaseException as exc:
-            release(lease)
-            if not isinstance(exc, Exception):
-                raise
-            log.exception("mmap_cached %s: background revalidation failed", self.ft.identity.table_id)
+            self._revalidation_failed(lease, exc)
             return
         self.stats[1] += 1
         self._save_all(key, value, lease)
+
+    def _revalidation_failed(self, lease: Any, exc: BaseException) -> None:
+        """A background recompute raised: give the lease back; log an error,
+        let anything else (KeyboardInterrupt, cancellation) propagate."""
+        release(lease)
+        if not isinstance(exc, Exception):
+            raise exc
+        log.error("mmap_cached %s: background revalidation failed", self.ft.identity.table_id, exc_info=exc)
 
     def _save_all(self, key: bytes, value: Any, lease: Any) -> None:
         data = self.ft.save(key, value, lease)
@@ -201,10 +206,7 @@ class Memo:
                 return
             value = await self.func(*args, **kwargs)
         except BaseException as exc:
-            release(lease)
-            if not isinstance(exc, Exception):
-                raise
-            log.exception("mmap_cached %s: background revalidation failed", self.ft.identity.table_id)
+            self._revalidation_failed(lease, exc)
             return
         self.stats[1] += 1
         if self.tier is None:
