@@ -61,6 +61,19 @@ U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 
 FLAG_RETIRED = 1  # this index has been replaced by a rebuild; reopen <path>
+# A concurrent rebuild is copying this generation: writers log the slots they
+# change (below). In the flags' second byte, so that the hot paths' one-byte
+# test of the first (RETIRED) stays a test of RETIRED alone.
+FLAG_LOGGING = 1 << 8
+OFF_LOGGING = OFF_FLAGS + 1  # the byte holding FLAG_LOGGING
+# 256: u32 count | 260: pad | 264: u32 slot numbers, LOG_CAP of them. While
+# LOGGING is set, every mutation of a slot appends the slot's number (under
+# the writer lock); a count past LOG_CAP means "overflowed: look at every
+# slot". The builder takes (reads and resets) the log under the lock, so it
+# revisits only what changed since its last look instead of every slot.
+OFF_LOG = 256
+OFF_LOG_ENTRIES = OFF_LOG + 8
+LOG_CAP = (HEADER_BYTES - OFF_LOG_ENTRIES) // 4
 
 # ------------------------------------------------------- control (lock) file
 # <path>.lock is never replaced by a rebuild, so besides carrying the writer's
@@ -89,7 +102,10 @@ STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations",
 #   K+4: u32 roster_pos (index of this slot in the roster while OCCUPIED)
 #   K+8: u32 heap segment | K+12: u32 heap offset of the record
 #  K+16: u64 mtime_ns (CLOCK_REALTIME of the put)
-#  K+24: u64 reserved (0; recency stamps live in the roster file)
+#  K+24: u32 record length (padded bytes of that record; 0: unknown, read the
+#        record): a put that replaces the record learns the old size here,
+#        from the slot it already has in cache, not from a random heap page
+#  K+28: u32 reserved (0; recency stamps live in the roster file)
 # The key comes first so that one slice compare, key + state + kflags + klen,
 # tells a probe whether this slot holds its key. The key in the slot is the
 # encoded key itself when it fits in key_size bytes (null padded; klen says
@@ -97,13 +113,15 @@ STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations",
 # Either way the heap record holds the full key and every hit compares it, so
 # keys that share a prefix or a digest can never see each other's value.
 SLOT_FIXED = 32
-SLOT_HEAD = struct.Struct("<BBBxIIIQQ")
+SLOT_HEAD = struct.Struct("<BBBxIIIQII")
 assert SLOT_HEAD.size == SLOT_FIXED
 OFF_SLOT_ROSTER = 4
 OFF_SLOT_LOC = 8  # (seg, off) written as one 8-byte field
 SLOT_LOC = struct.Struct("<II")
 OFF_SLOT_MTIME = 16
 SLOT_LOC_MTIME = struct.Struct("<IIQ")
+SLOT_LOC_MTIME_LEN = struct.Struct("<IIQI")  # seg, off, mtime, record length
+OFF_SLOT_RECLEN = 24
 
 EMPTY, OCCUPIED, DELETED = 0, 1, 2
 KF_HASHED = 1  # slot holds a digest of the key

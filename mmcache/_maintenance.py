@@ -225,9 +225,13 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
         if o < 0 or L.U32.unpack_from(g.idx, o + K + L.OFF_SLOT_ROSTER)[0] != pos:
             problems.append(f"roster: position {pos} (slot {slot}) is not linked back")
             break
-    live_bytes = sum(slot_record_size(g, o) for o in live)
-    if L.BYTES.unpack_from(g.idx, L.OFF_BYTES)[0] != live_bytes:
+    sizes = [slot_record_size(g, o) for o in live]
+    if L.BYTES.unpack_from(g.idx, L.OFF_BYTES)[0] != sum(sizes):
         problems.append("header: live_bytes does not match the records")
+    recorded = (L.U32.unpack_from(g.idx, o + K + L.OFF_SLOT_RECLEN)[0] for o in live)
+    wrong = sum(r not in (0, n) for r, n in zip(recorded, sizes, strict=True))
+    if wrong:
+        problems.append(f"slots: {wrong} record length fields do not match their records")
     problems += damaged_segments(g)
     return problems
 
@@ -247,13 +251,18 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     live, dele, hwm, _p, bad = _scan(g)
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
     mm[L.OFF_DIRTY] = 1
+    if mm[L.OFF_LOGGING]:  # a concurrent rebuild must look at every slot again
+        L.U32.pack_into(mm, L.OFF_LOG, L.LOG_CAP + 1)
     for o in bad:
         mm[o + K] = L.DELETED
+    live_bytes = 0
     for pos, o in enumerate(live):
         L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, (o - L.HEADER_BYTES) // ss + 1)
         L.U32.pack_into(mm, o + K + L.OFF_SLOT_ROSTER, pos)
+        size = slot_record_size(g, o)
+        L.U32.pack_into(mm, o + K + L.OFF_SLOT_RECLEN, size)
+        live_bytes += size
     L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, len(live), dele + len(bad), hwm)
-    live_bytes = sum(slot_record_size(g, o) for o in live)
     seg, _d, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
     # A writer killed after publishing a slot but before moving the heap
     # tail leaves a live record past the tail: move the tail past it, so that

@@ -6,14 +6,18 @@ Two ways, one builder:
   go on without it (tombstones fill the table, the table grows) and for
   ``clear``.
 - ``rebuild_concurrently`` holds the lock only at both ends. Phase 0 (lock):
-  take a unique generation number, register as the builder, copy the roster.
-  Phase 1 (no lock): copy every snapshot entry's record into the new files,
-  noting which record (segment, offset) each slot pointed at. Phase 2 (lock):
-  if nothing was written meanwhile, commit; otherwise drop the copies whose
-  slot no longer points at the copied record and copy what is new, then
-  commit. Writers wait only for phases 0 and 2. Records are immutable once
-  published, so reading them without the lock in phase 1 is safe; a slot read
-  mid-update yields a record that fails its checks and is simply recopied.
+  take a unique generation number, register as the builder, copy the roster,
+  and set LOGGING: from then on every writer appends the number of each slot
+  it changes to a log in the index header. Phase 1 (no lock): copy every
+  snapshot entry's record into the new files, noting which record (segment,
+  offset) each slot pointed at; then, still without the lock, take the log
+  (a moment under the lock) and recopy the slots it names, until few
+  changes come in per pass. Phase 2 (lock): recopy what the last log names
+  and commit. Writers wait only for phase 0, the takes and phase 2, which
+  cost about the changes since the last pass rather than a scan of every
+  slot. Records are immutable once published, so reading them without the
+  lock is safe; a slot read mid-update is in a later log and recopied. A
+  log that overflows means "look at every slot" (the old full scan).
 
 Generation numbers are allocated from ``next_gen`` in the header, so a
 locked rebuild that runs while a concurrent one is in phase 1 picks another
@@ -25,10 +29,11 @@ from __future__ import annotations
 
 import array
 import glob
+import itertools
 import os
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 from xxhash import xxh3_64_intdigest
@@ -60,6 +65,7 @@ class Builder:
         # (segment << 32 | offset) of the record that was copied for it
         self.new_of_old = array.array("I", bytes(4 * (g.nslots + 1)))
         self.copied_loc = array.array("Q", bytes(8 * (g.nslots + 1)))
+        self.visited: list[Collection[int]] = []  # every collection of slots given to copy_all
         slot_struct = struct.Struct(f"<{g.params.key_size}s" + L.SLOT_HEAD.format[1:])
         self.unpack_slot = slot_struct.unpack_from
         self.pack_slot = slot_struct.pack_into
@@ -69,17 +75,14 @@ class Builder:
         populate(ng.roster, 0, len(ng.roster))
         ng.heap.prefault = True
 
-    def copy_old(self, slot: int) -> None:
-        """Copy old ``slot``'s record and slot into the new generation."""
-        self.copy_all((slot,))
-
-    def copy_all(self, slots: Iterable[int]) -> None:
+    def copy_all(self, slots: Collection[int]) -> None:
         """Copy each old slot's record and slot into the new generation.
 
         The record is copied verbatim, checksum (and MAC) included, without
         recomputing it: readers check every record anyway, so a damaged one
         stays a miss. The new slot's key and hash come from the old slot.
         One loop with everything in locals: this is most of a compaction."""
+        self.visited.append(slots)
         g, ng = self.g, self.ng
         K = g.params.key_size
         om, oss, views = g.idx, g.slot_size, g.heap.views
@@ -99,7 +102,7 @@ class Builder:
         dst = nviews[nseg] if nseg < len(nviews) else None
         for slot in slots:
             o = HB + (slot - 1) * oss
-            skey, state, kflags, sklen, _pos, seg, off, mtime, _ = unpack_slot(om, o)
+            skey, state, kflags, sklen, _pos, seg, off, mtime, _len, _ = unpack_slot(om, o)
             copied_loc[slot] = seg << 32 | off
             new_of_old[slot] = SKIP
             if state != OCC or off < SH:
@@ -136,7 +139,7 @@ class Builder:
                     i, no = 0, HB
             if nm[no + K] == DEL:
                 dele -= 1
-            pack_slot(nm, no, skey, OCC, kflags, sklen, occ, nseg, tail, mtime, 0)
+            pack_slot(nm, no, skey, OCC, kflags, sklen, occ, nseg, tail, mtime, rec_len, 0)
             nrec[nrb + i + 1] = orec[orb + slot]
             pack_u32(roster, RHB + 4 * occ, i + 1)
             occ += 1
@@ -297,29 +300,45 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
     """Rebuild holding the writer lock only to start and to commit (see the
     module docstring). False if another process's rebuild is in progress
     or ours lost a race with a locked rebuild (nothing changed then)."""
+    if _busy(s, s.gen):
+        return False
     lock = s.lock
     with lock.hold():
         g = W.begin(s)
         next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
         if bpid and bpid != os.getpid() and alive(bpid):
             return False
-        occ, seq0 = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0], _seq(g)
+        occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
         slots = M.roster_snapshot(g, occ)
         if len(slots) > W.live_cap_for(g, new_size):
             raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {new_size}")
         ng, tmp = _start(s, g, new_size)
         L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], os.getpid(), ng.gen)
+        # From here every writer logs the slots it changes (see _layout).
+        L.U32.pack_into(g.idx, L.OFF_LOG, 0)
+        g.idx[L.OFF_LOGGING] = L.FLAG_LOGGING >> 8
     committed = False
     try:
         b = Builder(g, ng)
         b.copy_all(slots)  # phase 1: no lock
+        # Catch up without the lock too, while writers change many slots:
+        # each pass takes the log under the lock for a moment and copies
+        # what it names, until few changes are left for phase 2.
+        for _ in range(CATCH_UP_PASSES):
+            with lock.hold():
+                if W.begin(s) is not g:
+                    return False  # a locked rebuild replaced our base meanwhile
+                changed = _take_log(g)
+            _catch_up(g, b, changed)
+            if changed is not None and len(changed) <= FEW_CHANGES:
+                break
         with lock.hold():  # phase 2
             if W.begin(s) is not g:
-                return False  # a locked rebuild replaced our base meanwhile
-            if _seq(g) != seq0:
-                _catch_up(g, b, slots)
-                if b.occ > W.live_cap(ng):
-                    return False
+                return False
+            _catch_up(g, b, _take_log(g))
+            if b.occ > W.live_cap(ng):
+                return False
+            g.idx[L.OFF_LOGGING] = 0
             L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], 0, 0)
             _commit(s, g, ng, b, tmp)
             committed = True
@@ -330,25 +349,71 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
                 nxt, bp, _bg = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
                 if bp == os.getpid():
                     L.BUILD.pack_into(g.idx, L.OFF_BUILD, nxt, 0, 0)
+                    g.idx[L.OFF_LOGGING] = 0
                 _remove([tmp, *generation_files(s.path, s.heap_path, ng.gen)])
 
 
-def _catch_up(g: Generation, b: Builder, snapshot: array.array[int]) -> None:
-    """Phase 2: bring the copy up to date with what writers did in phase 1."""
-    K = g.params.key_size
+CATCH_UP_PASSES = 8  # lock-free catch-up passes at most, before phase 2
+FEW_CHANGES = 32  # changes few enough to copy in phase 2, under the lock
+
+
+def _busy(s: SharedTable, g: Generation) -> bool:
+    """Another live process is rebuilding ``g`` (a look without the lock).
+
+    While it does, each put here would ask for a compaction again; this
+    answers without the lock, and checks the builder's liveness (a system
+    call) at most once per staleness interval."""
+    _n, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    if not bpid:
+        return False
+    now = time.monotonic_ns()
+    seen, until = s.builder_seen
+    if seen == (bpid, bgen) and now < until:
+        return True
+    if bpid == os.getpid() or not alive(bpid):
+        return False
+    s.builder_seen = ((bpid, bgen), now + s.interval_ns)
+    return True
+
+
+def _take_log(g: Generation) -> array.array[int] | None:
+    """The slots writers changed since the last take (None: too many to
+    list, look at all), emptying the log. Under the lock."""
     mm = g.idx
-    for slot in snapshot:
-        o = L.slot_offset(slot, g.slot_size)
-        seg, off = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
-        if mm[o + K] == L.OCCUPIED and (seg << 32 | off) == b.copied_loc[slot]:
+    n = L.U32.unpack_from(mm, L.OFF_LOG)[0]
+    L.U32.pack_into(mm, L.OFF_LOG, 0)
+    if n > L.LOG_CAP:
+        return None
+    return array.array("I", mm[L.OFF_LOG_ENTRIES : L.OFF_LOG_ENTRIES + 4 * n])
+
+
+def _catch_up(g: Generation, b: Builder, changed: Iterable[int] | None) -> None:
+    """Bring the copy up to date with the old slots in ``changed`` (None:
+    every slot copied so far and every live one).
+
+    A slot named by the log is always dropped and copied afresh, even if it
+    points at the record that was copied: a copy made without the lock may
+    have read the slot mid-change (a new key over an old key's tombstone),
+    and the change that tore it is in the log taken after that read. Without
+    a log, a slot still pointing at its copied record is kept."""
+    K, ss, mm = g.params.key_size, g.slot_size, g.idx
+    OCC, HB = L.OCCUPIED, L.HEADER_BYTES
+    copied_loc, nslots = b.copied_loc, g.nslots
+    logged = changed is not None
+    if changed is None:
+        occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
+        changed = itertools.chain(*b.visited, M.roster_snapshot(g, occ))
+    fresh = []
+    for slot in set(changed):
+        if not 1 <= slot <= nslots:
             continue
+        o = HB + (slot - 1) * ss
+        occupied = mm[o + K] == OCC
+        if occupied and not logged:
+            seg, off = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
+            if (seg << 32 | off) == copied_loc[slot] and b.new_of_old[slot]:
+                continue
         b.drop(slot)
-    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-    for slot in M.roster_snapshot(g, occ):
-        if b.new_of_old[slot] == 0:
-            b.copy_old(slot)
-
-
-def _seq(g: Generation) -> int:
-    seq: int = L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0]
-    return seq
+        if occupied:
+            fresh.append(slot)
+    b.copy_all(fresh)

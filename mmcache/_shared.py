@@ -50,6 +50,9 @@ class SharedTable:
         self.flushed_hits = 0  # hits already added to the stats stripe
         self._memo_mark = (0, 0)  # (hits, first_reads) when the memo last started afresh
         self.grow_to: int | None = None  # the size that rebuild should have
+        # ((pid, generation) of another process's rebuild seen in progress,
+        # monotonic_ns until which it is taken to be alive): see _rebuild._busy
+        self.builder_seen: tuple[tuple[int, int], int] = ((0, 0), 0)
         # time.monotonic_ns() of the next staleness check (an int: the get hot
         # path compares it with monotonic_ns, which also makes its LRU stamp).
         self.interval_ns = int(interval * 1e9)

@@ -50,7 +50,8 @@ _REC = L.RECORD.unpack_from
 _REC_PACK = L.RECORD.pack_into
 _U64_PACK = L.U64.pack_into
 _LOC = L.SLOT_LOC.unpack_from
-_LOC_MTIME_PACK = L.SLOT_LOC_MTIME.pack_into
+_LOC_MTIME_LEN_PACK = L.SLOT_LOC_MTIME_LEN.pack_into
+_OFF_RECLEN = L.OFF_SLOT_RECLEN
 _OFF_LOC = L.OFF_SLOT_LOC
 _OFF_FLAGS = L.OFF_FLAGS
 _OFF_DIRTY = L.OFF_DIRTY
@@ -60,6 +61,11 @@ _KF_STR = L.KF_STR
 _KF_SIGNED = L.KF_SIGNED
 _KF_HASHED = L.KF_HASHED
 _SHIFT = L.RECENCY_SHIFT
+_OFF_LOGGING = L.OFF_LOGGING
+_OFF_LOG = L.OFF_LOG
+_OFF_LOG_ENTRIES = L.OFF_LOG_ENTRIES
+_LOG_CAP = L.LOG_CAP
+_U32_PACK = L.U32.pack_into
 _monotonic_ns = time.monotonic_ns
 
 
@@ -188,7 +194,7 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
             R.rebuild(c, s, None)  # purge tombstones
             return True
     if c.max_bytes is not None:
-        old = _record_size_at(g, found) if found >= 0 else 0
+        old = recorded_size(g, found) if found >= 0 else 0
         if live - old + rec_len > c.max_bytes:
             _evict_or_raise(c, s, 1, "bytes")
             return True
@@ -240,8 +246,8 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
     mm[_OFF_DIRTY] = 1
     if found >= 0:
         o = found
-        old = _record_size_at(g, o)
-        _LOC_MTIME_PACK(mm, o + K + _OFF_LOC, seg, off, now)
+        old = _U32(mm, o + K + _OFF_RECLEN)[0] or _record_size_at(g, o)
+        _LOC_MTIME_LEN_PACK(mm, o + K + _OFF_LOC, seg, off, now, rec_len)
         live, dead = live + rec_len - old, dead + old
     else:
         o = free
@@ -250,7 +256,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         if state == L.DELETED:
             dele -= 1
         mm[o : o + K] = probe[:K]
-        L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, 0)
+        L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, rec_len, 0)
         L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * occ, slot)
         mm[o + K] = L.OCCUPIED  # publish: the last store a reader depends on
         occ += 1
@@ -258,6 +264,8 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         live += rec_len
     # A put is a use, for LRU (see Generation.touch_recency).
     g.recency[g.rec_base + (o - _HB) // g.slot_size] = _monotonic_ns() >> _SHIFT & 0xFFFFFFFF
+    if mm[_OFF_LOGGING]:
+        log_change(mm, (o - _HB) // g.slot_size + 1)
     # dirty stays 1 in this store; it is cleared by a store of its own after
     # everything else, so a writer killed mid-copy leaves it set.
     _HOT_PACK(mm, _OFF_HOT, occ, dele, hwm, seg, 1, off + rec_len, live, dead, created, seq + 1)
@@ -266,6 +274,21 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
     else:
         mm[_OFF_DIRTY] = 0
     return occ, dele, live, dead
+
+
+def log_change(mm: mmap.mmap, slot: int) -> None:
+    """Note for a concurrent rebuild that ``slot`` changed (see _layout's log)."""
+    n = _U32(mm, _OFF_LOG)[0]
+    if n < _LOG_CAP:
+        _U32_PACK(mm, _OFF_LOG_ENTRIES + 4 * n, slot)
+    if n <= _LOG_CAP:
+        _U32_PACK(mm, _OFF_LOG, n + 1)
+
+
+def recorded_size(g: Generation, o: int) -> int:
+    """Padded size of the record slot ``o`` points at: the slot's record
+    length field, or (0 there) the record's own header."""
+    return _U32(g.idx, o + g.key_size + _OFF_RECLEN)[0] or _record_size_at(g, o)
 
 
 def _record_size_at(g: Generation, o: int) -> int:
@@ -305,11 +328,13 @@ def remove_slot(g: Generation, o: int) -> None:
     If the slot's roster link does not check out (damaged files), the dirty
     flag is left set so that the caller's ``done`` repairs the roster."""
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
-    size = M.slot_record_size(g, o)
+    size = recorded_size(g, o)
     occ, dele, hwm = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)
     pos = L.U32.unpack_from(mm, o + K + L.OFF_SLOT_ROSTER)[0]
     slot = (o - L.HEADER_BYTES) // ss + 1
     mm[o + K] = L.DELETED
+    if mm[_OFF_LOGGING]:
+        log_change(mm, slot)
     linked = 0 <= pos < occ and L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos)[0] == slot
     if linked:
         last = occ - 1
