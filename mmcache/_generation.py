@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import time
 from dataclasses import dataclass
 
@@ -50,6 +51,9 @@ class Generation:
         self.needs_repair = False  # set by a writer that met a damaged roster link
         self.caps: tuple[int, int] | None = None  # (live, load) caps, set by _write
         self.index_bytes = L.index_bytes(params.size, params.slot_size)
+        # A whole slot (key, then SLOT_HEAD's fields) as one struct: a put of
+        # a new key and a rebuild write a slot with one call.
+        self.slot_struct = struct.Struct(f"<{params.key_size}s" + L.SLOT_HEAD.format[1:])
         # The roster file's u32 view: roster entries, then one recency stamp
         # per slot; slot s (1-based) has its stamp at rec_base + s - 1.
         self.recency = memoryview(roster).cast("I")

@@ -31,7 +31,6 @@ import array
 import glob
 import itertools
 import os
-import struct
 import time
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
@@ -66,9 +65,8 @@ class Builder:
         self.new_of_old = array.array("I", bytes(4 * (g.nslots + 1)))
         self.copied_loc = array.array("Q", bytes(8 * (g.nslots + 1)))
         self.visited: list[Collection[int]] = []  # every collection of slots given to copy_all
-        slot_struct = struct.Struct(f"<{g.params.key_size}s" + L.SLOT_HEAD.format[1:])
-        self.unpack_slot = slot_struct.unpack_from
-        self.pack_slot = slot_struct.pack_into
+        self.unpack_slot = g.slot_struct.unpack_from
+        self.pack_slot = ng.slot_struct.pack_into
         # The new files are fresh fallocated space: fault them in at once
         # rather than page by page in the copy loop (see _fs.populate).
         populate(ng.idx, 0, len(ng.idx))

@@ -66,6 +66,9 @@ _OFF_LOG = L.OFF_LOG
 _OFF_LOG_ENTRIES = L.OFF_LOG_ENTRIES
 _LOG_CAP = L.LOG_CAP
 _U32_PACK = L.U32.pack_into
+_OCC_DEL = struct.Struct("<QQ").unpack_from  # occupied, deleted (the start of HOT)
+_EMPTY, _OCCUPIED, _DELETED = L.EMPTY, L.OCCUPIED, L.DELETED
+_ROSTER_HB = L.ROSTER_HEADER_BYTES
 _monotonic_ns = time.monotonic_ns
 
 
@@ -135,8 +138,19 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     idx = g.idx
     if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or _monotonic_ns() >= s.next_check:
         g = begin(s)
+        idx = g.idx
     found, free = find(c, g, kb, kf, probe, h)
-    if found < 0 or only_if_absent or max_bytes is not None:
+    if found < 0 and free >= 0 and not only_if_absent and max_bytes is None:
+        # A new key with room to spare (_make_room's common case, written out).
+        occ, dele = _OCC_DEL(idx, _OFF_HOT)
+        cap, load = g.caps or caps(g)
+        max_entries = c.max_entries
+        roomy = occ < cap and (max_entries is None or occ < max_entries) and (
+            occ + dele < load or idx[free + g.key_size] != _EMPTY
+        )
+    else:
+        roomy = found >= 0 and max_bytes is None and not only_if_absent  # an overwrite
+    if not roomy:
         # A new key, an add, or a byte cap: the put may need room first.
         for _ in range(100_000):
             if found >= 0 and only_if_absent and not M.is_expired(g, found):
@@ -253,14 +267,16 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         o = free
         slot = (o - _HB) // g.slot_size + 1
         state = mm[o + K]
-        if state == L.DELETED:
+        if state == _DELETED:
             dele -= 1
-        mm[o : o + K] = probe[:K]
-        L.SLOT_HEAD.pack_into(mm, o + K, state, probe[K + 1], probe[K + 2], occ, seg, off, now, rec_len, 0)
-        L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * occ, slot)
-        mm[o + K] = L.OCCUPIED  # publish: the last store a reader depends on
+        # key and fields in one store, the state as it was (EMPTY / DELETED)
+        kflags, klen = probe[K + 1], probe[K + 2]
+        g.slot_struct.pack_into(mm, o, probe, state, kflags, klen, occ, seg, off, now, rec_len, 0)
+        _U32_PACK(g.roster, _ROSTER_HB + 4 * occ, slot)
+        mm[o + K] = _OCCUPIED  # publish: the last store a reader depends on
         occ += 1
-        hwm = max(hwm, slot)
+        if slot > hwm:
+            hwm = slot
         live += rec_len
     # A put is a use, for LRU (see Generation.touch_recency).
     g.recency[g.rec_base + (o - _HB) // g.slot_size] = _monotonic_ns() >> _SHIFT & 0xFFFFFFFF
