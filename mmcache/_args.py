@@ -29,6 +29,9 @@ def as_buffer(value: Any) -> bytes | memoryview:
     raise TypeError(f"mmcache values are bytes-like, not {type(value).__name__}")
 
 
+_INF = float("inf")
+
+
 def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
     """Absolute expiry in ns (0 = never, -1 = already expired)."""
     if expire_at_ns is not None:
@@ -37,6 +40,8 @@ def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
         if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
             raise TypeError("expire_at_ns is an int (ns since the epoch)")
         return expire_at_ns if expire_at_ns > _time_ns() else -1
+    if (type(expire) is float or type(expire) is int) and 0 < expire < _INF:  # the common case (NaN fails)
+        return _time_ns() + int(expire * 1e9)
     if expire is None:
         return 0
     if isinstance(expire, bool) or not isinstance(expire, int | float):

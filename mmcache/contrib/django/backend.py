@@ -121,7 +121,7 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
         us (someone removed LOCATION while the site runs: the table is
         recreated first) or another thread's recovery replaced the handle."""
         try:
-            return op(self._t or self.table)
+            return op(self.table if (t := self._t) is None else t)
         except _RECOVERABLE:
             return self._retry(op)
 
@@ -192,7 +192,8 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
         try:  # _run() written out: this is the hot path
-            r = (self._t or self.table).get(key, _MISS, with_flags=True)
+            # `self._t or ...` would call the table's __len__ (its truthiness)
+            r = (self.table if (t := self._t) is None else t).get(key, _MISS, with_flags=True)
         except _RECOVERABLE:
             r = self._retry(lambda t: t.get(key, _MISS, with_flags=True))
         return default if r is _MISS else loads(*r)
@@ -219,7 +220,7 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
         key = self.make_and_validate_key(key, version=version)
         data, flags = self._encode(value)
         expire = self._expire(timeout)
-        t = self._t or self.table
+        t = self.table if (t := self._t) is None else t  # (not `or`: see get)
         try:
             # Far from MAX_ENTRIES (the common case) a set is one put, one
             # lock round trip. Near it, the count is checked again and the

@@ -146,7 +146,8 @@ class TieredCacheBackend(AtomicAsyncMixin, BaseCache):
     def _l1_get(self, key: str) -> Any:
         """(data, flags) from L1, or _MISS."""
         try:
-            return (self._l1._t or self._table()).get(key, _MISS, with_flags=True)
+            t = self._l1._t  # (not `or`: a table's truthiness is its __len__)
+            return (self._table() if t is None else t).get(key, _MISS, with_flags=True)
         except _RECOVERABLE:
             return self._l1._retry(lambda t: t.get(key, _MISS, with_flags=True))
 
