@@ -192,7 +192,10 @@ def test_unannounced_write_is_bounded_by_l1_timeout(server: RedisServer, hosts: 
         r.set(":1:plain", pickle.dumps("new"))
     assert b.call("get", "plain") == "old"  # still L1's copy
     elapsed = b.call("wait_l1_gone", "plain", 5)
-    assert elapsed is not None and elapsed < 0.5 + 0.2
+    # The copy goes 0.5 s after its fill, which was before this wait began;
+    # the margin is for the host process's polling and a loaded machine
+    # (0.2 s was seen to be too tight once), still far below the 5 s limit.
+    assert elapsed is not None and elapsed < 0.5 + 0.5
     assert b.call("get", "plain") == "new"
 
 
