@@ -53,6 +53,8 @@ class SharedTable:
         # ((pid, generation) of another process's rebuild seen in progress,
         # monotonic_ns until which it is taken to be alive): see _rebuild._busy
         self.builder_seen: tuple[tuple[int, int], int] = ((0, 0), 0)
+        self.compactions = 0  # automatic compactions this process started (see _rebuild)
+        self.full_rebuild_next = False
         # time.monotonic_ns() of the next staleness check (an int: the get hot
         # path compares it with monotonic_ns, which also makes its LRU stamp).
         self.interval_ns = int(interval * 1e9)

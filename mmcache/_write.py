@@ -359,6 +359,8 @@ def remove_slot(g: Generation, o: int) -> None:
             if 1 <= moved <= g.nslots:
                 L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
                 L.U32.pack_into(mm, L.slot_offset(moved, ss) + K + L.OFF_SLOT_ROSTER, pos)
+                if mm[_OFF_LOGGING]:  # its roster position changed
+                    log_change(mm, moved)
             else:
                 linked = False
     L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, max(occ - 1, 0), dele + 1, hwm)

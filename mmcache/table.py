@@ -490,7 +490,7 @@ class MmapCache:
             return
         s.compact_wanted = False
         size, s.grow_to = s.grow_to, None
-        R.rebuild_concurrently(self, s, size)
+        R.rebuild_concurrently(self, s, size, compact=size is None)
 
     def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
             *, flags: int = 0, expire_at_ns: int | None = None) -> bool:  # fmt: skip

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from mmcache import CorruptCacheError, DiskFullError, IncompatibleCacheError, MmapCache
 
-OPTS = {"size": 512, "max_segment_bytes": 1 << 16}
+# compact_min_bytes: small, so that automatic compactions (most of them
+# HeapCopier ones) happen all the time, kills included.
+OPTS = {"size": 512, "max_segment_bytes": 1 << 16, "compact_min_bytes": 32 << 10}
 HANG_SECONDS = 30
 
 

@@ -5,7 +5,9 @@ the index header); the rebuild recopies what the log names, in passes
 without the lock and a last one under it, or rescans every slot when the
 log overflowed. These tests make real writes at each of those moments (from
 inside the rebuild's own steps, so the interleaving is exact) and compare
-the rebuilt table with a dict of what was written.
+the rebuilt table with a dict of what was written, for both ways of filling
+the new generation: a full rebuild (Builder) and a compaction that keeps
+every slot in place (HeapCopier).
 """
 
 from __future__ import annotations
@@ -57,27 +59,27 @@ def _check(c: MmapCache, model: dict[str, bytes]) -> None:
     assert c.verify() == []
 
 
-class _Spy:
-    """Wraps a function of _rebuild, calling ``before``/``after`` hooks and
-    recording what the log takes returned."""
+BUILDERS = {"builder": R.Builder, "heap": R.HeapCopier}
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+
+@pytest.fixture(params=sorted(BUILDERS))
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(R, "FULL_EVERY", 1 << 30)  # no forced full rebuild in these tests
+    return str(request.param)
+
+
+class _Hooks:
+    """Calls ``during`` after the phase-1 copy and after each catch-up pass
+    made without the lock (the moments another process's writes can land),
+    and records what each take of the log returned and which builder ran."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, c: MmapCache, during: Callable[[int], None]) -> None:
         self.takes: list[Any] = []
-        self.monkeypatch = monkeypatch
-
-    def wrap(self, name: str, after: Callable[[int], None]) -> None:
-        orig = getattr(R, name)
-        calls = [0]
-
-        def wrapper(*a: Any, **k: Any) -> Any:
-            r = orig(*a, **k)
-            calls[0] += 1
-            after(calls[0])
-            return r
-
-        self.monkeypatch.setattr(R, name, wrapper)
-
-    def record_takes(self) -> None:
+        self.used: list[str] = []
+        self.moments = 0
+        for name, cls in BUILDERS.items():
+            self._wrap(monkeypatch, cls, "copy_all", name, c, during)
+            self._wrap(monkeypatch, cls, "catch_up", name, c, during)
         orig = R._take_log
 
         def take(g: Any) -> Any:
@@ -85,95 +87,90 @@ class _Spy:
             self.takes.append(None if r is None else list(r))
             return r
 
-        self.monkeypatch.setattr(R, "_take_log", take)
+        monkeypatch.setattr(R, "_take_log", take)
+
+    def _wrap(self, monkeypatch: pytest.MonkeyPatch, cls: type, meth: str, name: str, c: MmapCache,
+              during: Callable[[int], None]) -> None:  # fmt: skip
+        orig = getattr(cls, meth)
+        hooks = self
+
+        def wrapper(b: Any, slots: Any) -> None:
+            orig(b, slots)
+            if meth == "copy_all" and b.__class__ is R.Builder and hooks.used:
+                return  # a Builder's catch-up copies through copy_all too: not a new moment
+            hooks.used.append(name)
+            if not c._shared().lock.held:  # never while the rebuild holds the lock
+                hooks.moments += 1
+                during(hooks.moments)
+
+        monkeypatch.setattr(cls, meth, wrapper)
 
 
-def test_writes_during_the_copy_are_caught_up(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def _rebuild(c: MmapCache, mode: str) -> bool:
+    return R.rebuild_concurrently(c, c._shared(), compact=mode == "heap")
+
+
+def test_writes_during_the_copy_are_caught_up(path: str, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     c = MmapCache(path, size=8192)
     model = _fill(c, 1500)
     rng = random.Random(1)
-    spy = _Spy(monkeypatch)
-    spy.record_takes()
-    orig_copy = R.Builder.copy_all
-    first = [True]
-
-    def copy_all(self: R.Builder, slots: Any) -> None:
-        orig_copy(self, slots)
-        if first[0]:  # phase 1 has copied the snapshot: now others write
-            first[0] = False
-            _mutate(c, model, 300, rng, "p1")
-
-    monkeypatch.setattr(R.Builder, "copy_all", copy_all)
+    hooks = _Hooks(monkeypatch, c, lambda n: _mutate(c, model, 300, rng, "p1") if n == 1 else None)
     gen = c.get_stats()["generation"]
-    assert R.rebuild_concurrently(c, c._shared())
+    assert _rebuild(c, mode)
+    assert set(hooks.used) == {mode}
     assert c.get_stats()["generation"] > gen
     # the writes came back through the log (not a rescan of every slot)
-    assert spy.takes and spy.takes[0] is not None and len(spy.takes[0]) >= 300
+    assert hooks.takes and hooks.takes[0] is not None and len(hooks.takes[0]) >= 300
     _check(c, model)
     c.close()
 
 
-def test_writes_between_catch_up_passes(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writes_between_catch_up_passes(path: str, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """Writes land after each lock-free pass too, including on slots a pass
     has just recopied; the last pass, under the lock, sees the rest."""
     c = MmapCache(path, size=8192)
     model = _fill(c, 1500)
     rng = random.Random(2)
-    spy = _Spy(monkeypatch)
-    spy.record_takes()
-    orig_copy = R.Builder.copy_all
-    calls = [0]
 
-    def copy_all(self: R.Builder, slots: Any) -> None:
-        orig_copy(self, slots)
-        calls[0] += 1
-        if calls[0] <= 4:  # the snapshot copy and three catch-up passes
-            _mutate(c, model, 200 - 40 * calls[0], rng, f"p{calls[0]}")
+    def during(n: int) -> None:
+        if n <= 4:  # after the phase-1 copy and three catch-up passes
+            _mutate(c, model, 200 - 40 * n, rng, f"p{n}")
 
-    monkeypatch.setattr(R.Builder, "copy_all", copy_all)
-    assert R.rebuild_concurrently(c, c._shared())
-    assert len(spy.takes) >= 4, "expected several catch-up passes"
+    hooks = _Hooks(monkeypatch, c, during)
+    assert _rebuild(c, mode)
+    assert len(hooks.takes) >= 4, "expected several catch-up passes"
     _check(c, model)
     c.close()
 
 
-def test_an_overflowing_log_falls_back_to_a_full_scan(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_overflowing_log_falls_back_to_a_full_scan(
+    path: str, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     c = MmapCache(path, size=16384)
     model = _fill(c, 2000)
     rng = random.Random(3)
-    spy = _Spy(monkeypatch)
-    spy.record_takes()
-    orig_copy = R.Builder.copy_all
-    first = [True]
-
-    def copy_all(self: R.Builder, slots: Any) -> None:
-        orig_copy(self, slots)
-        if first[0]:
-            first[0] = False
-            _mutate(c, model, L.LOG_CAP + 500, rng, "big")
-
-    monkeypatch.setattr(R.Builder, "copy_all", copy_all)
-    assert R.rebuild_concurrently(c, c._shared())
-    assert spy.takes[0] is None, "more changes than the log holds must read as an overflow"
+    hooks = _Hooks(
+        monkeypatch, c, lambda n: _mutate(c, model, L.LOG_CAP + 500, rng, "big") if n == 1 else None
+    )
+    assert _rebuild(c, mode)
+    assert hooks.takes[0] is None, "more changes than the log holds must read as an overflow"
     _check(c, model)
     c.close()
 
 
-def test_evictions_during_the_copy_are_caught_up(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evictions_during_the_copy_are_caught_up(
+    path: str, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     c = MmapCache(path, size=8192, max_entries=1000)
     model = _fill(c, 1000)
-    orig_copy = R.Builder.copy_all
-    first = [True]
 
-    def copy_all(self: R.Builder, slots: Any) -> None:
-        orig_copy(self, slots)
-        if first[0]:
-            first[0] = False
-            for i in range(300):  # each put evicts one old entry
+    def during(n: int) -> None:
+        if n == 1:
+            for i in range(300):  # each put evicts one old entry (a swap in the roster)
                 c.put(f"late{i}", b"L")
 
-    monkeypatch.setattr(R.Builder, "copy_all", copy_all)
-    assert R.rebuild_concurrently(c, c._shared())
+    _Hooks(monkeypatch, c, during)
+    assert _rebuild(c, mode)
     items = dict(c.list_items())
     assert len(items) == 1000, "evicted entries must not come back"
     assert all(items[f"late{i}"] == b"L" for i in range(300))
@@ -182,28 +179,47 @@ def test_evictions_during_the_copy_are_caught_up(path: str, monkeypatch: pytest.
     c.close()
 
 
-def test_a_repair_during_the_copy_forces_a_full_scan(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_repair_during_the_copy_forces_a_full_scan(
+    path: str, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     """A writer killed mid-update leaves the dirty flag; the next lock holder
     repairs, which may touch any slot: the rebuild must rescan them all."""
     c = MmapCache(path, size=8192)
     model = _fill(c, 1000)
-    spy = _Spy(monkeypatch)
-    spy.record_takes()
-    orig_copy = R.Builder.copy_all
-    first = [True]
 
-    def copy_all(self: R.Builder, slots: Any) -> None:
-        orig_copy(self, slots)
-        if first[0]:
-            first[0] = False
+    def during(n: int) -> None:
+        if n == 1:
             c.put("k1", b"changed")
             model["k1"] = b"changed"
-            self.g.idx[L.OFF_DIRTY] = 1  # as a writer killed mid-update leaves it
+            c._shared().gen.idx[L.OFF_DIRTY] = 1  # as a writer killed mid-update leaves it
 
-    monkeypatch.setattr(R.Builder, "copy_all", copy_all)
-    assert R.rebuild_concurrently(c, c._shared())
-    assert spy.takes[0] is None
+    hooks = _Hooks(monkeypatch, c, during)
+    assert _rebuild(c, mode)
+    assert hooks.takes[0] is None
     _check(c, model)
+    c.close()
+
+
+def test_a_damaged_record_makes_the_next_compaction_a_full_rebuild(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction that keeps slots in place cannot drop an entry: on a
+    record that does not check out it gives up, and the next one is a full
+    rebuild, which drops the damaged entry and keeps the rest."""
+    monkeypatch.setattr(R, "FULL_EVERY", 1 << 30)
+    c = MmapCache(path, size=4096)
+    model = _fill(c, 300)
+    g = c._shared().gen
+    K = g.key_size
+    o = next(o for o in range(L.HEADER_BYTES, g.index_bytes, g.slot_size) if g.idx[o + K] == L.OCCUPIED)
+    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + K + L.OFF_SLOT_LOC)
+    g.heap.views[seg][off + 27] ^= 0xFF  # the record's magic byte
+    assert not _rebuild(c, "heap")
+    assert c._shared().gen is g, "nothing may change when the compaction gives up"
+    assert _rebuild(c, "heap")  # asked for a compaction: a full rebuild this time
+    items = dict(c.list_items())
+    assert len(items) == len(model) - 1 and all(model[k] == v for k, v in items.items())
+    assert c.verify() == []
     c.close()
 
 

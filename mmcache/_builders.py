@@ -1,0 +1,307 @@
+"""The two ways to fill a new generation from the current one.
+
+``Builder`` rebuilds: every live entry is re-inserted into a fresh index
+(tombstones and expired entries dropped, the size may change) and its
+record copied into a fresh heap. ``HeapCopier`` compacts: the new index
+starts as a byte copy of the old one, every slot stays where it is, and only
+the records move (about a third of the work per entry: no hashing, probing
+or roster building). Both run without the writer lock while other processes
+write (see ``_rebuild``), and catch up with what the change log names.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import time
+from collections.abc import Collection, Iterable
+
+from xxhash import xxh3_64_intdigest
+
+from . import _layout as L
+from . import _maintenance as M
+from ._fs import populate
+from ._generation import Generation
+
+SKIP = 0xFFFFFFFF  # new_of_old marker: the record was expired or unreadable
+
+
+class Builder:
+    """Fills an unpublished generation (no reader can see it yet)."""
+
+    def __init__(self, g: Generation, ng: Generation) -> None:
+        self.g, self.ng = g, ng
+        self.seg, self.tail = 0, L.SEG_HEADER_BYTES
+        self.occ = self.dele = self.hwm = self.live = self.expired = self.written = 0
+        self.now = time.time_ns()
+        # per old slot number: the new slot number (or 0 / SKIP), and the
+        # (segment << 32 | offset) of the record that was copied for it
+        self.new_of_old = array.array("I", bytes(4 * (g.nslots + 1)))
+        self.copied_loc = array.array("Q", bytes(8 * (g.nslots + 1)))
+        self.visited: list[Collection[int]] = []  # every collection of slots given to copy_all
+        self.failed = False  # (a Builder skips what it cannot read: never set)
+        self.unpack_slot = g.slot_struct.unpack_from
+        self.pack_slot = ng.slot_struct.pack_into
+        # The new files are fresh fallocated space: fault them in at once
+        # rather than page by page in the copy loop (see _fs.populate).
+        populate(ng.idx, 0, len(ng.idx))
+        populate(ng.roster, 0, len(ng.roster))
+        ng.heap.prefault = True
+
+    def copy_all(self, slots: Collection[int]) -> None:
+        """Copy each old slot's record and slot into the new generation.
+
+        The record is copied verbatim, checksum (and MAC) included, without
+        recomputing it: readers check every record anyway, so a damaged one
+        stays a miss. The new slot's key and hash come from the old slot.
+        One loop with everything in locals: this is most of a compaction."""
+        self.visited.append(slots)
+        g, ng = self.g, self.ng
+        K = g.params.key_size
+        om, oss, views = g.idx, g.slot_size, g.heap.views
+        nm, n, nss = ng.idx, ng.nslots, ng.slot_size
+        orec, nrec, orb, nrb = g.recency, ng.recency, g.rec_base - 1, ng.rec_base - 1
+        roster = ng.roster
+        nheap = ng.heap
+        unpack_slot, pack_slot = self.unpack_slot, self.pack_slot
+        rec_head, pack_u32 = L.RECORD.unpack_from, L.U32.pack_into
+        new_of_old, copied_loc = self.new_of_old, self.copied_loc
+        OCC, DEL, MAGIC, SIGNED, HASHED = L.OCCUPIED, L.DELETED, L.REC_MAGIC, L.KF_SIGNED, L.KF_HASHED
+        HB, RH, SH, RHB = L.HEADER_BYTES, L.RECORD_HEADER, L.SEG_HEADER_BYTES, L.ROSTER_HEADER_BYTES
+        now = self.now
+        nseg, tail = self.seg, self.tail
+        occ, hwm, live, expired, dele = self.occ, self.hwm, self.live, self.expired, self.dele
+        nviews = nheap.views
+        dst = nviews[nseg] if nseg < len(nviews) else None
+        for slot in slots:
+            o = HB + (slot - 1) * oss
+            skey, state, kflags, sklen, _pos, seg, off, mtime, _len, _ = unpack_slot(om, o)
+            copied_loc[slot] = seg << 32 | off
+            new_of_old[slot] = SKIP
+            if state != OCC or off < SH:
+                continue
+            src = views[seg] if seg < len(views) else None
+            if src is None or off + RH > len(src):
+                src = g.heap.view(seg, off + RH)
+                if src is None:
+                    continue
+            _c, exp, klen, vlen, _f, rkf, magic, _ = rec_head(src, off)
+            if magic != MAGIC:
+                continue
+            if exp and exp <= now:
+                expired += 1
+                continue
+            rec_len = (RH + klen + vlen + (16 if rkf & SIGNED else 0) + 7) & ~7
+            if off + rec_len > len(src):
+                src = g.heap.view(seg, off + rec_len)
+                if src is None:
+                    continue
+            end = tail + rec_len
+            if dst is None or end > len(dst) or end > nheap.max_segment_bytes:
+                nseg, tail, dst = nheap.append(nseg, tail, rec_len)
+                end = tail + rec_len
+            dst[tail:end] = src[off : off + rec_len]
+            key = skey[:sklen]
+            h = int.from_bytes(key[:8], "little") if kflags & HASHED else xxh3_64_intdigest(key)
+            i = h % n
+            no = HB + i * nss
+            while nm[no + K] == OCC:
+                i += 1
+                no += nss
+                if i == n:
+                    i, no = 0, HB
+            if nm[no + K] == DEL:
+                dele -= 1
+            pack_slot(nm, no, skey, OCC, kflags, sklen, occ, nseg, tail, mtime, rec_len, 0)
+            nrec[nrb + i + 1] = orec[orb + slot]
+            pack_u32(roster, RHB + 4 * occ, i + 1)
+            occ += 1
+            tail = end
+            if i >= hwm:
+                hwm = i + 1
+            live += rec_len
+            new_of_old[slot] = i + 1
+        self.written += live - self.live
+        self.seg, self.tail = nseg, tail
+        self.occ, self.hwm, self.live, self.expired, self.dele = occ, hwm, live, expired, dele
+
+    def drop(self, slot: int) -> None:
+        """Undo the copy made for old ``slot`` (its slot has changed since)."""
+        nslot = self.new_of_old[slot]
+        self.new_of_old[slot] = 0
+        if nslot in (0, SKIP):
+            return
+        ng, K = self.ng, self.ng.params.key_size
+        no = L.slot_offset(nslot, ng.slot_size)
+        pos = L.U32.unpack_from(ng.idx, no + K + L.OFF_SLOT_ROSTER)[0]
+        last = self.occ - 1
+        moved = L.U32.unpack_from(ng.roster, L.ROSTER_HEADER_BYTES + 4 * last)[0]
+        L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
+        L.U32.pack_into(ng.idx, L.slot_offset(moved, ng.slot_size) + K + L.OFF_SLOT_ROSTER, pos)
+        self.live -= M.slot_record_size(ng, no)
+        ng.idx[no + K] = L.DELETED
+        self.occ -= 1
+        self.dele += 1
+
+    def catch_up(self, changed: Iterable[int] | None) -> None:
+        """Bring the copy up to date with the old slots in ``changed`` (None:
+        every slot copied so far and every live one).
+
+        A slot named by the log is always dropped and copied afresh, even if it
+        points at the record that was copied: a copy made without the lock may
+        have read the slot mid-change (a new key over an old key's tombstone),
+        and the change that tore it is in the log taken after that read. Without
+        a log, a slot still pointing at its copied record is kept."""
+        g, b = self.g, self
+        K, ss, mm = g.params.key_size, g.slot_size, g.idx
+        OCC, HB = L.OCCUPIED, L.HEADER_BYTES
+        copied_loc, nslots = b.copied_loc, g.nslots
+        logged = changed is not None
+        if changed is None:
+            occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
+            changed = itertools.chain(*b.visited, M.roster_snapshot(g, occ))
+        fresh = []
+        for slot in set(changed):
+            if not 1 <= slot <= nslots:
+                continue
+            o = HB + (slot - 1) * ss
+            occupied = mm[o + K] == OCC
+            if occupied and not logged:
+                seg, off = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
+                if (seg << 32 | off) == copied_loc[slot] and b.new_of_old[slot]:
+                    continue
+            b.drop(slot)
+            if occupied:
+                fresh.append(slot)
+        b.copy_all(fresh)
+
+    def finish(self, next_gen: int) -> None:
+        self.ng.heap.prefault = False  # from now on puts grow it, under the lock
+        created = L.HOT.unpack_from(self.ng.idx, L.OFF_HOT)[8]
+        # Records dropped in phase 2 stay in the new heap: count them as dead.
+        dead = self.written - self.live
+        L.HOT.pack_into(self.ng.idx, L.OFF_HOT, self.occ, self.dele, self.hwm, self.seg, 0,
+                        self.tail, self.live, dead, created, 0)  # fmt: skip
+        L.BUILD.pack_into(self.ng.idx, L.OFF_BUILD, next_gen, 0, 0)
+
+
+class HeapCopier:
+    """Compacts a table into a same-size generation, every slot in its place.
+
+    The new index starts as a byte copy of the old one (taken without the
+    lock, so some slots may be mid-change: those are in the change log and
+    get copied again); then each live slot's record is copied into the new
+    heap and the slot pointed at the copy. Tombstones and expired entries
+    are kept (a ``Builder`` drops them), and a record that does not check
+    out sets ``failed``: the caller then rebuilds with a ``Builder`` instead,
+    which drops it.
+    """
+
+    def __init__(self, g: Generation, ng: Generation) -> None:
+        if (g.nslots, g.slot_size, g.key_size) != (ng.nslots, ng.slot_size, ng.key_size):
+            raise ValueError("a HeapCopier keeps the table's size and slot layout")
+        self.g, self.ng = g, ng
+        self.seg, self.tail = 0, L.SEG_HEADER_BYTES
+        self.written = self.expired = 0
+        self.failed = False
+        populate(ng.idx, 0, len(ng.idx))
+        populate(ng.roster, 0, len(ng.roster))
+        ng.heap.prefault = True
+
+    @property
+    def occ(self) -> int:
+        """Live entries: the old table's (the same slots, the same entries)."""
+        occ: int = L.COUNTERS.unpack_from(self.g.idx, L.OFF_COUNTERS)[0]
+        return occ
+
+    def copy_all(self, slots: Collection[int]) -> None:
+        """Phase 1: the slots and recency stamps as bytes, then the records
+        of ``slots`` (the live ones when the rebuild started)."""
+        self._copy_index()
+        self._move(slots)
+
+    def _copy_index(self) -> None:
+        g, ng = self.g, self.ng
+        end = g.index_bytes
+        ng.idx[L.HEADER_BYTES : end] = g.idx[L.HEADER_BYTES : end]
+        base, n = g.rec_base, g.nslots
+        ng.recency[base : base + n] = g.recency[base : base + n]
+
+    def catch_up(self, changed: Iterable[int] | None) -> None:
+        """Copy again each slot the log names, as it is now, and move its
+        record (None: the log overflowed, so copy the whole index again and
+        move every live slot's record)."""
+        if changed is None:
+            self._copy_index()
+            self._move(range(1, self.g.nslots + 1))
+            return
+        om, nm, ss, HB = self.g.idx, self.ng.idx, self.g.slot_size, L.HEADER_BYTES
+        nslots = self.g.nslots
+        slots = [slot for slot in set(changed) if 1 <= slot <= nslots]
+        for slot in slots:
+            o = HB + (slot - 1) * ss
+            nm[o : o + ss] = om[o : o + ss]
+        self._move(slots)
+
+    def _move(self, slots: Iterable[int]) -> None:
+        """Copy the record each OCCUPIED slot of the new index still points
+        at in the old heap, and point the slot at the copy. One loop with
+        everything in locals: this is most of a compaction. The slot's record
+        length says how much to copy; the record itself is not decoded, only
+        its magic byte looked at (a damaged length or body stays as
+        detectable in the copy as in the original: readers check every
+        record, and verify() compares lengths with headers)."""
+        g, ng = self.g, self.ng
+        nm, K, ss, heap = ng.idx, g.key_size, g.slot_size, g.heap
+        nheap = ng.heap
+        loc_len = L.SLOT_LOC_MTIME_LEN.unpack_from
+        pack_loc = L.SLOT_LOC.pack_into
+        OCC, MAGIC, HB, SH = L.OCCUPIED, L.REC_MAGIC, L.HEADER_BYTES, L.SEG_HEADER_BYTES
+        at_loc, at_magic = K + L.OFF_SLOT_LOC, 27  # the magic byte's offset in a record
+        nseg, tail, written = self.seg, self.tail, self.written
+        nviews = nheap.views
+        dst = nviews[nseg] if nseg < len(nviews) else None
+        dlim = -1 if dst is None else min(len(dst), nheap.max_segment_bytes)
+        sseg, src, slim = -1, None, -1
+        for slot in slots:
+            o = HB + (slot - 1) * ss
+            if nm[o + K] != OCC:
+                continue
+            seg, off, _mtime, size = loc_len(nm, o + at_loc)
+            if seg != sseg:
+                sseg, src = seg, heap.views[seg] if seg < len(heap.views) else None
+                slim = -1 if src is None else len(src)
+            rend = off + size
+            if rend > slim or not size or off < SH:
+                if src is not None and size and off >= SH:  # our map is older than the record
+                    src = heap.view(seg, rend)
+                    slim = -1 if src is None else len(src)
+                if rend > slim or not size or off < SH:
+                    self.failed = True  # unreadable, or a table written without record lengths
+                    break
+            if src[off + at_magic] != MAGIC:  # type: ignore[index]
+                self.failed = True
+                break
+            end = tail + size
+            if end > dlim:
+                nseg, tail, dst = nheap.append(nseg, tail, size)
+                dlim = min(len(dst), nheap.max_segment_bytes)
+                end = tail + size
+            dst[tail:end] = src[off:rend]  # type: ignore[index]
+            pack_loc(nm, o + at_loc, nseg, tail)
+            tail = end
+            written += size
+        self.seg, self.tail, self.written = nseg, tail, written
+
+    def finish(self, next_gen: int) -> None:
+        """Under the lock, at commit: the old header's counts and roster."""
+        g, ng = self.g, self.ng
+        ng.heap.prefault = False
+        occ, dele, hwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
+        live = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)[0]
+        RHB = L.ROSTER_HEADER_BYTES
+        ng.roster[RHB : RHB + 4 * occ] = g.roster[RHB : RHB + 4 * occ]
+        created = L.HOT.unpack_from(ng.idx, L.OFF_HOT)[8]
+        L.HOT.pack_into(ng.idx, L.OFF_HOT, occ, dele, hwm, self.seg, 0, self.tail, live,
+                        max(self.written - live, 0), created, 0)  # fmt: skip
+        L.BUILD.pack_into(ng.idx, L.OFF_BUILD, next_gen, 0, 0)
