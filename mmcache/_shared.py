@@ -148,8 +148,11 @@ class SharedTable:
         p, q = old.params, new.params
         if (p.slot_size, p.key_size) != (q.slot_size, q.key_size):
             raise IncompatibleCacheError(f"{self.path!r} was replaced by a table with other slot/key sizes")
+        # The generation first, then the memo: MmapCache._get_probe reads them
+        # in the other order (see there), so no entry of ``old`` gets into the
+        # new memo, which the get hot path trusts to be of the current one.
         self.gen = new
-        self.memo = {}  # entries name the old generation's maps: let them go
+        self.memo = {}
         old.close()
 
     # --------------------------------------------------------------- memo

@@ -234,18 +234,20 @@ class MmapCache:
         # generation, so if the slot still holds exactly those bytes, it
         # still points at that same, already checked record: one slice
         # compare replaces hashing, probing and the record checks.
+        # The memo only ever holds entries of the current generation: moving
+        # to another replaces it (SharedTable._adopt), and a first read adds
+        # to the memo it started with, not to one that replaced it since.
+        s = self._s
         try:
-            e = self._s.memo.get(key)  # type: ignore[union-attr]
+            e = s.memo.get(key)  # type: ignore[union-attr]
         except (TypeError, AttributeError):  # an unhashable key; a closed handle
             return self._get_probe(key, default, with_flags)
         if e is None:
             return self._get_probe(key, default, with_flags)
-        kt, g, idx, a, b, expect, m, vs, ve, exp, flags, rec, ri = e
-        s = self._s
+        kt, idx, a, b, expect, m, vs, ve, exp, flags, rec, ri = e
         if (
             kt is type(key)  # a str subclass may compare equal to a str key
-            and g is s.gen  # type: ignore[union-attr]
-            and not idx[12]  # RETIRED: a rebuild replaced this index
+            and not idx[12]  # RETIRED: another process's rebuild replaced this index
             and (now := _monotonic_ns()) < s.next_check  # type: ignore[union-attr]
             and idx[a:b] == expect
         ):
@@ -286,6 +288,9 @@ class MmapCache:
         else:
             kb = b""
         n = len(kb)
+        # The memo before the generation: _adopt replaces them in the other
+        # order, so a memo read here never belongs to an older generation.
+        memo = s.memo
         g = s.gen
         key_size, tails, unpack_slot, track_recency, memoise = self._hot
         mm, nslots, ss, rec_base, recency, maps = g.hot
@@ -329,7 +334,7 @@ class MmapCache:
                     # read: a writer that changed it since makes the test fail).
                     s.first_reads += 1
                     if memoise and s.admit(_MEMO_ENTRIES):
-                        s.memo[key] = (kt, g, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
+                        memo[key] = (kt, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
                                        vs, ve, exp, flags, recency if track_recency else None,
                                        rec_base + i)  # fmt: skip
                     if exp and exp <= _time_ns():

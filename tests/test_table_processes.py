@@ -210,6 +210,40 @@ def test_files_recreated_under_an_open_table_get_one_writer(tmp_path) -> None:  
     a.close()
 
 
+def test_memoised_key_follows_files_recreated_by_another_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A key read many times (served from the memo) whose table is deleted
+    and created anew elsewhere: no rebuild marks the old index retired, so
+    only the staleness check can notice; after it the new value is read."""
+    import shutil
+    import time
+
+    from conftest import run_py
+
+    d = tmp_path / "cache"
+    d.mkdir()
+    path = str(d / "t")
+    a = MmapCache(path, size=1024, staleness_check_interval=0.1)
+    a.put("k", b"old")
+    for _ in range(5):
+        assert a.get("k") == b"old"
+    assert "k" in a._s.memo  # type: ignore[union-attr]
+    shutil.rmtree(d)
+    run_py(
+        """
+        import os, sys
+        from mmcache import MmapCache
+        os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)
+        with MmapCache(sys.argv[1], size=1024) as c:
+            c.put("k", b"new")
+        """,
+        path,
+    )
+    time.sleep(0.25)  # past a's staleness interval
+    assert a.get("k") == b"new"
+    assert a.get("k") == b"new"  # and again, from a memo of the new files
+    a.close()
+
+
 def _hold_lock(path: str, ready, seconds: float) -> None:  # type: ignore[no-untyped-def]
     import time
 
