@@ -19,7 +19,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from xxhash import xxh3_64_intdigest
+from xxhash import xxh3_64, xxh3_64_intdigest
 
 from . import _layout as L
 from . import _maintenance as M
@@ -47,7 +47,6 @@ _U32 = L.U32.unpack_from
 _U64 = L.U64.unpack_from
 _HOT_PACK = L.HOT.pack_into
 _REC = L.RECORD.unpack_from
-_REC_PACK = L.RECORD.pack_into
 _U64_PACK = L.U64.pack_into
 _LOC = L.SLOT_LOC.unpack_from
 _LOC_MTIME_LEN_PACK = L.SLOT_LOC_MTIME_LEN.pack_into
@@ -66,6 +65,7 @@ _OFF_LOG = L.OFF_LOG
 _OFF_LOG_ENTRIES = L.OFF_LOG_ENTRIES
 _LOG_CAP = L.LOG_CAP
 _U32_PACK = L.U32.pack_into
+_REC_BODY = struct.Struct("<" + L.RECORD.format[2:]).pack  # RECORD after its checksum
 _OCC_DEL = struct.Struct("<QQ").unpack_from  # occupied, deleted (the start of HOT)
 _EMPTY, _OCCUPIED, _DELETED = L.EMPTY, L.OCCUPIED, L.DELETED
 _ROSTER_HB = L.ROSTER_HEADER_BYTES
@@ -125,12 +125,37 @@ def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) 
     return -1, free
 
 
+INLINE_VALUE = 1024  # values up to this size are copied into the prepared record
+
+
+def prepare(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, exp: int,
+            flags: int) -> tuple[bytes, bytes | memoryview, int, bytes | None]:  # fmt: skip
+    """A record built before the writer lock is taken, so that the lock is
+    held only to place it: (its bytes after the checksum, the value if it
+    is placed separately (else b""), the checksum, the MAC or None).
+
+    A small value is copied into the record's bytes (one store under the
+    lock); a large one is not copied twice: the checksum streams over the
+    parts and the value is placed as it is. MmapCache.put has the small
+    case written out."""
+    rkf = (kf & _KF_STR) | (_KF_SIGNED if secret else 0)
+    body = _REC_BODY(exp, len(kb), len(data), flags, rkf, _MAGIC, 0)
+    body += kb
+    if len(data) <= INLINE_VALUE:
+        body += data
+        return body, b"", xxh3_64_intdigest(body), M.mac(secret, body) if secret else None
+    h = xxh3_64(body)
+    h.update(data)
+    return body, data, h.intdigest(), M.mac(secret, body + data) if secret else None
+
+
 def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
-          data: bytes | memoryview, exp: int, flags: int, only_if_absent: bool) -> bool:  # fmt: skip
-    """Store a record for ``kb``; False only for ``add`` on a live key."""
+          body: bytes, value: bytes | memoryview, csum: int, mac: bytes | None,
+          only_if_absent: bool) -> bool:  # fmt: skip
+    """Store the record ``prepare`` built for ``kb``; False only for ``add``
+    on a live key."""
     # record_size() written out, and begin()'s common case: this is every put.
-    secret = c._secret
-    rec_len = (_RH + len(kb) + len(data) + (_MAC if secret else 0) + 7) & ~7
+    rec_len = (8 + len(body) + len(value) + (_MAC if mac else 0) + 7) & ~7
     max_bytes = c.max_bytes
     if max_bytes is not None and rec_len > max_bytes:
         raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={max_bytes}")
@@ -161,7 +186,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
             found, free = find(c, g, kb, kf, probe, h)
         else:  # pragma: no cover - eviction always frees something
             raise CacheFullError("could not make room for the entry")
-    occ, dele, live, dead = _publish(s, g, found, free, kb, kf, probe, data, exp, flags, rec_len, secret)
+    occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len)
     s.local[2] += 1
     now = _monotonic_ns()
     if now >= s.flush_due:
@@ -224,9 +249,9 @@ def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
         raise CacheFullError(f"the table is full ({what}) and nothing could be evicted")
 
 
-def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf: int, probe: bytes,
-             data: bytes | memoryview, exp: int, flags: int, rec_len: int,
-             secret: bytes | None) -> tuple[int, int, int, int]:  # fmt: skip
+def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes, body: bytes,
+             value: bytes | memoryview, csum: int, mac: bytes | None,
+             rec_len: int) -> tuple[int, int, int, int]:  # fmt: skip
     """Append the record and point a slot at it; returns the header's
     (occupied, deleted, live bytes, dead bytes) after it."""
     # Every put runs this: module constants are bound to globals, the heap's
@@ -244,17 +269,14 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, kb: bytes, kf
         seg, off = heap_seg, tail
     else:
         seg, off, mv = heap.append(heap_seg, tail, rec_len)
-    klen = len(kb)
-    start = off + _RH
-    vstart = start + klen
-    end = vstart + len(data)
-    rkf = (kf & _KF_STR) | (_KF_SIGNED if secret else 0)
-    _REC_PACK(mv, off, 0, exp, klen, end - vstart, flags, rkf, _MAGIC, 0)
-    mv[start:vstart] = kb
-    mv[vstart:end] = data
-    if secret:
-        mv[end : end + _MAC] = M.mac(secret, mv[off + 8 : end])
-    _U64_PACK(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))
+    end = off + 8 + len(body)
+    _U64_PACK(mv, off, csum)
+    mv[off + 8 : end] = body
+    if value:
+        mv[end : end + len(value)] = value
+        end += len(value)
+    if mac:
+        mv[end : end + _MAC] = mac
     now = time.time_ns()
 
     mm[_OFF_DIRTY] = 1

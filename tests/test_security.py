@@ -58,6 +58,23 @@ def test_tampered_value_with_a_fixed_checksum_is_a_miss(path: str) -> None:
         assert c.get("k") is None  # the MAC does
 
 
+@pytest.mark.parametrize("n", [10, 1024, 1025, 20_000])  # both sides of W.INLINE_VALUE
+def test_signed_values_of_every_size_round_trip_and_resist_tampering(path: str, n: int) -> None:
+    value = bytes(range(256)) * (n // 256) + b"v" * (n % 256)
+    with MmapCache(path, size=256, secret=b"s3cret") as c:
+        c.put("k", value)
+        assert c.add("a", value) and c.get("a") == value
+        assert c.get("k") == value and c.get_entry("k").value == value  # type: ignore[union-attr]
+        g = c._s.gen  # type: ignore[union-attr]
+        off = L.SEG_HEADER_BYTES  # the first record: k's
+        mv = g.heap.views[0]
+        end = off + L.RECORD_HEADER + 1 + n
+        mv[end - 1] ^= 1  # the value's last byte...
+        L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))  # ...with the checksum fixed
+    with MmapCache(path, size=256, secret=b"s3cret") as c:
+        assert c.get("k") is None and c.get("a") == value
+
+
 def test_bad_secret(tmp_path) -> None:  # type: ignore[no-untyped-def]
     for bad in (b"x" * 65, b"", 12):
         with pytest.raises(ValueError):
