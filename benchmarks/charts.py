@@ -137,7 +137,9 @@ def _scale_chart(data: dict[str, Any], out: Path) -> Path:
 def _procs_chart(data: dict[str, Any], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    rows = data["rows"]
+    from .procs import CEILING
+
+    rows = [r for r in data["rows"] if r["peer"] != CEILING]  # another unit: in the table only
     fig, ax = plt.subplots(figsize=(7, 4.2))
     groups = [f"{n} proc" for n in sorted({r["processes"] for r in rows})]
     series = list(dict.fromkeys(r["peer"] for r in rows))

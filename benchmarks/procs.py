@@ -27,6 +27,10 @@ from .report import Report, Target
 from .values import BYTES_100
 
 STORES = ("mmcache", "diskcache", "lmdb")
+# Not a store: a pure-Python loop in each process. Its speed-up is the most
+# any Python workload can get from more processes on this machine (a VM's
+# cores may share a physical core or be overcommitted).
+CEILING = "python loop"
 COUNTS = (1, 2, 4)
 CHUNK = 256  # operations between two looks at the clock
 
@@ -62,15 +66,30 @@ def worker(
         store.close()
 
 
+def spin_worker(duration: float, barrier: Barrier, out: Any) -> None:
+    """No store at all: a pure-Python loop, for the machine's own scaling."""
+    barrier.wait(timeout=60)
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < duration:
+        for _ in range(CHUNK):
+            pass
+        n += CHUNK
+    out.put((n, time.perf_counter() - t0))
+
+
 def race(peer: str, directory: Path, capacity: int, keys: list[str], n: int, duration: float) -> float:
     """Aggregate ops/s of ``n`` workers."""
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(n)
     out = ctx.Queue()
-    procs = [
-        ctx.Process(target=worker, args=(peer, str(directory), capacity, keys, duration, barrier, out))
-        for _ in range(n)
-    ]
+    if peer == CEILING:
+        procs = [ctx.Process(target=spin_worker, args=(duration, barrier, out)) for _ in range(n)]
+    else:
+        procs = [
+            ctx.Process(target=worker, args=(peer, str(directory), capacity, keys, duration, barrier, out))
+            for _ in range(n)
+        ]
     for p in procs:
         p.start()
     try:
@@ -100,18 +119,19 @@ def run(cfg: Config) -> Report:
         f"this machine has {mp.cpu_count()} cores, so 4 processes share them"
     )
     try:
-        for peer in STORES:
+        for peer in (CEILING, *STORES):
             d = base / peer
             try:
-                store = open_store(peer, d, BYTES_100, capacity)
+                store = None if peer == CEILING else open_store(peer, d, BYTES_100, capacity)
             except Unavailable as e:
                 rep.note(f"{peer}: skipped: not available: {e}")
                 rates.update({(peer, n): None for n in COUNTS})
                 continue
-            try:
-                fill(store, keys, BYTES_100)
-            finally:
-                store.close()
+            if store is not None:
+                try:
+                    fill(store, keys, BYTES_100)
+                finally:
+                    store.close()
             # Repeats go round the process counts (1, 2, 4, 1, 2, 4, ...) rather
             # than one count at a time, so that a slow spell of the machine
             # (they last minutes on shared VMs) falls on every count alike
@@ -150,7 +170,7 @@ def _report(rep: Report, rates: dict[tuple[str, int], float | None]) -> None:
                 fmt_ratio(_speedup(rates, p, 2)),
                 fmt_ratio(_speedup(rates, p, 4)),
             ]
-            for p in STORES
+            for p in (*STORES, CEILING)
         ],
     )
     others = [p for p in STORES if p != "mmcache"]
@@ -171,6 +191,15 @@ def _report(rep: Report, rates: dict[tuple[str, int], float | None]) -> None:
             "skipped" if s is None else fmt_ratio(s),
             ">= 1.7×",
             None if s is None else s >= 1.7,
+        )
+    )
+    c = _speedup(rates, CEILING, 2)
+    rep.targets.append(
+        Target(
+            "machine ceiling: a pure-Python loop, 2 processes / 1 (for information)",
+            "skipped" if c is None else fmt_ratio(c),
+            "–",
+            None,
         )
     )
     f = faster("diskcache", 2)
