@@ -156,6 +156,7 @@ def recency_index(size: int, slot: int) -> int:
     """Index of ``slot``'s stamp in the roster file viewed as u32s."""
     return ROSTER_HEADER_BYTES // 4 + size + slot - 1
 
+
 # ----------------------------------------------------------------------- heap
 SEG_MAGIC = b"MMCHEAP\x00"
 SEG_HEADER = struct.Struct("<8sIIQ")  # magic, version, segment number, generation

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ._shared import SharedTable
     from .table import MmapCache
 
+
 # ----------------------------------------------------------------- files
 def _remove(names: list[str]) -> None:
     for name in names:

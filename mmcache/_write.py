@@ -170,8 +170,10 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         occ, dele = _OCC_DEL(idx, _OFF_HOT)
         cap, load = g.caps or caps(g)
         max_entries = c.max_entries
-        roomy = occ < cap and (max_entries is None or occ < max_entries) and (
-            occ + dele < load or idx[free + g.key_size] != _EMPTY
+        roomy = (
+            occ < cap
+            and (max_entries is None or occ < max_entries)
+            and (occ + dele < load or idx[free + g.key_size] != _EMPTY)
         )
     else:
         roomy = found >= 0 and max_bytes is None and not only_if_absent  # an overwrite

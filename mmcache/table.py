@@ -10,7 +10,6 @@ in ``_maintenance``.
 
 from __future__ import annotations
 
-import builtins
 import os
 import struct
 import time
@@ -28,6 +27,7 @@ from . import _write as W
 from ._fs import check_network_fs, check_parent, check_safe
 from ._generation import Generation, Params, read_header
 from ._shared import SharedTable, acquire, release
+from ._table_maintenance import TableMaintenance
 from .errors import ClosedCacheError, CorruptCacheError
 from .keys import encode_key, slot_key
 
@@ -63,7 +63,7 @@ class Entry(NamedTuple):
     expire_ns: int | None
 
 
-class MmapCache:
+class MmapCache(TableMaintenance):
     """A shared, persistent, process-safe key/value table in mapped files.
 
     Keys are ``str`` or ``bytes`` (a str and a bytes key are different keys,
@@ -558,74 +558,6 @@ class MmapCache:
             yield self
         if s.compact_wanted:
             self._compact(s)
-
-    # -------------------------------------------------------------- listing
-    def list(self) -> list[Key]:
-        """The live keys, as they were given (str or bytes). O(occupied)."""
-        return [k for k, _ in M.iter_items(self, self._shared(), values=False)]
-
-    def list_items(self) -> builtins.list[tuple[Key, bytes]]:
-        """(key, value) pairs of the live entries, via the roster. O(occupied)."""
-        return list(M.iter_items(self, self._shared(), values=True))
-
-    def entries(self) -> Iterator[tuple[Key, Entry]]:
-        """(key, Entry) of every live entry, with codec flags, mtime and
-        expiry; counts no hits (for tools that inspect a table)."""
-        return M.iter_entries(self, self._shared())
-
-    def items(self) -> Iterator[tuple[Key, bytes]]:
-        return M.iter_items(self, self._shared(), values=True)
-
-    def keys(self) -> builtins.list[Key]:
-        return self.list()
-
-    # ---------------------------------------------------------- maintenance
-    def atomic_rebuild(self, new_size: int | None = None) -> None:
-        """Compact the heap, drop tombstones and expired entries, optionally
-        resize: new files are written beside the old ones and renamed into
-        place; other processes switch over by themselves and keep reading."""
-        s = self._shared()
-        if new_size is not None:
-            A.check_size(new_size)
-        if s.lock.held:  # inside a transaction: the lock cannot be let go
-            R.rebuild(self, s, new_size)
-            return
-        while not R.rebuild_concurrently(self, s, new_size):
-            time.sleep(0.01)  # another process is rebuilding: wait, then rebuild ours
-
-    def purge_expired(self) -> int:
-        """Remove every expired entry now; returns how many."""
-        s = self._shared()
-        with s.lock.hold():
-            return W.purge_expired(self, s)
-
-    def evict(self, n: int) -> int:
-        """Evict ``n`` entries by this handle's policy (expired ones first)."""
-        s = self._shared()
-        with s.lock.hold():
-            return W.evict(self, s, n)
-
-    def clear(self) -> None:
-        """Remove every entry (by rebuilding into empty files)."""
-        s = self._shared()
-        with s.lock.hold():
-            R.rebuild(self, s, None, keep=False)
-
-    def verify(self) -> builtins.list[str]:
-        """Check every invariant; returns the problems found (empty if none)."""
-        s = self._shared()
-        with s.lock.hold():
-            return M.verify(self, s)
-
-    def repair(self) -> builtins.list[str]:
-        """Fix counters, roster and damaged slots; returns what was fixed."""
-        s = self._shared()
-        with s.lock.hold():
-            return M.repair(self, s, s.current_for_write())
-
-    def get_stats(self) -> dict[str, Any]:
-        """Counters and sizes; hits, misses etc. are summed over processes."""
-        return M.stats(self, self._shared())
 
     # ------------------------------------------------------------- lifetime
     def close(self) -> None:

@@ -383,9 +383,7 @@ _COMMON: dict[type, _Enc] = {
     range: lambda o, t, d: b"r" + _e_int(o.start) + _e_int(o.stop) + _e_int(o.step),
     complex: _e_complex,
     Fraction: lambda o, t, d: (
-        b"q" + _e_int(o.numerator) + _e_int(o.denominator)
-        if t
-        else _rational_u(o.numerator, o.denominator)
+        b"q" + _e_int(o.numerator) + _e_int(o.denominator) if t else _rational_u(o.numerator, o.denominator)
     ),
     Decimal: _e_decimal,
     _dt.datetime: lambda o, t, d: (

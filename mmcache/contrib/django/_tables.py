@@ -39,8 +39,15 @@ DIR_MODE = 0o700  # LOCATION is owner-only, like FileBasedCache's directory
 # The table's shape: every alias sharing a LOCATION must agree on these.
 SHAPE_OPTIONS = ("TABLE_SIZE", "SLOT_SIZE", "KEY_SIZE", "MAX_SEGMENT_BYTES")
 KNOWN_OPTIONS = frozenset(
-    {"MAX_ENTRIES", "CULL_FREQUENCY", "CODEC", "PICKLE_PROTOCOL", "MAX_TABLE_SIZE", "ALLOW_NETWORK_FS",
-     "SIGN"}
+    {
+        "MAX_ENTRIES",
+        "CULL_FREQUENCY",
+        "CODEC",
+        "PICKLE_PROTOCOL",
+        "MAX_TABLE_SIZE",
+        "ALLOW_NETWORK_FS",
+        "SIGN",
+    }
     | set(SHAPE_OPTIONS)
 )
 
