@@ -26,6 +26,15 @@ from ._generation import Generation
 SKIP = 0xFFFFFFFF  # new_of_old marker: the record was expired or unreadable
 
 
+def _fault_in(ng: Generation) -> None:
+    """The new files are fresh fallocated space: fault them in at once
+    rather than page by page in the copy loop (see _fs.populate); the heap
+    too as it grows, until ``finish`` (puts then grow it under the lock)."""
+    populate(ng.idx, 0, len(ng.idx))
+    populate(ng.roster, 0, len(ng.roster))
+    ng.heap.prefault = True
+
+
 class Builder:
     """Fills an unpublished generation (no reader can see it yet)."""
 
@@ -42,11 +51,7 @@ class Builder:
         self.failed = False  # (a Builder skips what it cannot read: never set)
         self.unpack_slot = g.slot_struct.unpack_from
         self.pack_slot = ng.slot_struct.pack_into
-        # The new files are fresh fallocated space: fault them in at once
-        # rather than page by page in the copy loop (see _fs.populate).
-        populate(ng.idx, 0, len(ng.idx))
-        populate(ng.roster, 0, len(ng.roster))
-        ng.heap.prefault = True
+        _fault_in(ng)
 
     def copy_all(self, slots: Collection[int]) -> None:
         """Copy each old slot's record and slot into the new generation.
@@ -152,14 +157,14 @@ class Builder:
         have read the slot mid-change (a new key over an old key's tombstone),
         and the change that tore it is in the log taken after that read. Without
         a log, a slot still pointing at its copied record is kept."""
-        g, b = self.g, self
+        g = self.g
         K, ss, mm = g.params.key_size, g.slot_size, g.idx
         OCC, HB = L.OCCUPIED, L.HEADER_BYTES
-        copied_loc, nslots = b.copied_loc, g.nslots
+        copied_loc, nslots = self.copied_loc, g.nslots
         logged = changed is not None
         if changed is None:
             occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-            changed = itertools.chain(*b.visited, M.roster_snapshot(g, occ))
+            changed = itertools.chain(*self.visited, M.roster_snapshot(g, occ))
         fresh = []
         for slot in set(changed):
             if not 1 <= slot <= nslots:
@@ -168,12 +173,12 @@ class Builder:
             occupied = mm[o + K] == OCC
             if occupied and not logged:
                 seg, off = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
-                if (seg << 32 | off) == copied_loc[slot] and b.new_of_old[slot]:
+                if (seg << 32 | off) == copied_loc[slot] and self.new_of_old[slot]:
                     continue
-            b.drop(slot)
+            self.drop(slot)
             if occupied:
                 fresh.append(slot)
-        b.copy_all(fresh)
+        self.copy_all(fresh)
 
     def finish(self, next_gen: int) -> None:
         self.ng.heap.prefault = False  # from now on puts grow it, under the lock
@@ -204,9 +209,7 @@ class HeapCopier:
         self.seg, self.tail = 0, L.SEG_HEADER_BYTES
         self.written = self.expired = 0
         self.failed = False
-        populate(ng.idx, 0, len(ng.idx))
-        populate(ng.roster, 0, len(ng.roster))
-        ng.heap.prefault = True
+        _fault_in(ng)
 
     @property
     def occ(self) -> int:

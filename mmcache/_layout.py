@@ -119,7 +119,6 @@ OFF_SLOT_ROSTER = 4
 OFF_SLOT_LOC = 8  # (seg, off) written as one 8-byte field
 SLOT_LOC = struct.Struct("<II")
 OFF_SLOT_MTIME = 16
-SLOT_LOC_MTIME = struct.Struct("<IIQ")
 SLOT_LOC_MTIME_LEN = struct.Struct("<IIQI")  # seg, off, mtime, record length
 OFF_SLOT_RECLEN = 24
 

@@ -136,8 +136,7 @@ def prepare(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, 
 
     A small value is copied into the record's bytes (one store under the
     lock); a large one is not copied twice: the checksum streams over the
-    parts and the value is placed as it is. MmapCache.put has the small
-    case written out."""
+    parts and the value is placed as it is."""
     rkf = (kf & _KF_STR) | (_KF_SIGNED if secret else 0)
     body = _REC_BODY(exp, len(kb), len(data), flags, rkf, _MAGIC, 0)
     body += kb

@@ -45,10 +45,7 @@ _MISS = object()
 _monotonic_ns = time.monotonic_ns
 _SLOT_TAIL = struct.Struct("<xIII").pack  # a slot's pad, roster position, seg, off
 _REC_MAGIC = L.REC_MAGIC
-_REC_BODY = W._REC_BODY
-_INLINE_VALUE = W.INLINE_VALUE
 _KF_STR = L.KF_STR
-_KF_SIGNED = L.KF_SIGNED
 # Keys a process memoises per table before starting afresh (about 300 bytes
 # each): a working set up to this size is served from the memo.
 _MEMO_ENTRIES = 1 << 15
@@ -483,19 +480,8 @@ class MmapCache(TableMaintenance):
             self.delete(key)
             return
         # The record and its checksum are made before the lock is taken,
-        # which is then held only to place them (W.prepare; its small-value
-        # case written out).
-        secret = self._secret
-        if len(data) <= _INLINE_VALUE:
-            rkf = (kf & _KF_STR) | (_KF_SIGNED if secret else 0)
-            body = _REC_BODY(exp, len(kb), len(data), flags, rkf, _REC_MAGIC, 0)
-            body += kb
-            body += data
-            apart: bytes | memoryview = b""  # (the value is in body)
-            csum = xxh3_64_intdigest(body)
-            mac = M.mac(secret, body) if secret else None
-        else:
-            body, apart, csum, mac = W.prepare(secret, kb, kf, data, exp, flags)
+        # which is then held only to place them.
+        body, apart, csum, mac = W.prepare(self._secret, kb, kf, data, exp, flags)
         lock = s.lock
         lock.acquire()
         try:
