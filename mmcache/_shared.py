@@ -45,10 +45,12 @@ class SharedTable:
         # Keys this process has found, with what their last hit learnt (see
         # MmapCache.get): valid while their slot's bytes are unchanged.
         self.memo: dict[str | bytes, tuple[Any, ...]] = {}
-        self.memo_skip = 0  # first reads still to leave out of a thrashing memo
+        self.memo_skip = 0  # first reads before admit() is asked again (see there)
+        self.memo_kept = False  # the memo is full and kept as it is for a while
+        self.memo_fails = 0  # full memos in a row that served too few hits
         self.first_reads = 0  # hits that had to probe (the rest came from the memo)
         self.flushed_hits = 0  # hits already added to the stats stripe
-        self._memo_mark = (0, 0)  # (hits, first_reads) when the memo last started afresh
+        self._memo_mark = (0, 0)  # (hits, first_reads) when the kept memo's window began
         self.grow_to: int | None = None  # the size that rebuild should have
         # ((pid, generation) of another process's rebuild seen in progress,
         # monotonic_ns until which it is taken to be alive): see _rebuild._busy
@@ -153,32 +155,45 @@ class SharedTable:
         # new memo, which the get hot path trusts to be of the current one.
         self.gen = new
         self.memo = {}
+        if self.memo_kept:  # it was judged full; the new one fills afresh now
+            self.memo_kept, self.memo_skip = False, 0
         old.close()
 
     # --------------------------------------------------------------- memo
     def admit(self, entries: int) -> bool:
         """May a first read add its key to the memo (of at most ``entries``)?
 
-        When the memo is full it starts afresh; if it served fewer hits than
-        it took keys since the last fresh start (keys read at random from a
-        set much larger than the memo), filling it is pure cost, so the next
-        ``4 * entries`` first reads leave it alone before it is tried again."""
-        if self.memo_skip:
-            self.memo_skip -= 1
-            if not self.memo_skip:
-                self._memo_mark = (self.flushed_hits + self.local[0], self.first_reads)
-            return False
-        if len(self.memo) < entries:
+        Asked on a first read once ``memo_skip`` (counted down by the caller)
+        is 0. A memo that is not full fills. A full memo is kept as it is for
+        the next ``entries`` first reads (the caller only refreshes entries a
+        writer made stale meanwhile), then judged: it stays if at least one
+        read in five was a memo hit (a memo hit saves more than the lookup a
+        miss costs, even for working sets a few times the memo's size); if
+        not, the working set moved or is much larger than the memo, so it
+        starts afresh, at once the first time, and after a pause of 4, 8 ...
+        64 x ``entries`` first reads (keys read at random from a huge set:
+        filling a memo is pure cost then) each further time in a row."""
+        if not self.memo_kept and len(self.memo) < entries:
             return True
         hits = self.flushed_hits + self.local[0]
-        mark_hits, mark_first = self._memo_mark
-        served = (hits - mark_hits) - (self.first_reads - mark_first)
-        self.memo.clear()
-        self._memo_mark = (hits, self.first_reads)
-        if served < entries:
-            self.memo_skip = 4 * entries
+        if not self.memo_kept:  # just filled: keep it, judge it after a window
+            self.memo_kept, self.memo_skip = True, entries
+            self._memo_mark = (hits, self.first_reads)
             return False
-        return True
+        mark_hits, mark_first = self._memo_mark
+        first = self.first_reads - mark_first
+        served = (hits - mark_hits) - first
+        self._memo_mark = (hits, self.first_reads)
+        if 4 * served >= first:
+            self.memo_fails, self.memo_skip = 0, entries
+            return False
+        self.memo.clear()
+        self.memo_kept = False
+        self.memo_fails += 1
+        if self.memo_fails == 1:
+            return True
+        self.memo_skip = entries << min(self.memo_fails, 6)
+        return False
 
     # -------------------------------------------------------------- stats
     def flush_stats(self) -> None:

@@ -333,10 +333,16 @@ class MmapCache(TableMaintenance):
                     # Memoise, with the slot as read above as the test (one
                     # read: a writer that changed it since makes the test fail).
                     s.first_reads += 1
-                    if memoise and s.admit(_MEMO_ENTRIES):
-                        memo[key] = (kt, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
-                                       vs, ve, exp, flags, recency if track_recency else None,
-                                       rec_base + i)  # fmt: skip
+                    if memoise:
+                        if s.memo_skip:  # see SharedTable.admit
+                            s.memo_skip -= 1
+                            keep = s.memo_kept and key in memo
+                        else:
+                            keep = s.admit(_MEMO_ENTRIES)
+                        if keep:
+                            memo[key] = (kt, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
+                                           vs, ve, exp, flags, recency if track_recency else None,
+                                           rec_base + i)  # fmt: skip
                     if exp and exp <= _time_ns():
                         s.local[1] += 1
                         return default

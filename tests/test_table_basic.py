@@ -389,23 +389,81 @@ def test_memo_false_handles_neither_use_nor_fill_the_memo(path: str) -> None:
         assert lean.get("k3") == b"new" and c.get("k3") == b"new"
 
 
-def test_memo_stops_filling_when_it_serves_nothing(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys read once each, many more than the memo holds: filling the memo
-    is pure cost, so after one useless fill it stays empty for a while; a
-    working set that fits is memoised again after that."""
+def _memo_hits(c: MmapCache, keys: list[str]) -> int:
+    """Reads ``keys`` (all stored, value b"v"); how many the memo answered."""
+    s = c._s  # type: ignore[union-attr]
+    first = s.first_reads
+    assert [c.get(k) for k in keys] == [b"v"] * len(keys)
+    return len(keys) - (s.first_reads - first)
+
+
+def test_memo_pauses_when_keys_come_from_a_set_much_larger_than_it(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys read at random from a set 20 times the memo's size: a full memo
+    serves ~5 %, so it is dropped, refilled once, dropped again and then left
+    empty for a while (filling it is pure cost); a working set that fits is
+    memoised again once the pause is over."""
+    import random
+
+    from mmcache import table
+
+    monkeypatch.setattr(table, "_MEMO_ENTRIES", 50)
+    rng = random.Random(7)
+    with MmapCache(path, size=4096) as c:
+        s = c._s  # type: ignore[union-attr]
+        for i in range(1000):
+            c.put(f"k{i}", b"v")
+        _memo_hits(c, [f"k{rng.randrange(1000)}" for _ in range(400)])
+        assert s.memo_fails >= 2 and s.memo_skip > 0 and len(s.memo) == 0
+        pause = s.memo_skip  # paused: that many first reads memoise nothing
+        assert _memo_hits(c, [f"k{rng.randrange(1000)}" for _ in range(pause)]) == 0
+        assert len(s.memo) == 0 and s.memo_skip == 0
+        hot = [f"k{i}" for i in range(10)]
+        for _ in range(200):  # the pause (at most 64 x 50 first reads) runs out ...
+            _memo_hits(c, hot)
+        assert s.memo_skip == 0 and set(hot) <= set(s.memo)
+        assert _memo_hits(c, hot) == len(hot)  # ... and the small working set is served from the memo
+
+
+def test_memo_is_kept_for_a_working_set_somewhat_larger_than_it(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 keys read in turn, a memo of 50: keeping the 50 it holds answers
+    5 reads in 6 (dropping it whenever it is full would answer almost none)."""
     from mmcache import table
 
     monkeypatch.setattr(table, "_MEMO_ENTRIES", 50)
     with MmapCache(path, size=4096) as c:
         s = c._s  # type: ignore[union-attr]
-        for i in range(1200):
-            c.put(f"k{i}", b"v")
-        for i in range(100):  # each key once: 100 inserts, no memo hit
-            assert c.get(f"k{i}") == b"v"
-        assert s.memo_skip > 0 and len(s.memo) == 0
-        for _ in range(30):  # a small working set: the skip runs out (4 x 50 first reads) ...
-            assert [c.get(f"k{i}") for i in range(10)] == [b"v"] * 10
-        assert s.memo_skip == 0 and {f"k{i}" for i in range(10)} <= set(s.memo)
-        first = s.first_reads  # ... and then it is served from the memo
-        assert [c.get(f"k{i}") for i in range(10)] == [b"v"] * 10
-        assert s.first_reads == first
+        keys = [f"k{i}" for i in range(60)]
+        for k in keys:
+            c.put(k, b"v")
+        for _ in range(5):
+            _memo_hits(c, keys)
+        assert s.memo_kept and len(s.memo) == 50 and s.memo_fails == 0
+        assert _memo_hits(c, keys * 10) == 500
+        # An entry a writer made stale is refreshed while the memo is kept.
+        memoised = next(iter(s.memo))
+        c.put(memoised, b"v")
+        assert _memo_hits(c, [memoised]) == 0 and _memo_hits(c, [memoised]) == 1
+
+
+def test_memo_follows_a_working_set_that_moves(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full memo of yesterday's keys serves nothing today: after one window
+    of first reads it is dropped and refilled with the new working set."""
+    from mmcache import table
+
+    monkeypatch.setattr(table, "_MEMO_ENTRIES", 50)
+    with MmapCache(path, size=4096) as c:
+        s = c._s  # type: ignore[union-attr]
+        old, new = [f"a{i}" for i in range(50)], [f"b{i}" for i in range(50)]
+        for k in old + new:
+            c.put(k, b"v")
+        for _ in range(3):
+            _memo_hits(c, old)
+        assert set(s.memo) == set(old)
+        for _ in range(3):
+            _memo_hits(c, new)
+        assert set(s.memo) == set(new) and s.memo_fails <= 1
+        assert _memo_hits(c, new) == 50
