@@ -15,7 +15,7 @@ fsync per commit, like mmcache and like diskcache's SQLite in WAL mode with
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,16 @@ class Store:
     delete: Callable[[str], object]
     close: Callable[[], None]
     handle: Any = None
+    bulk: Callable[[Iterable[tuple[str, Any]]], None] | None = None  # many puts in one transaction
+
+    def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Store ``items`` the fastest way this store has (for filling)."""
+        if self.bulk is not None:
+            self.bulk(items)
+            return
+        put = self.put
+        for k, v in items:
+            put(k, v)
 
 
 def open_store(peer: str, directory: Path, kind: ValueKind, capacity: int) -> Store:
@@ -133,7 +143,15 @@ def _open_lmdb(directory: Path, kind: ValueKind, capacity: int) -> Store:
         with begin(write=True) as t:
             return t.delete(key.encode())
 
-    return Store("lmdb", get, put, delete, env.close, env)
+    def bulk(items: Iterable[tuple[str, Any]]) -> None:
+        enc = (lambda v: v) if codec is None else codec[0]
+        it = iter(items)
+        while batch := [(k.encode(), enc(v)) for _, (k, v) in zip(range(65536), it, strict=False)]:
+            with begin(write=True) as t:
+                for k, v in batch:
+                    t.put(k, v)
+
+    return Store("lmdb", get, put, delete, env.close, env, bulk)
 
 
 def _open_diskcache(directory: Path, kind: ValueKind, capacity: int) -> Store:

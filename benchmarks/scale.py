@@ -8,7 +8,11 @@
   ``memo=False`` handle: the probe and record check every first read of a
   key in a process pays; the default handle also has the per-process memo,
   which answers repeat reads of up to 32,768 keys per table much faster
-  (so at 1e3 entries nearly every hit is a memo hit, at 1e6 nearly none).
+  (so at 1e3 entries nearly every hit is a memo hit, at 1e6 nearly none),
+  timed in its steady state (after ``STEADY_READS`` random reads).
+  The same random hits on py-lmdb and on a plain dict, at the same counts
+  and in the same run, show what the memory hierarchy alone does to a
+  lookup as the data outgrows the CPU caches.
 - Listing: one table of ``LIST_SIZE`` slots filled step by step; at each
   step ``list_items()`` is timed. It walks the roster, so its time follows
   the occupied count, not the table size: compare with the same count in a
@@ -29,10 +33,14 @@ from typing import Any
 
 from .harness import Config, Timing, fmt_ns, fmt_ratio, measure
 from .kv import loop_get, loop_put
+from .peers import Unavailable, open_store
 from .report import Report, Target
 from .values import BYTES_100
 
 LIST_SIZE = 2_000_000
+PEERS = ("lmdb", "dict")  # timed at every latency count up to PEER_MAX
+PEER_MAX = 1_000_000
+STEADY_READS = 1 << 17  # random reads before the default handle's hits are timed
 SLOT_BYTES = 96
 RECORD_BYTES = 160  # 32-byte record header + key + 100-byte value, rounded up
 
@@ -99,12 +107,31 @@ def time_latency(c: Any, n: int, cfg: Config) -> dict[str, Timing]:
 
     with MmapCache.open(c.path, memo=False) as lean:
         first = measure(loop_get(lean.get), hits, cfg)
+    # Steady state first: the memo (32,768 keys) fills, is judged and then
+    # kept or paused within 4 x its size of random reads; a timed batch is
+    # far shorter, so without this it would time the filling only.
+    loop_get(c.get)(hits(STEADY_READS))
     return {
         "get hit": measure(loop_get(c.get), hits, cfg),
         "get hit (first read)": first,
         "get miss": measure(loop_get(c.get), misses, cfg),
         "put overwrite": measure(loop_put(c.put, v), hits, cfg, max_n=20_000),
     }
+
+
+def time_peer_hits(peer: str, n: int, cfg: Config, directory: Path) -> Timing | None:
+    """Random get hits on ``peer`` holding ``n`` entries (None: not installed)."""
+    try:
+        store = open_store(peer, directory, BYTES_100, n)
+    except Unavailable:
+        return None
+    try:
+        store.put_many((key(i), BYTES_100.value) for i in range(n))
+        rng = random.Random(n)
+        assert store.get(key(n - 1)) == BYTES_100.value
+        return measure(loop_get(store.get), lambda m: [key(rng.randrange(n)) for _ in range(m)], cfg)
+    finally:
+        store.close()
 
 
 def run(cfg: Config) -> Report:
@@ -115,6 +142,7 @@ def run(cfg: Config) -> Report:
     lat: dict[int, dict[str, Timing]] = {}
     tight: dict[int, float] = {}
     fixed: dict[int, float] = {}
+    peer_lat: dict[str, dict[int, Timing]] = {}
     try:
         # Tight tables for the small counts: list_items there, latencies at 1e3 / 1e5.
         for n in list_counts(cfg):
@@ -162,9 +190,23 @@ def run(cfg: Config) -> Report:
                 lat[n] = time_latency(c, n, cfg)
                 _progress(n, size, lat[n])
             shutil.rmtree(d, ignore_errors=True)
+        for n in latency_sizes(cfg):
+            if n > PEER_MAX or n not in lat:
+                continue
+            for peer in PEERS:
+                d = Path(tempfile.mkdtemp(dir=base))
+                t = time_peer_hits(peer, n, cfg, d)
+                shutil.rmtree(d, ignore_errors=True)
+                if t is None:
+                    rep.note(f"{peer} skipped: not installed")
+                else:
+                    peer_lat.setdefault(peer, {})[n] = t
+                    print(f"  {n:>10,} entries, {peer}: get hit={fmt_ns(t.median_ns)}", flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     _report(rep, cfg, lat, tight, fixed)
+    _report_peers(rep, lat, peer_lat)
+    rep.target_section()
     return rep
 
 
@@ -247,4 +289,34 @@ def _report(
         rep.targets.append(
             Target("get hit latency at 1e7 / at 1e3 (for information)", f"{r:.2f}×", "–", None)
         )
-    rep.target_section()
+
+
+def _report_peers(
+    rep: Report, lat: dict[int, dict[str, Timing]], peer_lat: dict[str, dict[int, Timing]]
+) -> None:
+    """mmcache's get hit against lmdb's and dict's at the same counts."""
+    ns = [n for n in sorted(lat) if all(n in t for t in peer_lat.values()) and n <= PEER_MAX]
+    if not peer_lat or not ns:
+        return
+    cols = {"mmcache": {n: lat[n]["get hit"] for n in ns}}
+    cols["mmcache (first read)"] = {n: lat[n]["get hit (first read)"] for n in ns}
+    cols.update(peer_lat)
+    for peer, ts in peer_lat.items():
+        for n, t in ts.items():
+            row = {"kind": "peer_latency", "peer": peer, "entries": n, "workload": "get hit"}
+            rep.rows.append(row | {"median_ns": t.median_ns, "min_ns": t.min_ns, "max_ns": t.max_ns})
+    base = ns[0]
+    rep.section(
+        "get hit against entries, with py-lmdb and a dict in the same run (random keys, 100 B values)",
+        ["entries", *cols, *(f"{c} / at {base:.0e}" for c in cols)],
+        [
+            [f"{n:,}", *(fmt_ns(c[n].median_ns) for c in cols.values())]
+            + [fmt_ratio(c[n].median_ns / c[base].median_ns) for c in cols.values()]
+            for n in ns
+        ],
+    )
+    if base == 1_000 and 1_000_000 in ns:
+        for peer, ts in peer_lat.items():
+            r = ts[1_000_000].median_ns / ts[1_000].median_ns
+            what = f"{peer} get hit at 1e6 / at 1e3 (same run, for comparison)"
+            rep.targets.append(Target(what, f"{r:.2f}×", "–", None))
