@@ -115,6 +115,44 @@ def test_fast_and_general_binding_agree(func: Any, args: Any, kwargs: Any, drop:
     assert keyer._key_general(bound.args, bound.kwargs) == general
 
 
+def one(x: Any) -> None: ...
+
+
+@pytest.mark.parametrize("func", [one, sig_a])
+@pytest.mark.parametrize(
+    "value",
+    [
+        1,
+        -(2**70),
+        1.5,
+        True,
+        "s",
+        b"b",
+        None,
+        (1, "a"),
+        [1, [2]],
+        {"a": {1, 2}},
+        Decimal("1.5"),
+        uuid.UUID(int=5),
+    ],
+)
+def test_every_argument_by_position_hashes_as_bound(func: Any, value: Any) -> None:
+    """The exact-positional shortcut (no binding) gives the bound key, typed or not."""
+    args = (value,) * len(inspect.signature(func).parameters)
+    for typed in (False, True):
+        keyer = ArgKeyer(func, typed=typed)
+        assert keyer.key(args, {}) == keyer._key_bound(args, {}) == keyer._key_general(args, {})
+
+
+@pytest.mark.parametrize("func", [one, sig_a])
+def test_every_argument_by_position_unencodable_names_it(func: Any) -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    args = (1,) * (len(inspect.signature(func).parameters) - 1) + (loop,)
+    with pytest.raises(TypeError, match="argument 'x'|argument 'y'"):
+        ArgKeyer(func).key(args, {})
+
+
 def test_bad_calls_raise_typeerror() -> None:
     keyer = ArgKeyer(f)
     for args, kwargs in [((), {}), ((1, 2, 3), {}), ((1,), {"x": 1}), ((1,), {"z": 1})]:
@@ -289,9 +327,11 @@ hashables = st.recursive(
 )
 values = st.recursive(
     hashables | st.binary(),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(hashables, inner, max_size=4)
-    | st.sets(hashables, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(hashables, inner, max_size=4)
+        | st.sets(hashables, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -317,8 +357,7 @@ def typed_eq(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(map(typed_eq, a, b))
     if isinstance(a, dict):
         return len(a) == len(b) and all(
-            any(typed_eq(ka, kb) and typed_eq(va, vb) for kb, vb in b.items())
-            for ka, va in a.items()
+            any(typed_eq(ka, kb) and typed_eq(va, vb) for kb, vb in b.items()) for ka, va in a.items()
         )
     if isinstance(a, frozenset | set):
         return len(a) == len(b) and all(any(typed_eq(x, y) for y in b) for x in a)
@@ -617,9 +656,7 @@ def test_numpy_special_arrays_and_scalars() -> None:
     assert encode(np.int32(3), typed=True) != encode(np.int64(3), typed=True) != encode(3)
     assert encode(np.datetime64("2024-01-01")) != encode(np.datetime64("2024-01-02"))
     assert encode(np.dtype("f4")) != encode(np.dtype("f8"))
-    assert encode(np.ma.masked_array([1, 2], mask=[0, 1])) != encode(
-        np.ma.masked_array([1, 2], mask=[1, 0])
-    )
+    assert encode(np.ma.masked_array([1, 2], mask=[0, 1])) != encode(np.ma.masked_array([1, 2], mask=[1, 0]))
 
 
 def test_numpy_not_imported_for_other_values() -> None:
@@ -667,9 +704,7 @@ print(json.dumps({"keys": keys, "order": list(set(words))}))
 
 def run_cross(seed: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONHASHSEED": seed}
-    run = subprocess.run(
-        [sys.executable, "-c", CROSS], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    run = subprocess.run([sys.executable, "-c", CROSS], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     result: dict[str, Any] = json.loads(run.stdout)
     return result

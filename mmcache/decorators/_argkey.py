@@ -90,11 +90,50 @@ class ArgKeyer:
         keep = [i for i, n in enumerate(names) if n not in self.ignore]
         self._keep = None if len(keep) == len(names) else keep
         self._names = [names[i] for i in keep]
+        self.key: Callable[[tuple[Any, ...], dict[str, Any]], bytes] = self._exact_key()
 
     def __repr__(self) -> str:
         return f"ArgKeyer({self.namespace.decode('utf-8', 'replace')!r}, typed={self.typed})"
 
-    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def _exact_key(self) -> Callable[[tuple[Any, ...], dict[str, Any]], bytes]:
+        """``key``: the commonest call, every parameter given by position and
+        none ignored, hashes the arguments as they come (the same bytes
+        ``_key_bound`` builds, without binding); any other call goes there.
+        A closure: on a decorator hit every attribute lookup shows."""
+        bound, prefix, typed, disp = self._key_bound, self._prefix, self.typed, _DISPATCH[self.typed]
+        n = self._npos if self._keep is None and self._tails.get(self._npos) == () else -1
+        if n <= 0:
+            return bound
+        if n == 1:
+
+            def key1(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+                if len(args) == 1 and not kwargs:
+                    v = args[0]
+                    fn = disp.get(type(v))
+                    if fn is not None:
+                        try:
+                            return _digest(prefix + fn(v, typed, 0))
+                        except _Unencodable:
+                            pass  # _key_bound names the argument
+                return bound(args, kwargs)
+
+            return key1
+
+        def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+            if len(args) == n and not kwargs:
+                parts = [prefix]
+                try:
+                    for v in args:
+                        fn = disp.get(type(v))
+                        parts.append(fn(v, typed, 0) if fn else _enc_slow(v, typed, 0))
+                    return _digest(b"".join(parts))
+                except _Unencodable:
+                    pass
+            return bound(args, kwargs)
+
+        return key
+
+    def _key_bound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """The 16-byte ``xxh3_128`` key of the call ``func(*args, **kwargs)``."""
         values: Any
         if not kwargs and (tail := self._tails.get(len(args))) is not None:
