@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from xxhash import xxh3_64, xxh3_64_intdigest
 
+from . import _evict as E
 from . import _layout as L
 from . import _maintenance as M
 from . import _rebuild as R
@@ -38,13 +39,11 @@ if TYPE_CHECKING:
 LIVE_FRACTION = 0.5
 LOAD_FRACTION = 0.85  # live + tombstones per data slot before a put must rebuild
 EARLY_FRACTION = (LIVE_FRACTION + LOAD_FRACTION) / 2  # ask for a concurrent rebuild from here
-SAMPLES = 8  # candidates looked at per eviction (Redis uses 5)
 _HOT = L.HOT.unpack_from
 _OFF_HOT = L.OFF_HOT
 _RH = L.RECORD_HEADER
 _HB = L.HEADER_BYTES
 _U32 = L.U32.unpack_from
-_U64 = L.U64.unpack_from
 _HOT_PACK = L.HOT.pack_into
 _REC = L.RECORD.unpack_from
 _U64_PACK = L.U64.pack_into
@@ -404,59 +403,36 @@ def done(s: SharedTable, g: Generation) -> None:
 
 def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     """Evict up to ``n`` entries: expired ones first, else the least recently
-    used (``"lru"``) or oldest (``"fifo"``) of a random sample of the roster.
-
-    This is Redis's approximated LRU: sampling avoids keeping a global order
-    that every reader would have to update under a lock.
-    """
+    used (``"lru"``) or oldest (``"fifo"``); ``_evict`` says how each batch
+    size chooses them."""
     g = begin(s)
-    mm, K, ss, nslots = g.idx, g.params.key_size, g.params.slot_size, g.nslots
     lru = c.eviction == "lru"
     evicted = 0
     now = time.time_ns()
     stamp_now = time.monotonic_ns() >> L.RECENCY_SHIFT  # see Generation.touch_recency
-    rec, rb, roster = g.recency, g.rec_base - 1, g.roster
-    rnd = random.random
+    mm = g.idx
     mm[L.OFF_DIRTY] = 1
-    for _ in range(n):
-        occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-        if occ == 0:
-            break
-        best, best_t, expired = -1, -1, False
-        for _ in range(min(SAMPLES, occ)):
-            slot = _U32(roster, L.ROSTER_HEADER_BYTES + 4 * int(rnd() * occ))[0]
-            o = _HB + (slot - 1) * ss
-            if not 1 <= slot <= nslots or mm[o + K] != L.OCCUPIED:
-                g.needs_repair = True  # damaged roster: repaired when this eviction ends
-                continue
-            if _expired_fast(g, o, now):
-                best, expired = o, True
+    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
+    if n * E.SAMPLES >= occ:
+        victims = E.oldest(g, occ, n, lru, now, stamp_now)
+    else:
+        victims = []
+        for _ in range(n):
+            occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
+            if occ == 0:
                 break
-            # the oldest: largest recency age (lru) or earliest mtime (fifo)
-            if lru:
-                age = (stamp_now - rec[rb + slot]) & 0xFFFFFFFF
-            else:
-                age = now - _U64(mm, o + K + L.OFF_SLOT_MTIME)[0]
-            if age > best_t:
-                best, best_t = o, age
-        if best < 0:
-            break
-        remove_slot(g, best)
+            o, expired = E.sample(g, occ, lru, now, stamp_now, random.random)
+            if o < 0:
+                break
+            remove_slot(g, o)  # at once: the next sample must not find it
+            s.local[5 if expired else 4] += 1
+            evicted += 1
+    for o, expired in victims:
+        remove_slot(g, o)
         s.local[5 if expired else 4] += 1
         evicted += 1
     done(s, g)
     return evicted
-
-
-def _expired_fast(g: Generation, o: int, now: int) -> bool:
-    """``M.is_expired`` for the eviction sampler: the record's expiry field
-    read straight from the mapped heap when it is mapped (the common case)."""
-    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + L.OFF_SLOT_LOC)
-    try:
-        exp: int = L.U64.unpack_from(g.heap.views[seg], off + 8)[0]
-    except (IndexError, TypeError, struct.error):
-        return M.is_expired(g, o, now)
-    return bool(exp) and exp <= now
 
 
 def purge_expired(c: MmapCache | None, s: SharedTable) -> int:

@@ -203,3 +203,57 @@ def test_stats_are_summed_over_processes(path: str) -> None:
         st = c.get_stats()
         assert st["hits"] == 205 and st["misses"] == 60 and st["sets"] == 1
         assert st["hit_rate"] == pytest.approx(205 / 265)
+
+
+def _used_in_groups(c: MmapCache, groups: list[list[str]]) -> None:
+    """Read each group a few LRU ticks (2**20 ns) after the one before."""
+    for g in groups:
+        time.sleep(0.004)
+        assert all(c.get(k) is not None for k in g)
+
+
+def test_batch_eviction_takes_the_expired_then_exactly_the_least_recently_used(path: str) -> None:
+    """A batch of at least an eighth of the table (Django's cull takes a
+    third) ranks every entry: all expired ones go first, then exactly the
+    least recently used, wherever they sit."""
+    with MmapCache(path, size=1024) as c:
+        keys = [f"k{i}" for i in range(40)]
+        for k in keys:
+            c.put(k, b"v")
+        for i in range(5):
+            c.put(f"e{i}", b"v", expire=0.05)
+        _used_in_groups(c, [keys[i : i + 10] for i in (20, 0, 30, 10)])  # k20-29 least recent
+        time.sleep(0.06)
+        before = c.get_stats()
+        assert c.evict(15) == 15
+        assert sorted(c.keys()) == sorted(keys[:20] + keys[30:])
+        after = c.get_stats()
+        assert after["evictions"] - before["evictions"] == 10
+        assert after["expirations"] - before["expirations"] == 5
+        assert c.verify() == []
+
+
+def test_batch_eviction_fifo_takes_the_oldest_writes(path: str) -> None:
+    with MmapCache(path, size=1024, eviction="fifo") as c:
+        keys = [f"k{i}" for i in range(40)]
+        for k in keys:
+            c.put(k, b"v")
+        _used_in_groups(c, [keys[:10]])  # reads do not count for fifo
+        assert c.evict(10) == 10
+        assert sorted(c.keys()) == sorted(keys[10:])
+
+
+def test_batch_eviction_over_a_damaged_roster_repairs_it(path: str) -> None:
+    """A roster entry naming a slot outside the table (or an empty one) is
+    passed over; the eviction still happens and the roster is rebuilt."""
+    import struct
+
+    with MmapCache(path, size=1024) as c:
+        for i in range(40):
+            c.put(f"k{i}", b"v")
+        roster = c._s.gen.roster  # type: ignore[union-attr]
+        struct.pack_into("<I", roster, 64 + 4 * 3, 60_000)  # the 4th entry: no such slot
+        assert c.evict(10) == 10
+        assert len(c) == 30  # the entry the roster lost is found again by the repair
+        assert c.verify() == []
+        assert sum(c.get(f"k{i}") is not None for i in range(40)) == 30

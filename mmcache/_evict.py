@@ -1,0 +1,116 @@
+"""Which entries an eviction removes (the removing is ``_write.evict``'s).
+
+Two ways to choose, by the size of the batch:
+
+- ``sample``: one victim from ``SAMPLES`` random roster positions, the
+  expired one if any, else the least recently used (``"lru"``) or oldest
+  (``"fifo"``): Redis's approximated LRU. Sampling keeps no global order
+  that every reader would have to update under a lock, and costs the same
+  at any table size, which suits the put that makes room for itself.
+- ``oldest``: for a batch that is a good part of the table (Django's cull
+  removes a third), one pass over the roster ranks every entry, expired ones
+  first, and returns exactly the ``n`` to go. ``n * SAMPLES`` random looks
+  would cost more than reading every entry once, and be less exact.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from typing import TYPE_CHECKING
+
+from . import _layout as L
+from . import _maintenance as M
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._generation import Generation
+
+SAMPLES = 8  # candidates looked at per sampled eviction (Redis uses 5)
+_HB = L.HEADER_BYTES
+_U32 = L.U32.unpack_from
+_U64 = L.U64.unpack_from
+
+
+def expired_fast(g: Generation, o: int, now: int) -> bool:
+    """``M.is_expired`` for the eviction choosers: the record's expiry field
+    read straight from the mapped heap when it is mapped (the common case)."""
+    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + L.OFF_SLOT_LOC)
+    try:
+        exp: int = L.U64.unpack_from(g.heap.views[seg], off + 8)[0]
+    except (IndexError, TypeError, struct.error):
+        return M.is_expired(g, o, now)
+    return bool(exp) and exp <= now
+
+
+def _age_of(g: Generation, lru: bool, now: int, stamp_now: int) -> Callable[[int, int], int]:
+    """``age(slot, o)``: how long since the entry was used (lru) or written
+    (fifo), in units that only need to compare among themselves."""
+    mm, mtime_at = g.idx, g.params.key_size + L.OFF_SLOT_MTIME
+    rec, rb = g.recency, g.rec_base - 1
+    if lru:
+        return lambda slot, o: (stamp_now - rec[rb + slot]) & 0xFFFFFFFF
+    return lambda slot, o: now - _U64(mm, o + mtime_at)[0]
+
+
+def _live(g: Generation, slot: int) -> int:
+    """The slot's offset, or -1 (and a repair due) if the roster named a
+    slot that is outside the table or not occupied: a damaged roster."""
+    o = _HB + (slot - 1) * g.params.slot_size
+    if not 1 <= slot <= g.nslots or g.idx[o + g.params.key_size] != L.OCCUPIED:
+        g.needs_repair = True  # repaired when this eviction ends
+        return -1
+    return o
+
+
+def sample(
+    g: Generation, occ: int, lru: bool, now: int, stamp_now: int, rnd: Callable[[], float]
+) -> tuple[int, bool]:
+    """(slot offset, expired) of one victim among ``SAMPLES`` random live
+    entries of the ``occ`` in the roster; offset -1 if none was usable."""
+    age_of, roster = _age_of(g, lru, now, stamp_now), g.roster
+    best, best_age = -1, -1
+    for _ in range(min(SAMPLES, occ)):
+        slot = _U32(roster, L.ROSTER_HEADER_BYTES + 4 * int(rnd() * occ))[0]
+        o = _live(g, slot)
+        if o < 0:
+            continue
+        if expired_fast(g, o, now):
+            return o, True
+        age = age_of(slot, o)
+        if age > best_age:
+            best, best_age = o, age
+    return best, False
+
+
+def oldest(g: Generation, occ: int, n: int, lru: bool, now: int, stamp_now: int) -> list[tuple[int, bool]]:
+    """(slot offset, expired) of the ``n`` entries to evict: every expired
+    one first, then the least recently used (or oldest) of the rest."""
+    # One pass over every entry, so the per-entry work is written out
+    # (expired_fast, _live and the age inline).
+    mm, K, ss, nslots, views = g.idx, g.params.key_size, g.params.slot_size, g.nslots, g.heap.views
+    loc_at, mtime_at, occupied = K + L.OFF_SLOT_LOC, K + L.OFF_SLOT_MTIME, L.OCCUPIED
+    rec, rb, loc = g.recency, g.rec_base - 1, L.SLOT_LOC.unpack_from
+    expired: list[int] = []
+    ranked: list[tuple[int, int]] = []
+    for slot in M.roster_snapshot(g, occ, strict=True):
+        o = _HB + (slot - 1) * ss
+        if not 1 <= slot <= nslots or mm[o + K] != occupied:
+            g.needs_repair = True  # a damaged roster: repaired when this eviction ends
+            continue
+        seg, off = loc(mm, o + loc_at)
+        try:
+            exp = _U64(views[seg], off + 8)[0]
+        except (IndexError, TypeError, struct.error):
+            exp = now if M.is_expired(g, o, now) else 0
+        if exp and exp <= now:
+            expired.append(o)
+        elif lru:
+            ranked.append(((stamp_now - rec[rb + slot]) & 0xFFFFFFFF, o))
+        else:
+            ranked.append((now - _U64(mm, o + mtime_at)[0], o))
+    chosen = [(o, True) for o in expired[:n]]
+    if len(chosen) < n:
+        chosen += [(o, False) for _, o in heapq.nlargest(n - len(chosen), ranked)]
+    return chosen
