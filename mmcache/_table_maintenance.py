@@ -74,7 +74,11 @@ class TableMaintenance:
             return W.purge_expired(c, s)
 
     def evict(self, n: int) -> int:
-        """Evict ``n`` entries by this handle's policy (expired ones first)."""
+        """Evict ``n`` entries by this handle's policy (expired ones first).
+
+        Sampled, as the puts that make room do; a batch of at least an
+        eighth of the entries ranks them all and takes exactly the least
+        recently used (or oldest, for ``"fifo"``)."""
         c = self._me()
         s = c._shared()
         with s.lock.hold():
