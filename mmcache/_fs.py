@@ -28,12 +28,14 @@ NETWORK_FS_TYPES = frozenset(
 )  # fmt: skip
 
 
-def reserve(fd: int, offset: int, length: int, what: str) -> None:
+def reserve(fd: int, offset: int, length: int, what: str, *, fill: bool = False) -> None:
     """Allocate real blocks for [offset, offset+length) of ``fd``.
 
     A store through a map into a hole of a sparse file gets SIGBUS when the
     disk is full; posix_fallocate reports the same condition as an errno, so
     space is always reserved this way before it is mapped for writing.
+    ``fill=True``: space that will be written through soon and in full (heap
+    segments, written sequentially) is also zero-filled where that pays.
     """
     if length <= 0:
         return
@@ -48,6 +50,33 @@ def reserve(fd: int, offset: int, length: int, what: str) -> None:
             _reserve_by_writing(fd, offset, length, what)
             return
         raise
+    if fill and _zero_fill_pays(fd):
+        # Then write the zeros the range already reads as. On ext4 fallocate
+        # leaves "unwritten" extents, and the first store through a map into
+        # each such page is a fault in which the filesystem converts the
+        # extent: 1.2-4.5 us a page measured here. After a write() the pages
+        # are in the page cache and a store costs a plain minor fault
+        # (~0.3 us); the write itself ~0.5 us a page, in 1 MiB calls. The
+        # range is new space past what the file held: nothing is overwritten.
+        _reserve_by_writing(fd, offset, length, what)
+
+
+ZERO_FILL_FS = frozenset({"ext4"})  # where reserve() measured faster with the zeros written
+_zero_fill_by_dev: dict[int, bool] = {}
+
+
+def _zero_fill_pays(fd: int) -> bool:
+    """True if ``fd``'s filesystem is one of ZERO_FILL_FS (cached per device;
+    tmpfs, for one, allocates zeroed pages in fallocate already)."""
+    dev = os.fstat(fd).st_dev
+    known = _zero_fill_by_dev.get(dev)
+    if known is None:
+        try:
+            fstype = mount_type(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            fstype = None
+        known = _zero_fill_by_dev[dev] = fstype in ZERO_FILL_FS
+    return known
 
 
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -299,6 +300,30 @@ def small_tmpfs(size: str = "2m") -> Iterator[str | None]:
     finally:
         if mounted:
             subprocess.run(["umount", "-l", d], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def small_ext4(size_mb: int = 8) -> Iterator[str | None]:
+    """Mount a small ext4 image through a loop device (root, mkfs.ext4 and
+    loop devices needed); yields None where that is not possible. ext4 is
+    where heap space is fallocated and then zero-filled (mmcache._fs)."""
+    d = tempfile.mkdtemp(prefix="mmcache-fulldisk-ext4-")
+    image, mnt = os.path.join(d, "fs.img"), os.path.join(d, "mnt")
+    os.mkdir(mnt)
+    mounted = False
+    try:
+        tools = shutil.which("mount") and shutil.which("mkfs.ext4")
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and tools:
+            with open(image, "wb") as f:
+                f.truncate(size_mb << 20)
+            run = functools.partial(subprocess.run, capture_output=True)
+            mounted = run(["mkfs.ext4", "-q", "-F", image]).returncode == 0
+            mounted = mounted and run(["mount", "-o", "loop", image, mnt]).returncode == 0
+        yield mnt if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 import pytest
-from stress import corruption_trials, crash_trials, fill_disk, hammer, small_tmpfs
+from stress import corruption_trials, crash_trials, fill_disk, hammer, small_ext4, small_tmpfs
 
 from mmcache import DiskFullError, MmapCache
 
@@ -47,6 +47,23 @@ def test_full_disk_tmpfs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with small_tmpfs("2m") as d:
         if d is None:
             pytest.skip("mounting a tmpfs needs root and mount permission here")
+        r = fill_disk(os.path.join(d, "t"))
+    assert r["refused"] >= 1 and r["stored"] > 10, r
+    assert r["lost_here"] == 0 and r["lost_elsewhere"] == 0 and r["verify_problems"] == 0, r
+
+
+def test_full_disk_ext4(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same on ext4, where heap space is zero-filled after fallocate."""
+    from mmcache import _fs
+
+    with small_ext4(8) as d:
+        if d is None:
+            pytest.skip("mounting an ext4 image needs root, mkfs.ext4 and a loop device here")
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            assert _fs._zero_fill_pays(fd)  # the path under test
+        finally:
+            os.close(fd)
         r = fill_disk(os.path.join(d, "t"))
     assert r["refused"] >= 1 and r["stored"] > 10, r
     assert r["lost_here"] == 0 and r["lost_elsewhere"] == 0 and r["verify_problems"] == 0, r
