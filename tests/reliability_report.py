@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['refused']}, wrong values: {r['wrong']}, crashes: {r['crashed']}, "
                      f"hangs: {r['hung']}, other errors: {r['error']}"))  # fmt: skip
         bad += r["wrong"] + r["crashed"] + r["error"] + r["hung"]
-        with stress.small_tmpfs("2m") as mnt:
-            if mnt is None:
-                rows.append(("full disk (2 MiB tmpfs)", "skipped", "mounting needs root"))
-            else:
+        for label, mount in (("2 MiB tmpfs", stress.small_tmpfs("2m")), ("8 MiB ext4", stress.small_ext4(8))):
+            with mount as mnt:
+                if mnt is None:
+                    rows.append((f"full disk ({label})", "skipped", "mounting needs root (and loop devices)"))
+                    continue
                 r = stress.fill_disk(os.path.join(mnt, "t"))
-                rows.append(("full disk (2 MiB tmpfs)", f"{r['refused']} full-disk writes refused",
+                rows.append((f"full disk ({label})", f"{r['refused']} full-disk writes refused",
                              f"stored before: {r['stored']}, lost here: {r['lost_here']}, "
                              f"lost in another process: {r['lost_elsewhere']}"))  # fmt: skip
                 bad += r["lost_here"] + r["lost_elsewhere"]
