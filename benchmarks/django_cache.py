@@ -35,6 +35,13 @@ BACKENDS = {
 SHARED = ("filebased", "database", "diskcache", "redis")  # shared between processes, like mmcache
 WORKLOADS = ("get hit", "get miss", "set")
 TABLE = "bench_cache_table"
+# Backends that apply Django's MAX_ENTRIES / CULL_FREQUENCY (diskcache and
+# Redis bound themselves otherwise), timed once more at Django's default of
+# 300 entries with more keys than that written in turn: every set of a key
+# not in the cache may cull a third of it.
+CULLING = ("mmcache", "locmem", "filebased", "database")
+CULL_SUFFIX = "@300"
+CULL_KEYS = 1000
 # Smaller pools than the kv suite: FileBasedCache lists its directory and
 # DatabaseCache counts its rows on every set, so filling costs O(n) per key.
 POOL_QUICK, POOL_FULL = 150, 1000
@@ -73,6 +80,13 @@ def configure(base: Path, max_entries: int) -> dict[str, str]:
         "redis": {"LOCATION": redis_server.server().url or ""},
     }
     caches = {a: {"BACKEND": BACKENDS[a], **conf[a]} for a in BACKENDS if a not in missing}
+    for a in CULLING:  # the same backends with Django's default MAX_ENTRIES (300)
+        if a not in missing:
+            loc = conf[a]["LOCATION"]
+            caches[a + CULL_SUFFIX] = {
+                "BACKEND": BACKENDS[a],
+                "LOCATION": loc + ("_cull" if a != "locmem" else ""),
+            }
     caches["default"] = {"BACKEND": BACKENDS["locmem"], "LOCATION": "default"}
     settings.configure(
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(base / "db.sqlite3")}},
@@ -81,7 +95,7 @@ def configure(base: Path, max_entries: int) -> dict[str, str]:
         USE_TZ=True,
     )
     django.setup()
-    call_command("createcachetable", TABLE, verbosity=0)
+    call_command("createcachetable", verbosity=0)  # every DatabaseCache alias's table
     return missing
 
 
@@ -147,6 +161,7 @@ def run(cfg: Config) -> Report:
     rep = Report("django", "Django cache API: get / set on every backend", cfg.mode, cfg.command)
     base = Path(tempfile.mkdtemp(prefix="mmcache-bench-django-", dir=cfg.tmp))
     med: dict[tuple[str, str, str], float | None] = {}
+    cull: dict[str, Timing] = {}
     try:
         try:
             missing = configure(base, max_entries=4 * POOL_FULL + 1000)
@@ -183,6 +198,7 @@ def run(cfg: Config) -> Report:
                     + "  ".join(f"{w}={fmt_ns(med[(kind.name, w, alias)])}" for w in WORKLOADS),
                     flush=True,
                 )
+        cull = time_culling(cfg, missing)
     finally:
         from django.db import connections
 
@@ -209,9 +225,55 @@ def run(cfg: Config) -> Report:
                 for w in WORKLOADS
             ],
         )
+    if cull:
+        for alias, t in cull.items():
+            rep.rows.append({"value": "100 B", "workload": "set (culling)", "peer": alias,
+                             "median_ns": t.median_ns, "min_ns": t.min_ns, "max_ns": t.max_ns})  # fmt: skip
+        rep.section(
+            f"set at Django's default MAX_ENTRIES (300), {CULL_KEYS:,} keys in turn (culling), 100 B values",
+            ["", *cull, *(f"{a} / mmcache" for a in cull if a != "mmcache")],
+            [
+                ["set"]
+                + [fmt_ns(t.median_ns) for t in cull.values()]
+                + [
+                    fmt_ratio(ratio(t.median_ns, cull["mmcache"].median_ns))
+                    for a, t in cull.items()
+                    if a != "mmcache"
+                ]
+            ],
+        )
     rep.targets += targets(med)
     rep.target_section()
     return rep
+
+
+def time_culling(cfg: Config, missing: dict[str, str]) -> dict[str, Timing]:
+    """{backend: set timing} at MAX_ENTRIES=300 with CULL_KEYS keys set in turn."""
+    from django.core.cache import caches
+
+    if "mmcache" in missing:
+        return {}
+    keys = pool_keys(CULL_KEYS, seed=3)
+    kind = VALUES[0]
+    cases = {}
+    for alias in CULLING:
+        if alias in missing:
+            continue
+        cache = caches[alias + CULL_SUFFIX]
+        cache.clear()
+        for k in keys:
+            cache.set(k, kind.value)
+        calls = [0]
+
+        def batch(n: int, calls: list[int] = calls) -> list[str]:
+            calls[0] += 1
+            return cycle(keys, n, random.Random(calls[0]).randrange(len(keys)))
+
+        cases[alias] = Case(loop_put(cache.set, kind.value), batch, 2_000)
+    out = measure_all(cases, cfg)
+    for alias, t in out.items():
+        print(f"  culling {alias:<10} set={fmt_ns(t.median_ns)}", flush=True)
+    return out
 
 
 def _worst(med: dict[tuple[str, str, str], float | None], w: str, peer: str) -> tuple[float, str] | None:
