@@ -44,6 +44,8 @@ _time_ns = time.time_ns
 _MISS = object()
 _monotonic_ns = time.monotonic_ns
 _SLOT_TAIL = struct.Struct("<xIII").pack  # a slot's pad, roster position, seg, off
+_COUNT = L.U64.unpack_from
+_OFF_COUNTERS = L.OFF_COUNTERS  # the first counter: occupied slots
 _REC_MAGIC = L.REC_MAGIC
 _KF_STR = L.KF_STR
 # Keys a process memoises per table before starting afresh (about 300 bytes
@@ -458,8 +460,12 @@ class MmapCache(TableMaintenance):
     __contains__ = contains
 
     def __len__(self) -> int:
-        g = self._shared().gen
-        occupied: int = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+        # On every Django set (MAX_ENTRIES), so written out.
+        s = self._s
+        if s is None:
+            raise ClosedCacheError("operation on a closed MmapCache")
+        g = s.gen
+        occupied: int = _COUNT(g.idx, _OFF_COUNTERS)[0]
         return min(occupied, g.nslots)  # a damaged counter must not break len()
 
     # --------------------------------------------------------------- writes
