@@ -1,12 +1,13 @@
 """``python -m benchmarks [--quick] [--only NAME,...] [--chart]``: run the suites.
 
-Suites: kv, django, decorator, scale, procs (all by default) and core (issue
-2's first benchmark, only with ``--only core``). Each runs in a subprocess of
-its own (Django is configured once per process, and tables a suite leaves
-open must not follow the next one into its forks), prints its tables and
-writes ``benchmarks/results/<name>[-quick].json`` and ``.md``; ``--chart``
-also draws ``.png`` charts there. One local ``redis-server`` serves every
-suite and is stopped at the end. Nothing is installed: a missing peer is a
+Suites: kv, django, decorator, scale, procs, tiered, breakdown (all by
+default) and core (issue 2's first benchmark, only with ``--only core``).
+Each runs in a subprocess of its own (Django is configured once per
+process, and tables a suite leaves open must not follow the next one into
+its forks), prints its tables and writes
+``benchmarks/results/<name>[-quick].json`` and ``.md``; ``--chart`` also
+draws ``.png`` charts there. One local ``redis-server`` serves every suite
+and is stopped at the end. Nothing is installed: a missing peer is a
 "skipped: not available" row with the reason.
 """
 
@@ -36,8 +37,9 @@ SUITES = {
     "procs": "benchmarks.procs",
     "core": "benchmarks.core",
     "tiered": "benchmarks.tiered",
+    "breakdown": "benchmarks.breakdown",
 }
-DEFAULT = ("kv", "django", "decorator", "scale", "procs", "tiered")
+DEFAULT = ("kv", "django", "decorator", "scale", "procs", "tiered", "breakdown")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

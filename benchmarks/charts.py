@@ -1,8 +1,9 @@
 """PNG charts drawn from the result JSON files (``--chart``; needs matplotlib).
 
 One chart per suite, beside its JSON: latency bars against the peers on a
-log scale (kv, django, decorator, core), scaling curves (scale) and process
-throughput (procs). ``python -m benchmarks.charts [STEM ...]`` redraws from
+log scale (kv, django, decorator, core), scaling curves (scale), process
+throughput (procs) and each missed target's path split into its parts
+(breakdown). ``python -m benchmarks.charts [STEM ...]`` redraws from
 the files already in ``benchmarks/results``.
 """
 
@@ -150,6 +151,38 @@ def _procs_chart(data: dict[str, Any], out: Path) -> Path:
     return _save(fig, out)
 
 
+def _breakdown_chart(data: dict[str, Any], out: Path) -> Path:
+    """One stacked bar per path: its parts and the rest, with the time the
+    target allows marked (the whole must end left of it)."""
+    import matplotlib.pyplot as plt
+
+    rows = data["rows"]
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.8))
+    labels: list[str] = []
+    for i, r in enumerate(rows):
+        parts = [(name, ns) for name, ns in r["parts"].items() if ns > 0]
+        parts.append((r.get("rest", "rest"), max(0.0, r["whole_ns"] - sum(ns for _, ns in parts))))
+        left = 0.0
+        for j, (name, ns) in enumerate(parts):
+            color = "#cccccc" if j == len(parts) - 1 else PALETTE[j % len(PALETTE)]
+            ax.barh(i, ns / 1e3, left=left / 1e3, color=color, edgecolor="white")
+            if ns / r["whole_ns"] > 0.12:
+                short = name.split(" (")[0].split(":")[0][:26]
+                ax.text((left + ns / 2) / 1e3, i, short, ha="center", va="center", fontsize=6)
+            left += ns
+        if r["peer_ns"]:
+            allowed = r["peer_ns"] / r["goal"] / 1e3
+            ax.plot([allowed, allowed], [i - 0.45, i + 0.45], color="#d62728", lw=2)
+        labels.append(r["path"])
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("µs per operation (red mark: the most the target allows)")
+    fig.suptitle(f"{data['title']} ({data['mode']})", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def _save(fig: Any, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -175,7 +208,7 @@ def draw(stems: Sequence[str], results: Path = RESULTS) -> Iterator[tuple[Path, 
         data = json.loads(src.read_text())
         out = results / f"{stem}.png"
         suite = data.get("suite") if isinstance(data, dict) else None
-        if suite not in ("kv", "django", "core", "decorator", "scale", "procs"):
+        if suite not in ("kv", "django", "core", "decorator", "scale", "procs", "breakdown"):
             yield src, "not a result of this suite runner"
         elif not data["rows"]:
             yield src, "no rows to draw"
@@ -183,6 +216,8 @@ def draw(stems: Sequence[str], results: Path = RESULTS) -> Iterator[tuple[Path, 
             yield _scale_chart(data, out), None
         elif suite == "procs":
             yield _procs_chart(data, out), None
+        elif suite == "breakdown":
+            yield _breakdown_chart(data, out), None
         elif suite == "decorator":
             yield _latency_chart(data, out, label_key="label"), None
         else:

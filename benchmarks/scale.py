@@ -107,9 +107,9 @@ def time_latency(c: Any, n: int, cfg: Config) -> dict[str, Timing]:
 
     with MmapCache.open(c.path, memo=False) as lean:
         first = measure(loop_get(lean.get), hits, cfg)
-    # Steady state first: the memo (32,768 keys) fills, is judged and then
-    # kept or paused within 4 x its size of random reads; a timed batch is
-    # far shorter, so without this it would time the filling only.
+    # Steady state first: with more keys than the memo holds (32,768), it
+    # fills, is dropped and pauses within 4 x its size of random reads; a
+    # timed batch is far shorter, so without this it would time the filling.
     loop_get(c.get)(hits(STEADY_READS))
     return {
         "get hit": measure(loop_get(c.get), hits, cfg),

@@ -46,11 +46,10 @@ class SharedTable:
         # MmapCache.get): valid while their slot's bytes are unchanged.
         self.memo: dict[str | bytes, tuple[Any, ...]] = {}
         self.memo_skip = 0  # first reads before admit() is asked again (see there)
-        self.memo_kept = False  # the memo is full and kept as it is for a while
         self.memo_fails = 0  # full memos in a row that served too few hits
         self.first_reads = 0  # hits that had to probe (the rest came from the memo)
         self.flushed_hits = 0  # hits already added to the stats stripe
-        self._memo_mark = (0, 0)  # (hits, first_reads) when the kept memo's window began
+        self._memo_mark = (0, 0)  # (hits, first_reads) when the memo last started afresh
         self.grow_to: int | None = None  # the size that rebuild should have
         # ((pid, generation) of another process's rebuild seen in progress,
         # monotonic_ns until which it is taken to be alive): see _rebuild._busy
@@ -155,8 +154,6 @@ class SharedTable:
         # new memo, which the get hot path trusts to be of the current one.
         self.gen = new
         self.memo = {}
-        if self.memo_kept:  # it was judged full; the new one fills afresh now
-            self.memo_kept, self.memo_skip = False, 0
         old.close()
 
     # --------------------------------------------------------------- memo
@@ -164,35 +161,26 @@ class SharedTable:
         """May a first read add its key to the memo (of at most ``entries``)?
 
         Asked on a first read once ``memo_skip`` (counted down by the caller)
-        is 0. A memo that is not full fills. A full memo is kept as it is for
-        the next ``entries`` first reads (the caller only refreshes entries a
-        writer made stale meanwhile), then judged: it stays if at least one
-        read in five was a memo hit (a memo hit saves more than the lookup a
-        miss costs, even for working sets a few times the memo's size); if
-        not, the working set moved or is much larger than the memo, so it
-        starts afresh, at once the first time, and after a pause of 4, 8 ...
-        64 x ``entries`` first reads (keys read at random from a huge set:
-        filling a memo is pure cost then) each further time in a row."""
-        if not self.memo_kept and len(self.memo) < entries:
+        is 0. A memo that is not full fills. A full one means a working set
+        larger than the memo, or one that moved: it starts afresh. If it
+        served at least as many hits as it holds keys since it last did, at
+        once; if not, keys come at random from a set much larger than the
+        memo, where a memo hit costs as much as a first read (its entries
+        are cache misses too) and filling it is pure cost: the next 4, 8 ...
+        64 x ``entries`` first reads (more each time in a row) leave it empty.
+        """
+        if len(self.memo) < entries:
             return True
         hits = self.flushed_hits + self.local[0]
-        if not self.memo_kept:  # just filled: keep it, judge it after a window
-            self.memo_kept, self.memo_skip = True, entries
-            self._memo_mark = (hits, self.first_reads)
-            return False
         mark_hits, mark_first = self._memo_mark
-        first = self.first_reads - mark_first
-        served = (hits - mark_hits) - first
-        self._memo_mark = (hits, self.first_reads)
-        if 4 * served >= first:
-            self.memo_fails, self.memo_skip = 0, entries
-            return False
+        served = (hits - mark_hits) - (self.first_reads - mark_first)  # memo hits since the mark
         self.memo.clear()
-        self.memo_kept = False
-        self.memo_fails += 1
-        if self.memo_fails == 1:
+        self._memo_mark = (hits, self.first_reads)
+        if served >= entries:
+            self.memo_fails = 0
             return True
-        self.memo_skip = entries << min(self.memo_fails, 6)
+        self.memo_fails += 1
+        self.memo_skip = entries << min(self.memo_fails + 1, 6)
         return False
 
     # -------------------------------------------------------------- stats

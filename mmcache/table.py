@@ -338,13 +338,10 @@ class MmapCache(TableMaintenance):
                     if memoise:
                         if s.memo_skip:  # see SharedTable.admit
                             s.memo_skip -= 1
-                            keep = s.memo_kept and key in memo
-                        else:
-                            keep = s.admit(_MEMO_ENTRIES)
-                        if keep:
+                        elif s.admit(_MEMO_ENTRIES):
                             memo[key] = (kt, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
-                                           vs, ve, exp, flags, recency if track_recency else None,
-                                           rec_base + i)  # fmt: skip
+                                         vs, ve, exp, flags, recency if track_recency else None,
+                                         rec_base + i)  # fmt: skip
                     if exp and exp <= _time_ns():
                         s.local[1] += 1
                         return default
