@@ -152,34 +152,36 @@ def _procs_chart(data: dict[str, Any], out: Path) -> Path:
 
 
 def _breakdown_chart(data: dict[str, Any], out: Path) -> Path:
-    """One stacked bar per path: its parts and the rest, with the time the
-    target allows marked (the whole must end left of it)."""
+    """One stacked bar per path: its parts and the rest (grey), with the
+    time the target allows marked (the whole must end left of it)."""
     import matplotlib.pyplot as plt
 
     rows = data["rows"]
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.8))
-    labels: list[str] = []
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 3.2))
+    colors: dict[str, Any] = {}
+    palette = plt.get_cmap("tab20").colors
     for i, r in enumerate(rows):
         parts = [(name, ns) for name, ns in r["parts"].items() if ns > 0]
-        parts.append((r.get("rest", "rest"), max(0.0, r["whole_ns"] - sum(ns for _, ns in parts))))
+        rest = r.get("rest", "rest")
+        parts.append((rest, max(0.0, r["whole_ns"] - sum(ns for _, ns in parts))))
         left = 0.0
-        for j, (name, ns) in enumerate(parts):
-            color = "#cccccc" if j == len(parts) - 1 else PALETTE[j % len(PALETTE)]
-            ax.barh(i, ns / 1e3, left=left / 1e3, color=color, edgecolor="white")
-            if ns / r["whole_ns"] > 0.12:
-                short = name.split(" (")[0].split(":")[0][:26]
-                ax.text((left + ns / 2) / 1e3, i, short, ha="center", va="center", fontsize=6)
+        for name, ns in parts:
+            if name not in colors:
+                grey = name.startswith("rest")
+                colors[name] = "#cccccc" if grey else palette[(2 * len(colors)) % 20 + len(colors) // 10 % 2]
+            ax.barh(i, ns / 1e3, left=left / 1e3, color=colors[name], edgecolor="white")
             left += ns
         if r["peer_ns"]:
             allowed = r["peer_ns"] / r["goal"] / 1e3
-            ax.plot([allowed, allowed], [i - 0.45, i + 0.45], color="#d62728", lw=2)
-        labels.append(r["path"])
+            ax.plot([allowed, allowed], [i - 0.45, i + 0.45], color="#d62728", lw=2.5)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_yticklabels([r["path"] for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("µs per operation (red mark: the most the target allows)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
+    fig.legend(handles, list(colors), loc="lower center", ncol=2, fontsize=7, frameon=False)
     fig.suptitle(f"{data['title']} ({data['mode']})", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03 + 0.028 * (len(colors) + 1) / 2, 1, 1))
     return _save(fig, out)
 
 
