@@ -153,7 +153,7 @@ def put_path(base: Path, cfg: Config, kind: ValueKind, n: int) -> Profile:
         os.close(fd)
     build = per_op(each(lambda k: _write.prepare(None, k.encode(), 2, v, 0, 0)), keys, reps)
     parts = [
-        ("compaction's share (whole − puts that never ask for one)", whole - no_compaction),
+        ("compaction's share (whole − puts that never ask for one)", max(0.0, whole - no_compaction)),
         ("writer lock: flock + unlock", lock),
         ("record, checksum (before the lock)", build),
     ]
