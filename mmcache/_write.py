@@ -159,7 +159,10 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={max_bytes}")
     g = s.gen
     idx = g.idx
-    if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or _monotonic_ns() >= s.next_check:
+    # One clock read serves the staleness check, the LRU stamp and the stats
+    # flush below (the stamp's unit is ~1 ms).
+    mono = _monotonic_ns()
+    if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or mono >= s.next_check:
         g = begin(s)
         idx = g.idx
     found, free = find(c, g, kb, kf, probe, h)
@@ -186,14 +189,13 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
             found, free = find(c, g, kb, kf, probe, h)
         else:  # pragma: no cover - eviction always frees something
             raise CacheFullError("could not make room for the entry")
-    occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len)
+    occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
     s.local[2] += 1
-    now = _monotonic_ns()
-    if now >= s.flush_due:
+    if mono >= s.flush_due:
         # Writes flush their counts at once after a quiet spell (at most once
         # per staleness interval), so a worker that writes and then idles
         # does not leave its counts out of everyone's stats.
-        s.flush_due = now + s.interval_ns
+        s.flush_due = mono + s.interval_ns
         s.flush_stats()
     # Ask for a rebuild (done by the caller once it has released the lock,
     # writers waiting only for its start and commit) before a put would have
@@ -251,7 +253,7 @@ def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
 
 def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes, body: bytes,
              value: bytes | memoryview, csum: int, mac: bytes | None,
-             rec_len: int) -> tuple[int, int, int, int]:  # fmt: skip
+             rec_len: int, mono: int) -> tuple[int, int, int, int]:  # fmt: skip
     """Append the record and point a slot at it; returns the header's
     (occupied, deleted, live bytes, dead bytes) after it."""
     # Every put runs this: module constants are bound to globals, the heap's
@@ -301,7 +303,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
             hwm = slot
         live += rec_len
     # A put is a use, for LRU (see Generation.touch_recency).
-    g.recency[g.rec_base + (o - _HB) // g.slot_size] = _monotonic_ns() >> _SHIFT & 0xFFFFFFFF
+    g.recency[g.rec_base + (o - _HB) // g.slot_size] = mono >> _SHIFT & 0xFFFFFFFF
     if mm[_OFF_LOGGING]:
         log_change(mm, (o - _HB) // g.slot_size + 1)
     # dirty stays 1 in this store; it is cleared by a store of its own after
