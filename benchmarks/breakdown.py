@@ -12,8 +12,8 @@ Paths: get hit of a dict value (target: 6x diskcache; a 10 KB hit is a
 copy of 10 KB out of a working set larger than the CPU caches, which only
 the kv suite, where peers run in between, reproduces),
 put overwrite of 100 B and 10 KB (10x diskcache, compaction included),
-Django ``set`` (10x diskcache's DjangoCache) and the decorator hit (50x
-``joblib.Memory``).
+Django ``set`` (10x diskcache's DjangoCache) and the decorator hit with a
+dict and a 10 KB result (50x ``joblib.Memory``).
 """
 
 from __future__ import annotations
@@ -210,12 +210,20 @@ def django_path(base: Path, cfg: Config) -> Profile | None:
     return Profile("Django cache.set, 100 B", whole, parts, "diskcache DjangoCache.set", peer, 10)
 
 
-def decorator_path(base: Path, cfg: Config) -> Profile:
+def decorator_paths(base: Path, cfg: Config) -> list[Profile]:
+    from .decorator import FUNCTIONS
+
+    return [
+        decorator_path(base, cfg, kind, fn) for kind, fn in FUNCTIONS.items() if kind in ("dict", "10 KB")
+    ]
+
+
+def decorator_path(base: Path, cfg: Config, kind: str, fn: Callable[[int], Any]) -> Profile:
+    """A hit of ``@mmap_cached`` on ``fn`` (results of shape ``kind``)."""
     from mmcache import MmapCache, mmap_cached
 
-    from .decorator import compute
-
-    f = mmap_cached(path=str(base / "deco"))(compute)
+    d = base / f"deco-{kind.replace(' ', '')}"
+    f = mmap_cached(path=str(d))(fn)
     reps = 5 if cfg.quick else 9
     args = list(range(1_000))
     for a in args:
@@ -234,13 +242,13 @@ def decorator_path(base: Path, cfg: Config) -> Profile:
     try:
         import joblib
 
-        jf = joblib.Memory(str(base / "joblib"), verbose=0).cache(compute)
+        jf = joblib.Memory(str(d / "joblib"), verbose=0).cache(fn)
         for a in args[:200]:
             jf(a)
         peer = per_op(each(jf), args[:200], 3)
     except ImportError:
         pass
-    return Profile("decorator hit", whole, parts, "joblib.Memory", peer, 50)
+    return Profile(f"decorator hit, {kind} result", whole, parts, "joblib.Memory", peer, 50)
 
 
 def run(cfg: Config) -> Report:
@@ -250,7 +258,7 @@ def run(cfg: Config) -> Report:
     try:
         paths = get_paths(base, cfg) + put_paths(base, cfg)
         dj = django_path(base, cfg)
-        paths += ([dj] if dj is not None else []) + [decorator_path(base, cfg)]
+        paths += ([dj] if dj is not None else []) + decorator_paths(base, cfg)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     for p in paths:

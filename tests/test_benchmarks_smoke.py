@@ -24,7 +24,12 @@ def test_quick_core_and_breakdown_write_their_results(tmp_path: Path) -> None:
     assert {row["workload"] for row in core["rows"] if row["peer"] == "mmcache"} >= {"get hit", "put"}
     profile = json.loads((out / "breakdown-quick.json").read_text())
     paths = {row["path"]: row for row in profile["rows"]}
-    expected = {"get hit, small dict", "put overwrite, 100 B", "put overwrite, 10 KB", "decorator hit"}
+    expected = {
+        "get hit, small dict",
+        "put overwrite, 100 B",
+        "put overwrite, 10 KB",
+        "decorator hit, dict result",
+    }
     assert expected <= paths.keys()
     for row in paths.values():
         assert row["whole_ns"] > 0 and row["parts"] and all(ns >= 0 for ns in row["parts"].values()), row
