@@ -8,6 +8,7 @@ with no server. The core is :class:`MmapCache`; the faces built on it are the
 
 from __future__ import annotations
 
+from ._table_lookup import Entry
 from .decorators import CacheInfo, mmap_cached
 from .errors import (
     CacheFullError,
@@ -21,7 +22,7 @@ from .errors import (
     UnsafePathError,
     ValueTooLargeError,
 )
-from .table import DEFAULT_MAX_SEGMENT_BYTES, Entry, MmapCache
+from .table import DEFAULT_MAX_SEGMENT_BYTES, MmapCache
 
 __version__ = "0.1.0"
 

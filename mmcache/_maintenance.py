@@ -142,7 +142,7 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
 
 def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
     """(key, Entry) pairs, like ``iter_items`` plus each slot's mtime."""
-    from .table import Entry
+    from ._table_lookup import Entry
 
     with s.lock.hold():
         g = s.current_for_write()

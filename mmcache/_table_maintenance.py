@@ -18,7 +18,8 @@ from . import _rebuild as R
 from . import _write as W
 
 if TYPE_CHECKING:
-    from .table import Entry, Key, MmapCache
+    from ._table_lookup import Entry
+    from .table import Key, MmapCache
 
 
 class TableMaintenance:

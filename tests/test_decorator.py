@@ -676,3 +676,27 @@ def test_secret_signs_results_and_planted_values_are_recomputed(tmp_path) -> Non
     assert double(21) == 42 and calls == [21, 21]
     with pytest.raises(ValueError, match="secret"):
         mmap_cached(path=tmp_path, secret=b"")
+
+
+def test_large_results_come_back_whole_and_unshared(tmp_path: Path) -> None:
+    """Large results are unpickled straight from the mapped record: the
+    result must be the value, and a caller mutating it must not change the
+    next hit (nor the table)."""
+    np = pytest.importorskip("numpy")
+    calls = []
+
+    @mmap_cached(path=str(tmp_path))
+    def arr(n: int) -> Any:
+        calls.append(n)
+        return np.arange(n, dtype=np.float64)
+
+    @mmap_cached(path=str(tmp_path))
+    def blob(n: int) -> bytes:
+        return bytes(range(256)) * n
+
+    for _ in range(3):
+        a = arr(5000)
+        assert a.shape == (5000,) and a[0] == 0.0 and a[-1] == 4999.0
+        a[0] = 42.0  # the caller's own copy
+        assert blob(64) == bytes(range(256)) * 64 and type(blob(64)) is bytes
+    assert calls == [5000]

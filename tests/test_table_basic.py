@@ -446,3 +446,37 @@ def test_memo_follows_a_working_set_that_moves(path: str, monkeypatch: pytest.Mo
             _memo_hits(c, new)
         assert set(s.memo) == set(new) and s.memo_fails == 0  # (the old one had paid its way)
         assert _memo_hits(c, new) == 50
+
+
+def test_get_view_is_a_view_of_an_immutable_record_for_large_values(path: str) -> None:
+    """``_get_view`` (the decorator's read) gives a memoryview of the mapped
+    record for a large memoised value and bytes otherwise; a view taken
+    before the key is overwritten and the table compacted by another process
+    still reads the old value, whole."""
+    from conftest import run_py
+
+    from mmcache.table import VIEW_MIN
+
+    big, small = os.urandom(VIEW_MIN + 100), b"s" * 100
+    with MmapCache(path, size=256) as c:
+        c.put("big", big)
+        c.put("small", small)
+        assert c._get_view("big") == big  # a first read: bytes
+        view = c._get_view("big")
+        assert isinstance(view, memoryview) and view == big
+        assert type(c._get_view("small")) is bytes and c._get_view("small") == small
+        assert c._get_view("nope", 7) == 7
+        run_py(
+            """
+            import sys
+            from mmcache import MmapCache
+            with MmapCache.open(sys.argv[1]) as c:
+                c.put("big", b"new" * 5000)
+                c.atomic_rebuild()
+            """,
+            path,
+        )
+        assert view == big  # the old record, intact, though unlinked and replaced
+        assert c._get_view("big") == b"new" * 5000
+    with MmapCache(path, size=256, memo=False) as lean:
+        assert type(lean._get_view("big")) is bytes and lean._get_view("big") == b"new" * 5000

@@ -153,7 +153,7 @@ def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
 
     def get(key: bytes, default: Any) -> Any:  # the first call opens the table, then rebinds
         nonlocal get
-        get = ft.table().get
+        get = ft.table()._get_view  # a large result is unpickled straight from the map
         return get(key, default)
 
     def get_entry(key: bytes) -> Any:
