@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .harness import Case, Config, Run, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio
+from .harness import Case, Config, Run, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio, timing_fields
 from .report import Report, Target
 from .values import BYTES_10K, BYTES_100
 
@@ -137,17 +137,8 @@ def run(cfg: Config) -> Report:
                 for w in WORKLOADS:
                     t = res[w].get(peer)
                     med[(kind, w, peer)] = t.median_ns if t else None
-                    row: dict[str, Any] = {"value": kind, "workload": w, "peer": peer, "label": LABELS[peer]}
-                    if t is None:
-                        row |= {"median_ns": None, "skipped": reasons.get(peer)}
-                    else:
-                        row |= {
-                            "median_ns": t.median_ns,
-                            "min_ns": t.min_ns,
-                            "max_ns": t.max_ns,
-                            "batch": t.batch,
-                        }
-                    rep.rows.append(row)
+                    row = {"value": kind, "workload": w, "peer": peer, "label": LABELS[peer]}
+                    rep.rows.append(row | timing_fields(t, reasons.get(peer)))
                 print(
                     f"  {kind:>6} {LABELS[peer]:<20} "
                     + "  ".join(f"{w}={fmt_ns(med[(kind, w, peer)])}" for w in WORKLOADS),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import redis_server
-from .harness import Case, Config, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio
+from .harness import Case, Config, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio, timing_fields
 from .kv import loop_get, loop_put, pool_keys, sizes
 from .report import Report, Target
 from .values import VALUES, ValueKind
@@ -181,18 +181,8 @@ def run(cfg: Config) -> Report:
                 for w in WORKLOADS:
                     t = res[w].get(alias)
                     med[(kind.name, w, alias)] = t.median_ns if t else None
-                    row: dict[str, Any] = {"value": kind.name, "workload": w, "peer": alias}
-                    if t is None:
-                        row |= {"median_ns": None, "skipped": missing[alias]}
-                    else:
-                        row |= {
-                            "median_ns": t.median_ns,
-                            "min_ns": t.min_ns,
-                            "max_ns": t.max_ns,
-                            "batch": t.batch,
-                            "repeats": t.repeats,
-                        }
-                    rep.rows.append(row)
+                    row = {"value": kind.name, "workload": w, "peer": alias}
+                    rep.rows.append(row | timing_fields(t, missing.get(alias)))
                 print(
                     f"  {kind.name:>6} {alias:<10} "
                     + "  ".join(f"{w}={fmt_ns(med[(kind.name, w, alias)])}" for w in WORKLOADS),

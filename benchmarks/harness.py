@@ -130,6 +130,19 @@ def measure(
     return measure_all({"case": Case(run, make_batch, max_n, min_n)}, cfg)["case"]
 
 
+def timing_fields(t: Timing | None, skipped: str | None = None) -> dict[str, Any]:
+    """A result row's numbers: the timing's, or why there is none."""
+    if t is None:
+        return {"median_ns": None, "skipped": skipped or "not available"}
+    return {
+        "median_ns": t.median_ns,
+        "min_ns": t.min_ns,
+        "max_ns": t.max_ns,
+        "batch": t.batch,
+        "repeats": t.repeats,
+    }
+
+
 def cycle(items: Sequence[Any], n: int, start: int = 0) -> list[Any]:
     """``n`` items taken round-robin from ``items`` beginning at ``start``."""
     m = len(items)

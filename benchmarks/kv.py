@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .harness import Case, Config, Run, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio
+from .harness import Case, Config, Run, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio, timing_fields
 from .peers import PEERS, Store, Unavailable, open_store
 from .report import Report, Target
 from .values import VALUES, ValueKind
@@ -217,16 +217,7 @@ def run(cfg: Config) -> Report:
 
 
 def _row(kind: ValueKind, workload: str, peer: str, t: Timing | None, skip: str | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"value": kind.name, "workload": workload, "peer": peer}
-    if t is None:
-        return row | {"median_ns": None, "skipped": skip or "not available"}
-    return row | {
-        "median_ns": t.median_ns,
-        "min_ns": t.min_ns,
-        "max_ns": t.max_ns,
-        "batch": t.batch,
-        "repeats": t.repeats,
-    }
+    return {"value": kind.name, "workload": workload, "peer": peer} | timing_fields(t, skip)
 
 
 def worst(

@@ -271,6 +271,8 @@ class MmapCache(TableLookup, TableMaintenance):
         holds it: a record is never rewritten within a generation, and a map
         is never closed or shrunk, only dropped (an unlinked file stays
         mapped). Anything else is ``get``'s bytes."""
+        # The memo test is get's, written out again: a helper both called
+        # would be one more call on every hit.
         s = self._s
         try:
             e = s.memo.get(key)  # type: ignore[union-attr]
