@@ -44,9 +44,17 @@ def test_corrupted_files_never_give_wrong_values_or_crash(tmp_path) -> None:  # 
 
 
 def test_full_disk_tmpfs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mmcache import _fs
+
     with small_tmpfs("2m") as d:
         if d is None:
             pytest.skip("mounting a tmpfs needs root and mount permission here")
+        fd = os.open(os.path.join(d, "probe"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            assert not _fs._zero_fill_pays(fd)  # tmpfs: fallocate's pages are zeroed already
+        finally:
+            os.close(fd)
+            os.unlink(os.path.join(d, "probe"))
         r = fill_disk(os.path.join(d, "t"))
     assert r["refused"] >= 1 and r["stored"] > 10, r
     assert r["lost_here"] == 0 and r["lost_elsewhere"] == 0 and r["verify_problems"] == 0, r
@@ -59,11 +67,12 @@ def test_full_disk_ext4(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with small_ext4(8) as d:
         if d is None:
             pytest.skip("mounting an ext4 image needs root, mkfs.ext4 and a loop device here")
-        fd = os.open(d, os.O_RDONLY)
+        fd = os.open(os.path.join(d, "probe"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             assert _fs._zero_fill_pays(fd)  # the path under test
         finally:
             os.close(fd)
+            os.unlink(os.path.join(d, "probe"))
         r = fill_disk(os.path.join(d, "t"))
     assert r["refused"] >= 1 and r["stored"] > 10, r
     assert r["lost_here"] == 0 and r["lost_elsewhere"] == 0 and r["verify_problems"] == 0, r
