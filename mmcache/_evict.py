@@ -2,7 +2,7 @@
 
 Two ways to choose, by the size of the batch:
 
-- ``sample``: one victim from ``SAMPLES`` random roster positions, the
+- ``sampled``: each victim from ``SAMPLES`` random roster positions, the
   expired one if any, else the least recently used (``"lru"``) or oldest
   (``"fifo"``): Redis's approximated LRU. Sampling keeps no global order
   that every reader would have to update under a lock, and costs the same
@@ -16,6 +16,7 @@ Two ways to choose, by the size of the batch:
 from __future__ import annotations
 
 import heapq
+import random
 import struct
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from . import _layout as L
 from . import _maintenance as M
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ._generation import Generation
 
@@ -64,27 +65,31 @@ def _live(g: Generation, slot: int) -> int:
     return o
 
 
-def sample(
-    g: Generation, occ: int, lru: bool, now: int, stamp_now: int, rnd: Callable[[], float]
-) -> tuple[int, bool]:
-    """(slot offset, expired) of one victim among ``SAMPLES`` random live
-    entries of the ``occ`` in the roster; offset -1 if none was usable."""
-    age_of, roster = _age_of(g, lru, now, stamp_now), g.roster
-    best, best_age = -1, -1
-    for _ in range(min(SAMPLES, occ)):
-        slot = _U32(roster, L.ROSTER_HEADER_BYTES + 4 * int(rnd() * occ))[0]
-        o = _live(g, slot)
-        if o < 0:
-            continue
-        if expired_fast(g, o, now):
-            return o, True
-        age = age_of(slot, o)
-        if age > best_age:
-            best, best_age = o, age
-    return best, False
+def sampled(g: Generation, n: int, lru: bool, now: int, stamp_now: int) -> Iterator[tuple[int, bool]]:
+    """(slot offset, expired) of up to ``n`` victims, one at a time, each the
+    best of ``SAMPLES`` random live entries of the roster as it is then: the
+    caller removes each before asking for the next."""
+    age_of, roster, rnd = _age_of(g, lru, now, stamp_now), g.roster, random.random
+    for _ in range(n):
+        occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+        best, best_age, expired = -1, -1, False
+        for _ in range(min(SAMPLES, occ)):
+            slot = _U32(roster, L.ROSTER_HEADER_BYTES + 4 * int(rnd() * occ))[0]
+            o = _live(g, slot)
+            if o < 0:
+                continue
+            if expired_fast(g, o, now):
+                best, expired = o, True
+                break
+            age = age_of(slot, o)
+            if age > best_age:
+                best, best_age = o, age
+        if best < 0:
+            return
+        yield best, expired
 
 
-def oldest(g: Generation, occ: int, n: int, lru: bool, now: int, stamp_now: int) -> list[tuple[int, bool]]:
+def oldest(g: Generation, n: int, lru: bool, now: int, stamp_now: int) -> list[tuple[int, bool]]:
     """(slot offset, expired) of the ``n`` entries to evict: every expired
     one first, then the least recently used (or oldest) of the rest."""
     # One pass over every entry, so the per-entry work is written out
@@ -94,6 +99,7 @@ def oldest(g: Generation, occ: int, n: int, lru: bool, now: int, stamp_now: int)
     rec, rb, loc = g.recency, g.rec_base - 1, L.SLOT_LOC.unpack_from
     expired: list[int] = []
     ranked: list[tuple[int, int]] = []
+    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
     for slot in M.roster_snapshot(g, occ, strict=True):
         o = _HB + (slot - 1) * ss
         if not 1 <= slot <= nslots or mm[o + K] != occupied:

@@ -14,7 +14,6 @@ checksum does not match, retries, and at worst reports a miss.
 from __future__ import annotations
 
 import mmap
-import random
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -409,28 +408,14 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     size chooses them."""
     g = begin(s)
     lru = c.eviction == "lru"
-    evicted = 0
     now = time.time_ns()
     stamp_now = time.monotonic_ns() >> L.RECENCY_SHIFT  # see Generation.touch_recency
-    mm = g.idx
-    mm[L.OFF_DIRTY] = 1
-    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-    if n * E.SAMPLES >= occ:
-        victims = E.oldest(g, occ, n, lru, now, stamp_now)
-    else:
-        victims = []
-        for _ in range(n):
-            occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-            if occ == 0:
-                break
-            o, expired = E.sample(g, occ, lru, now, stamp_now, random.random)
-            if o < 0:
-                break
-            remove_slot(g, o)  # at once: the next sample must not find it
-            s.local[5 if expired else 4] += 1
-            evicted += 1
-    for o, expired in victims:
-        remove_slot(g, o)
+    g.idx[L.OFF_DIRTY] = 1
+    occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+    choose = E.oldest if n * E.SAMPLES >= occ else E.sampled
+    evicted = 0
+    for o, expired in choose(g, n, lru, now, stamp_now):
+        remove_slot(g, o)  # before a sampled choice looks for the next one
         s.local[5 if expired else 4] += 1
         evicted += 1
     done(s, g)

@@ -43,18 +43,25 @@ def test_corrupted_files_never_give_wrong_values_or_crash(tmp_path) -> None:  # 
     assert r["worked"] + r["repaired"] + r["refused"] == 150
 
 
-def test_full_disk_tmpfs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _zero_fill_pays_in(directory: str) -> bool:
+    """Whether reserve() zero-fills heap space for a file in ``directory``
+    (asked with a file's fd, as reserve() is)."""
     from mmcache import _fs
 
+    probe = os.path.join(directory, "probe")
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        return _fs._zero_fill_pays(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def test_full_disk_tmpfs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with small_tmpfs("2m") as d:
         if d is None:
             pytest.skip("mounting a tmpfs needs root and mount permission here")
-        fd = os.open(os.path.join(d, "probe"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            assert not _fs._zero_fill_pays(fd)  # tmpfs: fallocate's pages are zeroed already
-        finally:
-            os.close(fd)
-            os.unlink(os.path.join(d, "probe"))
+        assert not _zero_fill_pays_in(d)  # tmpfs: fallocate's pages are zeroed already
         r = fill_disk(os.path.join(d, "t"))
     assert r["refused"] >= 1 and r["stored"] > 10, r
     assert r["lost_here"] == 0 and r["lost_elsewhere"] == 0 and r["verify_problems"] == 0, r
@@ -62,17 +69,10 @@ def test_full_disk_tmpfs(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 def test_full_disk_ext4(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The same on ext4, where heap space is zero-filled after fallocate."""
-    from mmcache import _fs
-
     with small_ext4(8) as d:
         if d is None:
             pytest.skip("mounting an ext4 image needs root, mkfs.ext4 and a loop device here")
-        fd = os.open(os.path.join(d, "probe"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            assert _fs._zero_fill_pays(fd)  # the path under test
-        finally:
-            os.close(fd)
-            os.unlink(os.path.join(d, "probe"))
+        assert _zero_fill_pays_in(d)  # the path under test
         r = fill_disk(os.path.join(d, "t"))
     assert r["refused"] >= 1 and r["stored"] > 10, r
     assert r["lost_here"] == 0 and r["lost_elsewhere"] == 0 and r["verify_problems"] == 0, r
