@@ -5,12 +5,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-core test test-django42 lint bench bench-quick reliability clean
+.PHONY: demo demo-core test test-django42 lint bench bench-quick reliability clean pins
 
-$(STAMP): pyproject.toml
+# Every tool and peer comes from the pinned set in requirements/ (refresh with
+# `make pins`); the library's own dependencies stay ranges in pyproject.toml.
+PINS := requirements/constraints.txt
+BUILD_PINS := requirements/build-constraints.txt
+PIP_INSTALL = -m pip install --quiet -c $(PINS) --build-constraint $(BUILD_PINS)
+
+$(STAMP): pyproject.toml $(PINS) $(BUILD_PINS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(PINS) pip
+	$(PY) $(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,8 +34,10 @@ test: $(STAMP)
 # (the main venv has the newest Django this Python allows).
 test-django42:
 	$(PYTHON) -m venv .venv-django42
-	.venv-django42/bin/python -m pip install --quiet 'django>=4.2,<5' xxhash cloudpickle
-	.venv-django42/bin/python -m pip install --quiet --no-deps -e .
+	.venv-django42/bin/python -m pip install --quiet -c $(PINS) pip
+	.venv-django42/bin/python -m pip install --quiet -c requirements/constraints-django42.txt \
+		'django>=4.2,<5' xxhash cloudpickle
+	.venv-django42/bin/python $(PIP_INSTALL) --no-deps -e .
 	MMCACHE_DJANGO_SRC=.cache/django-src-42 .venv-django42/bin/python tests/django_suite/run_suite.py \
 		--backend mmcache.contrib.django.MmapCacheBackend
 
@@ -48,3 +56,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-django42 .cache build *.egg-info
+
+# Refresh the pinned set: resolve the newest releases in a scratch venv, write
+# them to requirements/, then run `make clean test` and commit the diff.
+pins:
+	rm -rf .venv-pins
+	$(PYTHON) -m venv .venv-pins
+	.venv-pins/bin/python -m pip install --quiet --upgrade pip
+	.venv-pins/bin/python -m pip install --quiet -e '.[dev]'
+	.venv-pins/bin/python requirements/write_pins.py .venv-pins requirements/constraints.txt
+	rm -rf .venv-pins
+	$(PYTHON) -m venv .venv-pins
+	.venv-pins/bin/python -m pip install --quiet 'django>=4.2,<5' xxhash cloudpickle
+	.venv-pins/bin/python requirements/write_pins.py .venv-pins requirements/constraints-django42.txt
+	rm -rf .venv-pins

@@ -295,7 +295,9 @@ class RedisL2:
     # ------------------------------------------------------------ listening
     def pubsub(self) -> PubSub:
         """A new pub/sub connection (the subscriber subscribes it to ``channel``)."""
-        ps: PubSub = self.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        # typed as Any: redis-py's annotation of pubsub() differs between releases
+        client: Any = self.client
+        ps: PubSub = client.pubsub(ignore_subscribe_messages=False)
         return ps
 
     def subscribers(self) -> int:
