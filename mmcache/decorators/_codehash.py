@@ -37,6 +37,7 @@ __all__ = ["code_hash", "hashable_code"]
 
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs) | frozenset(getattr(dis, "hasjump", ()))
 _CONSTS = frozenset(dis.hasconst)
+_NAMES = frozenset(dis.hasname)
 _SKIP = frozenset({"NOP", "EXTENDED_ARG", "CACHE"})
 # Flags set by the compiler for the docstring (3.14's CO_HAS_DOCSTRING): not behaviour.
 _FLAG_MASK = ~0x4000000
@@ -114,6 +115,8 @@ def _feed(h: Any, code: types.CodeType) -> None:
             pending_const = None
         if ins.opcode in _JUMPS:
             parts.append(b"J%d:%d" % (ins.opcode, index(ins.argval)))
+        elif ins.opcode in _NAMES:  # the name and flag bits ("NULL + name"), not an index into co_names
+            parts.append(b"N%d:" % ins.opcode + _value(ins.argrepr))
         else:
             arg = b"" if ins.arg is None else encode(ins.arg)
             parts.append(b"I%d:" % ins.opcode + arg + b":" + _value(ins.argval))
