@@ -282,6 +282,15 @@ def test_closure_rebinding_gives_fresh_results(tmp_path: Path) -> None:
     assert add(0) == 15  # not the 10 computed under n = 10
     n = 10
     assert add(0) == 10 and add.cache_info().hits == 1
+    a, b, c, e = 1, 2, 3, [4]
+
+    @mmap_cached(path=tmp_path)
+    def many(x: int) -> int:  # more cells than the unrolled checks take
+        return x + a + b + c + e[0]
+
+    assert many(0) == 10
+    e = [40]
+    assert many(0) == 46 and many.cache_info() == (0, 2, None, 2)
 
     def make(lock: Any) -> Any:
         @mmap_cached(path=tmp_path)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import operator
 import os
 import pickle
 import time
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, Protocol,
 from xxhash import xxh3_128_digest
 
 from ._argkey import ArgKeyer, encode
-from ._identity import EMPTY, MARKER, Identity, cell_value, closure_version, func_cells, identify
+from ._identity import MARKER, Identity, cell_value, closure_version, func_cells, identify
 from ._memo import Memo
 from ._options import options
 from ._stampede import COMPUTE, FETCH, MISS, computing
@@ -116,37 +117,53 @@ def _keyfn_builder(func: Callable[..., Any], opts: dict[str, Any], table_id: str
     return build
 
 
+def _unchanged(cells: tuple[Any, ...], values: list[Any]) -> Callable[[], bool]:
+    """A check, as cheap as it can be made, that each cell still holds its
+    value (the very object); ``ValueError`` if a cell is empty."""
+    if len(cells) == 1:
+        (c0,), (v0,) = cells, values
+        return lambda: c0.cell_contents is v0
+    if len(cells) == 2:
+        (c0, c1), (v0, v1) = cells, values
+        return lambda: c0.cell_contents is v0 and c1.cell_contents is v1
+    if len(cells) == 3:
+        (c0, c1, c2), (v0, v1, v2) = cells, values
+        return lambda: c0.cell_contents is v0 and c1.cell_contents is v1 and c2.cell_contents is v2
+    contents = operator.attrgetter("cell_contents")
+    return lambda: all(map(operator.is_, map(contents, cells), values))
+
+
 def _rebinding_keyfn(func: Callable[..., Any], ident: Identity, build: Callable[[str], KeyFn]) -> KeyFn:
     """For a closure: keys under the values its cells hold *now*. Each call
-    compares the cells' contents with those the current key function was made
-    for (by identity: a few pointer compares) and makes another on a change,
-    so rebinding a captured variable never gives the old value's results.
-    (A captured object mutated in place is not seen: as with globals.)"""
+    checks that the cells hold the objects the current key function was made
+    for, and makes another on a change: rebinding a captured variable never
+    gives the old value's results. (A captured object mutated in place is
+    not seen: as with globals.)"""
     names, cells = func_cells(func)
     made: dict[str, KeyFn] = {}
 
-    def make(values: list[Any]) -> tuple[list[Any], KeyFn]:
+    def make() -> tuple[Callable[[], bool], list[Any], KeyFn]:
+        values = [cell_value(c) for c in cells]
         version = closure_version(ident.tag, names, values)
         if version not in made:
             if len(made) >= 64:
                 made.clear()
             made[version] = build(version)
-        return values, made[version]
+        return _unchanged(cells, values), values, made[version]
 
-    current = make([cell_value(c) for c in cells])
+    current = make()
 
     def keyfn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         nonlocal current
-        values, fn = current
-        for cell, value in zip(cells, values, strict=True):
-            try:
-                now = cell.cell_contents
-            except ValueError:
-                now = EMPTY
-            if now is not value:
-                current = make([cell_value(c) for c in cells])  # one tuple: swapped atomically
-                return current[1](args, kwargs)
-        return fn(args, kwargs)
+        unchanged, values, fn = current
+        try:
+            if unchanged():
+                return fn(args, kwargs)
+        except ValueError:  # an empty cell (a local function's own name, before it is bound)
+            if all(cell_value(c) is v for c, v in zip(cells, values, strict=True)):
+                return fn(args, kwargs)
+        current = make()  # one tuple: swapped atomically
+        return current[2](args, kwargs)
 
     return keyfn
 
