@@ -7,6 +7,8 @@
     mmcache repair PATH                  fix what verify reports
     mmcache rebuild PATH [--size N]      compact the heap, optionally resize
     mmcache clear PATH [--yes]           remove every entry
+    mmcache prune-decorator-tables [DIR] [--dry-run]
+                                         remove @mmap_cached tables of an older key scheme
 
 Exit status: 0 success; 1 an error (missing or unreadable table, bad value,
 a miss on ``get``); 2 a usage error, or ``verify`` found the table damaged;
@@ -241,6 +243,22 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune_decorator_tables(args: argparse.Namespace) -> int:
+    """Remove the decorator tables no current @mmap_cached reads (decorators._prune)."""
+    from .decorators._location import default_dir
+    from .decorators._prune import prune
+
+    directory = args.path or default_dir()
+    found = prune(directory, dry_run=args.dry_run)
+    for p in found:
+        _out(f"{'would remove' if args.dry_run else 'removed'} {p.path} ({p.reason}, {human_bytes(p.size)})")
+    total = human_bytes(sum(p.size for p in found))
+    _out(
+        f"{len(found)} stale decorator table(s) in {directory}, {total}{' (dry run)' if args.dry_run else ''}"
+    )
+    return 0
+
+
 # -------------------------------------------------------------------- parser
 def _count(text: str) -> int:
     """argparse type: a non-negative integer (underscores allowed)."""
@@ -297,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--size", type=_count, metavar="N", help="new number of slots")
     sp = cmd("clear", cmd_clear, "remove every entry (asks first; without a terminal needs --yes)")
     sp.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    what = "remove @mmap_cached tables of an older key scheme (never read again)"
+    sp = sub.add_parser("prune-decorator-tables", help=what, description=what)
+    sp.add_argument("path", nargs="?", metavar="DIR", help="the cache directory (default: the decorator's)")
+    sp.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+    sp.set_defaults(func=cmd_prune_decorator_tables)
     return p
 
 

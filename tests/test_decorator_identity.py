@@ -366,3 +366,46 @@ def test_code_hash_ignores_text_that_does_nothing(a: str, b: str) -> None:
 @pytest.mark.parametrize(("a", "b"), DIFFERENT)
 def test_code_hash_sees_every_change_of_behaviour(a: str, b: str) -> None:
     assert _hash_of(a) != _hash_of(b)
+
+
+def test_prune_removes_only_tables_of_an_older_key_scheme(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    @mmap_cached(path=cache)
+    def current(x: int) -> int:
+        return x
+
+    current(1)
+    old = []
+    for table_id, tag in (("m:f", b""), ("m:g", b"v=1|code=0123456789abcdef")):  # k1 tags
+        path = table_path(str(cache), table_id)
+        with MmapCache(path, 1024, 56, 24) as t:
+            t.put(TAG_KEY, tag)
+            t.put(b"k" * 16, b"x" * 5000)  # a heap segment too
+        old.append(path)
+    with MmapCache(cache / "mine-0123456789abcdef", 64) as plain:  # an MmapCache user's table
+        plain.put(TAG_KEY.upper(), b"")
+    (cache / "link-fedcba9876543210").symlink_to(old[0])  # untrusted directory: not followed
+    before = sorted(os.listdir(cache))
+    assert len([n for n in before if n.startswith(os.path.basename(old[0]))]) >= 3  # index, heap, lock...
+
+    def prune(*extra: str) -> list[str]:
+        cmd = [sys.executable, "-m", "mmcache", "prune-decorator-tables", str(cache), *extra]
+        p = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+        assert p.returncode == 0, p.stderr
+        return p.stdout.splitlines()
+
+    dry = prune("--dry-run")
+    assert [line.split()[:3] for line in dry[:-1]] == [["would", "remove", p] for p in sorted(old)]
+    assert "key scheme k1, now k2" in dry[0] and dry[-1].startswith("2 stale decorator table(s)")
+    assert sorted(os.listdir(cache)) == before
+    done = prune()
+    assert [line.split()[:2] for line in done[:-1]] == [["removed", p] for p in sorted(old)]
+    left = sorted(os.listdir(cache))
+    assert not [n for n in left if any(n.startswith(os.path.basename(p)) for p in old)]
+    assert "mine-0123456789abcdef" in left and "link-fedcba9876543210" in left
+    assert os.path.exists(current.cache_parameters()["path"])
+    assert current(1) == 1 and current.cache_info().hits == 1  # the current table is untouched
+    assert prune()[-1].startswith("0 stale decorator table(s)")
