@@ -249,6 +249,8 @@ def cmd_prune_decorator_tables(args: argparse.Namespace) -> int:
     from .decorators._prune import prune
 
     directory = args.path or default_dir()
+    if not os.path.isdir(directory):
+        raise CliError(f"{directory}: no such directory")
     found = prune(directory, dry_run=args.dry_run)
     for p in found:
         _out(f"{'would remove' if args.dry_run else 'removed'} {p.path} ({p.reason}, {human_bytes(p.size)})")
