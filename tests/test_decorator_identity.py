@@ -409,3 +409,22 @@ def test_prune_removes_only_tables_of_an_older_key_scheme(tmp_path: Path) -> Non
     assert os.path.exists(current.cache_parameters()["path"])
     assert current(1) == 1 and current.cache_info().hits == 1  # the current table is untouched
     assert prune()[-1].startswith("0 stale decorator table(s)")
+
+
+def test_async_self_recursion_with_equal_arguments_does_not_wait(tmp_path: Path) -> None:
+    import asyncio
+
+    runs: list[int] = []
+
+    @mmap_cached(path=tmp_path, ignore=("depth",), lock_timeout=None)
+    async def f(x: int, depth: int = 0) -> list[int]:
+        runs.append(depth)
+        await asyncio.sleep(0.01)
+        return await f(x, depth + 1) if depth < 3 else [x, depth]
+
+    async def main() -> list[Any]:
+        # Two tasks on one key: the second waits for the first (not re-entrant: another task).
+        return await asyncio.wait_for(asyncio.gather(f(5), f(5)), timeout=60)  # a hang guard
+
+    assert asyncio.run(main()) == [[5, 3], [5, 3]]
+    assert runs == [0, 1, 2, 3]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import dis
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -67,17 +68,29 @@ def code_hash(func: Callable[..., Any]) -> str | None:
         return None
     h = xxh3_64()
     for f in funcs:
-        _feed(h, f.__code__)
+        h.update(_code_digest(f.__code__))
         h.update(b"D" + _value(f.__defaults__) + b"K" + _value(f.__kwdefaults__))
     return h.hexdigest()
+
+
+# Code objects already hashed (a factory decorating a closure at each call
+# hashes its code once); weak keys: code made by exec is not kept alive.
+_done: weakref.WeakKeyDictionary[types.CodeType, bytes] = weakref.WeakKeyDictionary()
+
+
+def _code_digest(code: types.CodeType) -> bytes:
+    digest = _done.get(code)
+    if digest is None:
+        h = xxh3_64()
+        _feed(h, code)
+        digest = _done[code] = h.digest()
+    return digest
 
 
 def _value(v: Any) -> bytes:
     """A constant or default, canonically; code objects by their hash."""
     if isinstance(v, types.CodeType):
-        h = xxh3_64()
-        _feed(h, v)
-        return b"c" + h.digest()
+        return b"c" + _code_digest(v)
     if isinstance(v, types.FunctionType):  # a default that is a function (local ones have no name)
         return b"F" + (code_hash(v) or "").encode()
     if isinstance(v, tuple) and any(isinstance(x, types.CodeType | types.FunctionType) for x in v):

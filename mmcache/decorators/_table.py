@@ -11,9 +11,11 @@ it); past that the least recently used entries go. Values are stored with
 cloudpickle under the ``CLOUDPICKLE`` codec flag of ``mmcache.serialization``.
 
 Besides the 16-byte argument keys a table holds its *tag* (under the str key
-``"mmcache:tag"``, which no bytes key can equal): the function's ``version=``
-and code hash. Opening a table whose tag differs empties it first, so old
-versions do not fill the disk. (Under ``max_entries`` pressure the tag may be
+``"mmcache:tag"``, which no bytes key can equal): the key scheme
+(``_identity.KEYSPACE``), the function's ``version=`` and code hash. Opening
+a table whose tag differs empties it first, so old versions do not fill the
+disk (two versions running at once each empty it when they open it: never a
+wrong result, since keys carry the tag too). (Under ``max_entries`` pressure the tag may be
 evicted like any entry; keys carry the version too, so that costs only the
 clean-up.) Leases (``_stampede``) are 17-byte keys.
 """

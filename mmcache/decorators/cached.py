@@ -10,7 +10,9 @@
 
 A call's arguments become a 16-byte key (``_argkey``: bound to the signature,
 encoded canonically, the same in every process); its result is stored with
-cloudpickle in the function's own table (``_location``, ``_table``). A hit
+cloudpickle in the function's own table (``_location``, ``_table``), named
+by the function's identity and tagged with its code hash (``_identity``,
+``_codehash``: unique on the machine, dropped when the code changes). A hit
 is the key, one lock-free table read and one unpickle. On a miss one caller
 in any process computes while the others wait for its result
 (``_stampede``). Exceptions are not cached; ``None`` is.
