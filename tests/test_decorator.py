@@ -268,6 +268,12 @@ def test_bad_options() -> None:
         mmap_cached(version=1.5)(test_bad_options)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nope"):
         mmap_cached(ignore=("nope",))(test_bad_options)
+    with pytest.raises(TypeError, match="name must be a non-empty str"):
+        mmap_cached(name="")(test_bad_options)
+    with pytest.raises(TypeError, match="namespace must be a non-empty str"):
+        mmap_cached(namespace=b"x")(test_bad_options)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="not both"):
+        mmap_cached(name="a", namespace="b")(test_bad_options)
 
 
 # -- versions -------------------------------------------------------------------

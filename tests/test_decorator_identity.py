@@ -215,6 +215,30 @@ def test_a_symlinked_checkout_and_its_real_path_hit_the_same_entries(progs: Prog
     assert progs.run(script=other / "script.py") == [[1, str(other / "script.py")], [0, 1]]
 
 
+SPAWN = """
+import json, multiprocessing as mp, os
+from mmcache import mmap_cached
+
+@mmap_cached
+def square(x):
+    return [x * x, os.getpid()]
+
+def child(x):
+    return [square(x), list(square.cache_info())[:2]]
+
+if __name__ == "__main__":
+    parent = square(4)
+    with mp.get_context("spawn").Pool(1) as pool:
+        got, info = pool.apply(child, (4,))
+    print(json.dumps([got == parent, info]))
+"""
+
+
+def test_a_spawned_child_shares_its_scripts_functions(progs: Programs) -> None:
+    p = progs.project("spawn", SPAWN)
+    assert progs.run(script=p / "utils.py") == [True, [1, 0]]  # the child's call: a hit
+
+
 FIB = """
 import functools, json, sys
 from mmcache import mmap_cached

@@ -7,8 +7,9 @@ identity (a persistent cache outlives the code that filled it):
 * The *table id* names the table file and goes into every key:
   ``module:qualname@file=<real path of the source file>``, the path resolved
   (a symlinked checkout and the real one agree). A function of ``__main__``
-  takes the script's real path; with no source file (``python -c``, a REPL,
-  a notebook) its code hash stands in. Two projects that both have
+  takes the script's real path (and is ``__main__`` in a child started by
+  multiprocessing's spawn too, where the script is ``__mp_main__``); with no
+  source file (``python -c``, a REPL, a notebook) its code hash stands in. Two projects that both have
   ``utils.compute`` thus get two tables.
 * A lambda has no name of its own: its code hash joins its table id, so two
   lambdas of one module never share (and editing one starts a new table).
@@ -48,6 +49,7 @@ __all__ += ["func_cells", "identify", "source_file"]
 
 KEYSPACE = "k2"  # k1: module:qualname keys, hash_code opt-in (no marker in the tag)
 EMPTY: Any = object()  # an empty closure cell (a local function's own name before it is bound)
+_MAIN = ("__main__", "__mp_main__")
 MARKER = "__mmcache_id__"  # set on each wrapper: a captured cached function is keyed by its id
 
 
@@ -69,8 +71,8 @@ def source_file(func: Callable[..., Any]) -> str | None:
     if not funcs:
         return None
     name: Any = funcs[0].__code__.co_filename
-    if funcs[0].__module__ == "__main__":
-        name = getattr(sys.modules.get("__main__"), "__file__", None)
+    if funcs[0].__module__ in _MAIN:  # the script (an __mp_main__ is being run by runpy)
+        name = getattr(sys.modules.get(funcs[0].__module__), "__file__", None)
     if isinstance(name, str) and name and not name.startswith("<"):
         return os.path.realpath(name)
     return None
@@ -153,6 +155,8 @@ def identify(
         if name is None:
             raise TypeError(f"mmap_cached: {func!r} has no name of its own to key it by; pass name=")
         module, qualname = str(module), str(qualname)
+    if module in _MAIN:  # a spawned multiprocessing child imports the script as __mp_main__
+        module = "__main__"
     code = code_hash(func)
     if hash_code and code is None:
         raise TypeError(f"mmap_cached: hash_code=True needs a Python function, not {func!r}")
