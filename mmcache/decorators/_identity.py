@@ -9,8 +9,8 @@ identity (a persistent cache outlives the code that filled it):
   (a symlinked checkout and the real one agree). A function of ``__main__``
   takes the script's real path (and is ``__main__`` in a child started by
   multiprocessing's spawn too, where the script is ``__mp_main__``); with no
-  source file (``python -c``, a REPL, a notebook) its code hash stands in. Two projects that both have
-  ``utils.compute`` thus get two tables.
+  source file (``python -c``, a REPL, a notebook) its code hash stands in.
+  Two projects that both have ``utils.compute`` thus get two tables.
 * A lambda has no name of its own: its code hash joins its table id, so two
   lambdas of one module never share (and editing one starts a new table).
 * Sharing is explicit: ``name=`` is the whole table id (every program using
