@@ -361,8 +361,8 @@ def mmap_cached(
     ``ttl``: seconds a result stays fresh (None: forever). ``stale_ttl``:
     seconds an expired result is still returned while one caller, in any
     process, recomputes it in the background (a daemon thread, or a task of
-    the running loop for ``async def``; abandoned if the process exits). ``typed``: ``1`` / ``1.0`` /
-    ``True`` and tuple / list are different keys. ``ignore``: argument names
+    the running loop for ``async def``; abandoned if the process exits).
+    ``typed``: ``1`` / ``1.0`` / ``True`` and tuple / list are different keys. ``ignore``: argument names
     left out of the key. ``max_entries``: cap on stored results (least
     recently used go first). ``key``: a function of the call's arguments
     whose (encodable) result is the key, for arguments with no stable
@@ -377,6 +377,8 @@ def mmap_cached(
     calls and globals are not covered). ``version``: a fixed version instead
     of the code hash (a new value starts afresh); ``hash_code=False``: no
     code hash (``True``: both, and refuse a function without Python code).
+    Captured closure values are in the key, read at each call.
+
     ``lock_timeout``: how long callers wait for another caller's
     computation of the same key before computing themselves (None: as long
     as it runs; 0: never wait). ``lease_ttl``: how soon a computer that died
