@@ -348,50 +348,6 @@ def test_old_entries_are_never_served_under_the_new_identity(tmp_path: Path) -> 
         assert t.get(old_key) is None and t.get(TAG_KEY) == new.cache_parameters()["key_version"].encode()
 
 
-def _hash_of(src: str) -> str | None:
-    from mmcache.decorators._codehash import code_hash
-
-    ns: dict[str, Any] = {}
-    exec(compile(textwrap.dedent(src), "<test>", "exec"), ns)
-    return code_hash(ns["f"])
-
-
-SAME = [  # pairs that do the same: one hash
-    ("def f(x):\n    return x + 1\n", 'def f(x):\n    """Doc."""\n\n    return (x +\n        1)  # one\n'),
-    (
-        "def f(x):\n    class C:\n        'doc'\n        y = x\n    return C\n",
-        "def f(x):\n    class C:\n        y = x\n    return C\n",
-    ),
-    ("def f(x):\n    return [i for i in x]\n", "def f(x):\n    return [\n        i\n        for i in x]\n"),
-    ("def f(x):\n    pass\n", "def f(x):\n\n    pass\n"),
-]
-DIFFERENT = [  # pairs that differ in behaviour: two hashes
-    ("def f(x):\n    return x + 1\n", "def f(x):\n    return x + 2\n"),
-    ("def f(x):\n    return x + 1\n", "def f(x):\n    return x - 1\n"),
-    ("def f(x, y=1):\n    return y\n", "def f(x, y=2):\n    return y\n"),
-    ("def f(x, *, y=1):\n    return y\n", "def f(x, *, y=2):\n    return y\n"),
-    ("def f(x):\n    return g(x)\n", "def f(x):\n    return h(x)\n"),
-    ("def f(x):\n    return (lambda: 1)()\n", "def f(x):\n    return (lambda: 2)()\n"),
-    (
-        "def f(x):\n    try:\n        a()\n        b()\n    except E:\n        pass\n",
-        "def f(x):\n    try:\n        a()\n    except E:\n        pass\n    b()\n",
-    ),
-    ("def f(x):\n    return 1 if x else 2\n", "def f(x):\n    return 1 if not x else 2\n"),
-    ("def f(x):\n    return 'doc'\n", "def f(x):\n    return 'other'\n"),
-    ("def f(x):\n    return {1, 2}\n", "def f(x):\n    return {1, 3}\n"),
-]
-
-
-@pytest.mark.parametrize(("a", "b"), SAME)
-def test_code_hash_ignores_text_that_does_nothing(a: str, b: str) -> None:
-    assert _hash_of(a) == _hash_of(b) is not None
-
-
-@pytest.mark.parametrize(("a", "b"), DIFFERENT)
-def test_code_hash_sees_every_change_of_behaviour(a: str, b: str) -> None:
-    assert _hash_of(a) != _hash_of(b)
-
-
 def test_prune_removes_only_tables_of_an_older_key_scheme(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
 
