@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +266,7 @@ def test_cold_memoised_fib_300_works(progs: Programs) -> None:
 
 
 SELF = """
-import json, os, sys, threading
+import json, os, sys, threading, time
 from mmcache import mmap_cached
 
 runs = []
@@ -286,11 +287,12 @@ print(json.dumps([results, sorted(runs), list(f.cache_info())[:2]]))
 
 
 def test_self_recursion_with_equal_arguments_does_not_wait(progs: Programs) -> None:
-    p = progs.project("selfcall", SELF)
-    results, runs, _ = progs.run("5", script=p / "utils.py", timeout=60)
-    assert results == [[5, 3]] * 3
-    # One thread computed (the others waited for its result: one run of each depth).
-    assert runs == [0, 1, 2, 3]
+    p = progs.project("selfcall", SELF.replace("runs.append(depth)", "runs.append(depth); time.sleep(0.2)"))
+    with ThreadPoolExecutor(2) as pool:  # two processes of three threads each, at once
+        outs = list(pool.map(lambda _: progs.run("5", script=p / "utils.py", timeout=60), range(2)))
+    assert [o[0] for o in outs] == [[[5, 3]] * 3] * 2
+    # One thread of one process computed (the others waited for its result): one run of each depth.
+    assert sorted(outs[0][1] + outs[1][1]) == [0, 1, 2, 3]
     assert progs.run("5", script=p / "utils.py", timeout=60) == [[[5, 3]] * 3, [], [3, 0]]
 
 
