@@ -8,6 +8,9 @@ with no server. The core is :class:`MmapCache`; the faces built on it are the
 
 from __future__ import annotations
 
+# First: on a system mmcache cannot run on (Windows), this import is the one
+# clear ImportError that says which systems are supported.
+from . import _platform  # noqa: F401
 from ._table_lookup import Entry
 from .decorators import CacheInfo, mmap_cached
 from .errors import (
