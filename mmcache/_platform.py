@@ -55,8 +55,11 @@ PAGE_SIZE_ENV = "MMCACHE_ASSUME_PAGE_SIZE"
 PORTABLE: bool = os.environ.get(PORTABLE_ENV, "") not in ("", "0")
 
 
+_REAL_PAGE_SIZE = max(mmap.PAGESIZE, mmap.ALLOCATIONGRANULARITY)
+
+
 def _page_size() -> int:
-    real = max(mmap.PAGESIZE, mmap.ALLOCATIONGRANULARITY)
+    real = _REAL_PAGE_SIZE
     assumed = os.environ.get(PAGE_SIZE_ENV, "")
     if not assumed:
         return real
@@ -266,3 +269,22 @@ def _statfs_functions() -> tuple[Callable[..., int], Callable[..., int]] | None:
             pass
     _looked_up = True
     return _fns
+
+
+def describe() -> dict[str, str]:
+    """The answer each question gets in this process (``make test-portable``
+    prints it, so a CI log says what ran)."""
+    statfs = _statfs_functions() is not None
+    if _fallocate is not None:
+        reserve = "posix_fallocate"
+    else:
+        reserve = "fcntl F_PREALLOCATE + ftruncate" if _preallocate else "zeros written (pwrite)"
+    return {
+        "reserve space": reserve,
+        "page size": f"{PAGE_SIZE}" + (" (assumed)" if PAGE_SIZE != _REAL_PAGE_SIZE else ""),
+        "mount type of a path": "/proc/self/mountinfo"
+        if LINUX and not PORTABLE
+        else ("statfs(2)" if statfs else "unknown"),
+        "mount type of an fd": "fstatfs(2)" if statfs else "unknown",
+        "populate pages": "MADV_POPULATE_WRITE" if MADV_POPULATE_WRITE is not None else "no",
+    }

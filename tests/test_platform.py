@@ -21,7 +21,7 @@ from stress import small_tmpfs
 
 from mmcache import NetworkFilesystemError, NetworkFilesystemWarning, _fs, _platform
 
-PORTABLE = {"MMCACHE_PORTABLE": "1"}
+PORTABLE = {"MMCACHE_PORTABLE": "1", "MMCACHE_ASSUME_PAGE_SIZE": ""}
 NATIVE = {"MMCACHE_PORTABLE": "", "MMCACHE_ASSUME_PAGE_SIZE": ""}
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="compares with Linux's answers")
 
@@ -57,18 +57,25 @@ def test_portable_switch_turns_the_linux_answers_off(tmp_path) -> None:  # type:
     code = """
         import json, sys
         from mmcache import _platform as P
-        print(json.dumps({
-            "portable": P.PORTABLE, "fallocate": P._fallocate is not None,
-            "populate": P.MADV_POPULATE_WRITE, "page": P.PAGE_SIZE,
-            "types": [P.mount_type(p) for p in sys.argv[1:]],
-        }))
+        print(json.dumps({"answers": P.describe(), "types": [P.mount_type(p) for p in sys.argv[1:]]}))
     """
     paths = [str(tmp_path / "t"), "/dev/shm/t"]
     native = json.loads(run_py(code, *paths, env=NATIVE))
     portable = json.loads(run_py(code, *paths, env=PORTABLE))
-    assert native["portable"] is False and native["fallocate"] and native["populate"] is not None
-    assert portable["portable"] is True and not portable["fallocate"] and portable["populate"] is None
-    assert native["page"] == portable["page"] == os.sysconf("SC_PAGE_SIZE")
+    assert native["answers"] == {
+        "reserve space": "posix_fallocate",
+        "page size": str(os.sysconf("SC_PAGE_SIZE")),
+        "mount type of a path": "/proc/self/mountinfo",
+        "mount type of an fd": "fstatfs(2)",
+        "populate pages": "MADV_POPULATE_WRITE",
+    }
+    assert portable["answers"] == {
+        "reserve space": "zeros written (pwrite)",
+        "page size": str(os.sysconf("SC_PAGE_SIZE")),
+        "mount type of a path": "statfs(2)",
+        "mount type of an fd": "fstatfs(2)",
+        "populate pages": "no",
+    }
     assert native["types"][1] == portable["types"][1] == "tmpfs"  # statfs(2) names what mountinfo names
     known = _platform.LINUX_FS_MAGIC.values()
     assert portable["types"][0] == native["types"][0] or native["types"][0] not in known
