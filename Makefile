@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-core test test-portable test-django42 lint bench bench-quick reliability clean pins
+.PHONY: demo demo-core test test-django42 lint bench bench-quick reliability clean pins
 
 # Every tool and peer comes from the pinned set in requirements/ (refresh with
 # `make pins`); the library's own dependencies stay ranges in pyproject.toml.
@@ -45,6 +45,7 @@ PAGE_16K_TESTS := tests/test_table_basic.py tests/test_rebuild_catch_up.py tests
 	tests/test_django_backend.py tests/test_platform.py
 PLATFORM_ANSWERS := 'from mmcache import _platform as p; print(*(f"  {k}: {v}" for k, v in p.describe().items()), sep="\n")'
 
+.PHONY: test-portable
 test-portable: $(STAMP)
 	MMCACHE_PORTABLE=1 $(PY) -c $(PLATFORM_ANSWERS)
 	MMCACHE_PORTABLE=1 $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS)
