@@ -34,7 +34,7 @@ test: $(STAMP)
 # systems get: no posix_fallocate, no /proc, no MADV_POPULATE_WRITE), run here
 # on Linux: core, decorator and Django tests with MMCACHE_PORTABLE=1, then a
 # smaller set with 16 KiB pages assumed (Apple Silicon). Each run first
-# prints which answer every question got. About 1.5 minutes.
+# prints which answer every question got. About a minute on an idle 2-core machine.
 PORTABLE_TESTS := tests/test_table_basic.py tests/test_table_processes.py tests/test_rebuild_catch_up.py \
 	tests/test_decorator.py tests/test_decorator_processes.py tests/test_django_backend.py \
 	tests/test_security.py tests/test_platform.py tests/test_spawn.py \
