@@ -24,6 +24,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from mmcache import IncompatibleCacheError, MmapCache
+from mmcache._args import MIN_SIZE
 from mmcache._fs import make_private_dirs
 from mmcache.serialization import DEFAULT_PROTOCOL
 from mmcache.table import LIVE_FRACTION
@@ -83,8 +84,8 @@ class Settings:
         return cls(
             codec=codec,
             protocol=_int(options, "PICKLE_PROTOCOL", DEFAULT_PROTOCOL, 0, DEFAULT_PROTOCOL),
-            table_size=_int(options, "TABLE_SIZE", DEFAULT_TABLE_SIZE, 2),
-            max_table_size=_int(options, "MAX_TABLE_SIZE", None, 2),
+            table_size=_int(options, "TABLE_SIZE", DEFAULT_TABLE_SIZE, MIN_SIZE),
+            max_table_size=_int(options, "MAX_TABLE_SIZE", None, MIN_SIZE),
             slot_size=_int(options, "SLOT_SIZE", 96, 1),
             key_size=_int(options, "KEY_SIZE", 64, 1),
             max_segment_bytes=_int(options, "MAX_SEGMENT_BYTES", None, 1),
