@@ -71,7 +71,7 @@ def manage(site: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 def test_table_name_agrees_with_the_backend() -> None:
-    from mmcache.cli import DJANGO_TABLE_NAME
+    from mmcache._cli_paths import DJANGO_TABLE_NAME
     from mmcache.contrib.django._tables import TABLE_NAME
 
     assert DJANGO_TABLE_NAME == TABLE_NAME
