@@ -8,6 +8,9 @@ with no server. The core is :class:`MmapCache`; the faces built on it are the
 
 from __future__ import annotations
 
+# First: on a system mmcache cannot run on (Windows), this import is the one
+# clear ImportError that says which systems are supported.
+from . import _platform  # noqa: F401
 from ._table_lookup import Entry
 from .decorators import CacheInfo, mmap_cached
 from .errors import (
@@ -15,6 +18,7 @@ from .errors import (
     ClosedCacheError,
     CorruptCacheError,
     DiskFullError,
+    FormatVersionError,
     IncompatibleCacheError,
     MmcacheError,
     NetworkFilesystemError,
@@ -34,6 +38,7 @@ __all__ = [
     "CorruptCacheError",
     "DiskFullError",
     "Entry",
+    "FormatVersionError",
     "IncompatibleCacheError",
     "MmapCache",
     "MmcacheError",

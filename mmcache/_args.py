@@ -55,11 +55,36 @@ def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
     return _time_ns() + int(expire * 1e9)
 
 
-def check_size(size: int) -> None:
+# A table made without ``size=`` starts at DEFAULT_INITIAL_SIZE slots (a 384 KiB
+# index at the default slot_size) and doubles as it fills, up to max_size, which
+# defaults to the seed's fixed size: the seed's capacity without its 92 MiB index
+# up front. MIN_SIZE is the smallest table that holds one entry: size - 1 data
+# slots, of which _write.live_cap_for lets min(int(n * LIVE_FRACTION), n - 1) be
+# live (size 3 holds none; tests/test_table_basic.py checks both ends).
+DEFAULT_SIZE = 1_000_000
+DEFAULT_INITIAL_SIZE = 4096
+MIN_SIZE = 4
+
+
+def check_size(size: int, name: str = "size") -> None:
     if not isinstance(size, int) or isinstance(size, bool):
-        raise TypeError("size must be an int")
-    if not 2 <= size <= L.MAX_SIZE:
-        raise ValueError(f"size must be between 2 and {L.MAX_SIZE}, got {size}")
+        raise TypeError(f"{name} must be an int")
+    if not MIN_SIZE <= size <= L.MAX_SIZE:
+        raise ValueError(
+            f"{name} must be between {MIN_SIZE} and {L.MAX_SIZE} slots, got {size}"
+            + (f" (a table of {size} slots cannot hold a single entry)" if size < MIN_SIZE else "")
+        )
+
+
+def resolve_size(size: int | None, max_size: int | None) -> tuple[int, int | None]:
+    """(size, max_size) to create with: ``size=None`` starts small and grows
+    up to ``max_size`` (default DEFAULT_SIZE)."""
+    if size is not None:
+        return size, max_size
+    if max_size is None:
+        max_size = DEFAULT_SIZE
+    check_size(max_size, "max_size")
+    return min(DEFAULT_INITIAL_SIZE, max_size), max_size
 
 
 def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size: int | None,
@@ -83,7 +108,7 @@ def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size:
     if not L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT:
         raise ValueError(f"max_segment_bytes must be between {L.MIN_SEGMENT_BYTES} and {L.MAX_SEGMENT_LIMIT}")
     if max_size is not None:
-        check_size(max_size)
+        check_size(max_size, "max_size")
         if max_size < size:
             raise ValueError("max_size must be at least size")
     for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):

@@ -12,6 +12,7 @@ import os
 import stat
 import warnings
 
+from . import _platform
 from .errors import DiskFullError, NetworkFilesystemError, NetworkFilesystemWarning, UnsafePathError
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -24,6 +25,7 @@ NETWORK_FS_TYPES = frozenset(
         "ceph", "glusterfs", "lustre", "gpfs", "beegfs", "davfs", "fuse.sshfs",
         "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
         "fuse.juicefs", "fuse.davfs2", "fuse.smbnetfs", "vboxsf", "prl_fs",
+        "afpfs", "webdav",  # macOS statfs names
     }
 )  # fmt: skip
 
@@ -32,25 +34,23 @@ def reserve(fd: int, offset: int, length: int, what: str, *, fill: bool = False)
     """Allocate real blocks for [offset, offset+length) of ``fd``.
 
     A store through a map into a hole of a sparse file gets SIGBUS when the
-    disk is full; posix_fallocate reports the same condition as an errno, so
-    space is always reserved this way before it is mapped for writing.
+    disk is full; posix_fallocate (or its stand-in, see _platform.allocate)
+    reports the same condition as an errno, so space is always reserved this
+    way before it is mapped for writing.
     ``fill=True``: space that will be written through soon and in full (heap
     segments, written sequentially) is also zero-filled where that pays.
     """
     if length <= 0:
         return
     try:
-        os.posix_fallocate(fd, offset, length)
+        zeros_written = not _platform.allocate(fd, offset, length)
     except OSError as e:
         if e.errno in _FULL:
             raise DiskFullError(
                 f"cannot grow {what} by {length} bytes: {os.strerror(e.errno)}", e.errno
             ) from e
-        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            _reserve_by_writing(fd, offset, length, what)
-            return
         raise
-    if fill and _zero_fill_pays(fd):
+    if fill and not zeros_written and _zero_fill_pays(fd):
         # Then write the zeros the range already reads as. On ext4 fallocate
         # leaves "unwritten" extents, and the first store through a map into
         # each such page is a fault in which the filesystem converts the
@@ -71,15 +71,8 @@ def _zero_fill_pays(fd: int) -> bool:
     dev = os.fstat(fd).st_dev
     known = _zero_fill_by_dev.get(dev)
     if known is None:
-        try:
-            fstype = mount_type(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            fstype = None
-        known = _zero_fill_by_dev[dev] = fstype in ZERO_FILL_FS
+        known = _zero_fill_by_dev[dev] = _platform.fd_mount_type(fd) in ZERO_FILL_FS
     return known
-
-
-MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+
 
 
 def populate(mm: mmap.mmap, start: int, end: int) -> None:
@@ -90,22 +83,13 @@ def populate(mm: mmap.mmap, start: int, end: int) -> None:
     unwritten extent); a copy loop storing into fresh pages spends most of
     its time there. Doing it in bulk beforehand is several times cheaper.
     Best effort: older kernels and other systems just skip it."""
-    start &= ~(mmap.PAGESIZE - 1)
-    end = min(end, len(mm))
-    if end > start:
-        try:
-            mm.madvise(MADV_POPULATE_WRITE, start, end - start)
-        except (OSError, ValueError, AttributeError):
-            pass
+    _platform.populate_write(mm, start, end)
 
 
 def _reserve_by_writing(fd: int, offset: int, length: int, what: str) -> None:
-    # Filesystems without fallocate: write zeros, which allocates or fails cleanly.
-    chunk = b"\0" * min(length, 1 << 20)
-    pos, end = offset, offset + length
+    # Write zeros, which allocates or fails cleanly (new space only: it overwrites).
     try:
-        while pos < end:
-            pos += os.pwrite(fd, chunk[: end - pos], pos)
+        _platform.write_zeros(fd, offset, length)
     except OSError as e:
         if e.errno in _FULL:
             raise DiskFullError(f"cannot grow {what}: {os.strerror(e.errno)}", e.errno) from e
@@ -179,27 +163,9 @@ def check_safe(path: str, *, allow_symlink: bool, allow_foreign_owner: bool) -> 
 
 
 def mount_type(path: str, mountinfo: str | None = None) -> str | None:
-    """The filesystem type of the mount holding ``path`` (Linux), else None."""
-    if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-                mountinfo = f.read()
-        except OSError:
-            return None
-    target = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    best, best_type = "", None
-    for line in mountinfo.splitlines():
-        # "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw"
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if not sep or len(fields) < 5:
-            continue
-        mnt = fields[4].replace("\\040", " ")
-        fstype = right.split()[0] if right.split() else ""
-        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
-        if inside and len(mnt) >= len(best):
-            best, best_type = mnt, fstype
-    return best_type
+    """The filesystem type of the mount holding ``path``, else None (unknown);
+    ``mountinfo``: a /proc/self/mountinfo text to read instead (see _platform)."""
+    return _platform.mount_type(path, mountinfo)
 
 
 def is_network_fs(fstype: str | None) -> bool:

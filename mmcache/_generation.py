@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import _layout as L
 from ._fs import reserve
 from ._heap import Heap
-from .errors import CorruptCacheError, IncompatibleCacheError
+from .errors import CorruptCacheError, FormatVersionError
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,14 @@ def read_header(idx: mmap.mmap | bytes, path: str) -> tuple[Params, int]:
     if magic != L.INDEX_MAGIC:
         raise CorruptCacheError(f"{path!r} is not an mmcache index (bad magic {magic!r})")
     if version != L.FORMAT_VERSION:
-        raise IncompatibleCacheError(
-            f"{path!r} has format version {version}; this mmcache reads version {L.FORMAT_VERSION}"
+        age = "an older" if version < L.FORMAT_VERSION else "a newer"
+        raise FormatVersionError(
+            f"{path!r} has format version {version} (written by {age} mmcache); this mmcache reads "
+            f"version {L.FORMAT_VERSION}. If it holds a cache, remove its files (the index, .lock, "
+            ".roster.*, .heap.*) once no process of that version has it open, and a new table is "
+            "created; else open it with the mmcache that wrote it",
+            path,
+            version,
         )
     ok = (
         2 <= size <= L.MAX_SIZE

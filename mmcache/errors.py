@@ -33,6 +33,18 @@ class IncompatibleCacheError(MmcacheError, ValueError):
     created with other parameters (size, slot_size, key_size, ...)."""
 
 
+class FormatVersionError(IncompatibleCacheError):
+    """The files are an mmcache table of another format ``version``, written
+    by an older or newer mmcache. The faces (Django backend, decorator), whose
+    tables hold a cache, replace such a table by themselves once no process
+    has it open; a direct ``MmapCache`` user decides (see the README)."""
+
+    def __init__(self, message: str, path: str = "", version: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.version = version
+
+
 class DiskFullError(MmcacheError, OSError):
     """The filesystem refused to grow a cache file (ENOSPC / EDQUOT / EFBIG).
 
@@ -67,6 +79,7 @@ __all__ = [
     "ClosedCacheError",
     "CorruptCacheError",
     "DiskFullError",
+    "FormatVersionError",
     "IncompatibleCacheError",
     "MmcacheError",
     "NetworkFilesystemError",

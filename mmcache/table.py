@@ -67,11 +67,14 @@ class MmapCache(TableLookup, TableMaintenance):
 
     ``size`` is the number of slots (``size - 1`` hold entries; at most half
     of them (``LIVE_FRACTION``) are used before eviction, growth or
-    ``CacheFullError``: the rest keeps probes short and deletions cheap). With
-    ``max_size`` the table starts at ``size`` and doubles by rebuilding when
-    it fills, up to ``max_size``. ``max_entries`` / ``max_bytes`` cap live
-    entries / live heap bytes; ``eviction`` chooses what goes when a put
-    would pass a cap: ``"lru"`` (sampled), ``"fifo"`` or ``"none"`` (raise).
+    ``CacheFullError``: the rest keeps probes short and deletions cheap; at
+    least 4). With ``max_size`` the table starts at ``size`` and doubles by
+    rebuilding when it fills, up to ``max_size``. Without ``size`` it starts
+    at 4,096 slots and grows up to ``max_size`` (default 1,000,000, the seed's
+    fixed size), and an existing table is opened at the size it has grown to.
+    ``max_entries`` / ``max_bytes`` cap live entries / live heap bytes;
+    ``eviction`` chooses what goes when a put would pass a cap: ``"lru"``
+    (sampled), ``"fifo"`` or ``"none"`` (raise).
 
     Each process remembers, per table, up to 32,768 keys it has found (about
     300 bytes each), so that a repeat hit is one comparison of the slot's
@@ -82,7 +85,7 @@ class MmapCache(TableLookup, TableMaintenance):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        size: int = 1_000_000,
+        size: int | None = None,
         slot_size: int = 96,
         key_size: int = 64,
         heap_path: str | os.PathLike[str] | None = None,
@@ -106,6 +109,8 @@ class MmapCache(TableLookup, TableMaintenance):
         path = os.path.abspath(os.fspath(path))
         real = os.path.realpath(path)  # an allowed symlink: name the files after its target
         hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else real + ".heap"
+        adopt = size is None  # no size asked: an existing table keeps the size it has grown to
+        size, max_size = A.resolve_size(size, max_size)
         A.check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
                     max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
         key = secret.encode() if isinstance(secret, str) else secret
@@ -120,6 +125,10 @@ class MmapCache(TableLookup, TableMaintenance):
         if not os.path.exists(path):
             A.create(path, hp, params, mode)
         self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval)
+        if adopt and max_size is not None:
+            have = self._s.gen.params.size
+            params = Params(have, slot_size, key_size, max_segment_bytes)
+            max_size = max(max_size, have)
         try:
             A.check_params(self._s.gen, params, max_size)
         except BaseException:
