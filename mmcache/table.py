@@ -417,7 +417,8 @@ class MmapCache(TableLookup, TableMaintenance):
         """Store ``value`` under ``key``, replacing any previous value.
 
         ``expire`` is seconds from now (None: never; 0 or less: the key is
-        removed at once); ``expire_at_ns`` is the same as an absolute time
+        removed at once; NaN: ValueError; an expiry past what the format
+        holds, April 2262, is "never"); ``expire_at_ns`` is the same as an absolute time
         (ns since the epoch, as ``Entry.expire_ns``), for keeping an
         entry's expiry across a read-modify-write. ``flags`` is a 16-bit tag kept with the record
         (the faces store their codec there). Raises CacheFullError when the
