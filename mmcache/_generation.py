@@ -181,13 +181,48 @@ def read_header(idx: mmap.mmap | bytes, path: str) -> tuple[Params, int]:
     ok = (
         2 <= size <= L.MAX_SIZE
         and L.MIN_KEY_SIZE <= key_size <= L.MAX_KEY_SIZE
-        and slot_size >= key_size + L.SLOT_FIXED
+        and key_size + L.SLOT_FIXED <= slot_size <= MAX_SLOT_SIZE
         and L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT
-        and gen >= 1
+        and 1 <= gen < GEN_LIMIT
     )
     if not ok:
         raise CorruptCacheError(f"{path!r} has an impossible header (damaged)")
     return Params(size, slot_size, key_size, max_seg), gen
+
+
+# Bounds of plausible numbers in a header (anything past them is damage):
+GEN_LIMIT = 1 << 48  # generation numbers (a rebuild every microsecond for 8 years)
+PID_LIMIT = 1 << 22  # process ids (Linux's largest pid_max)
+NUM_LIMIT = 1 << 62  # byte counts and the write sequence
+MAX_SLOT_SIZE = 1 << 16
+
+
+def numbers_sane(g: Generation) -> bool:
+    """The header's numbers that are not counters (see _maintenance's
+    counters_sane, which asks this too): byte counts, the write sequence and
+    the rebuild fields, each in a range it can really take. Out of range is
+    damage that ``heal_numbers`` (via repair) resets; used as they are, they
+    were an OverflowError or a struct.error on a later put."""
+    live, dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
+    seq: int = L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0]
+    return bool(live < NUM_LIMIT and dead < NUM_LIMIT and seq < NUM_LIMIT) and build_sane(g)
+
+
+def build_sane(g: Generation) -> bool:
+    """The rebuild fields: next_gen, the builder's pid and generation."""
+    next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    return bool(next_gen < GEN_LIMIT and bpid < PID_LIMIT and bgen < GEN_LIMIT)
+
+
+def heal_numbers(g: Generation) -> None:
+    """Reset what ``numbers_sane`` refuses. Under the writer lock, from
+    repair (which recomputes the byte counts itself). Implausible rebuild
+    fields name no real builder: they are cleared, with the change log."""
+    if L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0] >= NUM_LIMIT:
+        L.U64.pack_into(g.idx, L.OFF_WRITE_SEQ, 0)
+    if not build_sane(g):
+        L.BUILD.pack_into(g.idx, L.OFF_BUILD, g.gen, 0, 0)
+        g.idx[L.OFF_LOGGING] = 0
 
 
 def _write_file(name: str, nbytes: int, head: bytes, mode: int) -> None:

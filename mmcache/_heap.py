@@ -41,6 +41,9 @@ class Heap:
         self.maps: list[mmap.mmap | None] = []
         self.views: list[memoryview | None] = []
         self.ids: list[tuple[int, int] | None] = []
+        # Segments found there but unusable (not a regular file, too short, a
+        # wrong header): their records are misses; a writer repairs (rebuilds).
+        self.damaged: set[int] = set()
         # Fault grown space in at once (see _fs.populate): set by rebuilds,
         # which fill it at once; a put's growth under the writer lock does
         # not, so as not to make other writers wait for it.
@@ -79,11 +82,16 @@ class Heap:
         flags = os.O_RDWR if self.writable else os.O_RDONLY
         try:
             fd = open_checked(name, flags, "heap segment", mode=self.mode, foreign_ok=self.foreign_ok)
-        except (FileNotFoundError, CorruptCacheError):
-            return None  # unlinked by a rebuild; a directory, FIFO ... planted or left there
+        except FileNotFoundError:
+            return None  # unlinked by a rebuild, or a damaged slot's bogus segment number
+        except CorruptCacheError:
+            self.damaged.add(seg)  # a directory, FIFO ... planted or left there
+            return None
         try:
             st = os.fstat(fd)
             size = st.st_size
+            if size < L.SEG_HEADER_BYTES:
+                self.damaged.add(seg)
             if size < max(need, L.SEG_HEADER_BYTES):
                 return None
             access = mmap.ACCESS_WRITE if self.writable else mmap.ACCESS_READ
@@ -92,6 +100,7 @@ class Heap:
             os.close(fd)
         magic, version, number, gen = L.SEG_HEADER.unpack_from(mm, 0)
         if magic != L.SEG_MAGIC or number != seg or gen != self.gen:
+            self.damaged.add(seg)
             return None  # damaged: its records are unreadable (verify() reports it)
         while len(self.views) <= seg:
             self.maps.append(None)
@@ -119,6 +128,8 @@ class Heap:
         Returns (segment, offset, view) where the caller writes the record.
         Raises DiskFullError before anything is published if the disk is full.
         """
+        if not (0 <= seg < 1 << 20 and L.SEG_HEADER_BYTES <= tail <= self.max_segment_bytes):
+            raise CorruptCacheError(f"heap position ({seg}, {tail}) of {self.heap_path!r} is damaged")
         if rec_len > self.max_segment_bytes - L.SEG_HEADER_BYTES:
             raise ValueTooLargeError(
                 f"a record of {rec_len} bytes does not fit in a heap segment of "
@@ -186,3 +197,4 @@ class Heap:
         self.maps = []
         self.views = []
         self.ids = []
+        self.damaged = set()

@@ -20,6 +20,7 @@ from ._generation import Generation
 from ._locking import WriterLock
 from .errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
 
+_U64_MAX = (1 << 64) - 1
 _registry: dict[str, SharedTable] = {}
 _registry_lock = threading.Lock()
 _all: weakref.WeakSet[SharedTable] = weakref.WeakSet()
@@ -238,7 +239,8 @@ class SharedTable:
         self.flushed_hits += local[0]
         off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
         cur = L.STATS.unpack_from(self.ctl, off)
-        L.STATS.pack_into(self.ctl, off, *(a + b for a, b in zip(cur, local, strict=True)))
+        # (wrapping at 2**64: a damaged count must not make every flush fail)
+        L.STATS.pack_into(self.ctl, off, *((a + b) & _U64_MAX for a, b in zip(cur, local, strict=True)))
 
     def _claim_stripe(self) -> int:
         pid = os.getpid()
@@ -272,6 +274,8 @@ class SharedTable:
 
 
 def alive(pid: int) -> bool:
+    if not 0 < pid < 1 << 22:  # past Linux's largest pid_max: a damaged field, no process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

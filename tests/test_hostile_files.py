@@ -335,3 +335,124 @@ def test_django_huge_timeouts_are_forever(tmp_path: Path) -> None:
     assert cache.incr("a") == 2
     assert cache.get_many(["a", "b", "c", "d", "e", "f"]) == {"a": 2, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6}
     assert cache.table.get_entry(cache.make_key("f")).expire_ns is None  # type: ignore[union-attr]
+
+
+# ------------------------------------------- item 6: every number on disk
+U64_MAX, U32_MAX = 2**64 - 1, 2**32 - 1
+
+
+def _poke(name: str, off: int, st: object, value: int) -> None:
+    with open(name, "r+b") as f:
+        f.seek(off)
+        f.write(st.pack(value))  # type: ignore[attr-defined]
+
+
+def _slots(path: str, field: int, st: object, value: int) -> None:
+    for slot in range(1, 64):
+        _poke(path, L.slot_offset(slot, 96) + 64 + field, st, value)
+
+
+DAMAGE: dict[str, Callable[[str], None]] = {
+    "next_gen": lambda p: _poke(p, L.OFF_BUILD, L.U64, U64_MAX),
+    "builder_pid": lambda p: _poke(p, L.OFF_BUILD + 8, L.U32, U32_MAX),
+    "builder_gen": lambda p: _poke(p, L.OFF_BUILD + 16, L.U64, U64_MAX),
+    "write_seq": lambda p: _poke(p, L.OFF_WRITE_SEQ, L.U64, U64_MAX),
+    "occupied": lambda p: _poke(p, L.OFF_COUNTERS, L.U64, U64_MAX),
+    "deleted": lambda p: _poke(p, L.OFF_COUNTERS + 8, L.U64, U64_MAX),
+    "high_water_mark": lambda p: _poke(p, L.OFF_COUNTERS + 16, L.U64, U64_MAX),
+    "heap_seg": lambda p: _poke(p, L.OFF_HEAP_SEG, L.U32, U32_MAX),
+    "heap_tail": lambda p: _poke(p, L.OFF_HEAP_SEG + 8, L.U64, U64_MAX),
+    "live_bytes": lambda p: _poke(p, L.OFF_BYTES, L.U64, U64_MAX),
+    "dead_bytes": lambda p: _poke(p, L.OFF_BYTES + 8, L.U64, U64_MAX),
+    "log_count": lambda p: _poke(p, L.OFF_LOG, L.U32, U32_MAX),
+    "stripe_pids": lambda p: [
+        _poke(L.lock_name(p), L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID, L.U32, U32_MAX)
+        for i in range(L.STATS_STRIPES)
+    ],
+    "stripe_counts": lambda p: [
+        _poke(L.lock_name(p), L.OFF_STATS + i * L.STATS_STRIPE_BYTES + 8 * f, L.U64, U64_MAX)
+        for i in range(L.STATS_STRIPES)
+        for f in range(7)
+    ],
+    "slot_record_lengths": lambda p: _slots(p, L.OFF_SLOT_RECLEN, L.U32, U32_MAX),
+    "slot_roster_positions": lambda p: _slots(p, L.OFF_SLOT_ROSTER, L.U32, U32_MAX),
+    "slot_mtimes": lambda p: _slots(p, L.OFF_SLOT_MTIME, L.U64, U64_MAX),
+}
+LOSSY = {  # damage that makes records unreachable: those entries are misses (never wrong)
+    "slot_segments": lambda p: _slots(p, L.OFF_SLOT_LOC, L.U32, U32_MAX),
+    "slot_offsets": lambda p: _slots(p, L.OFF_SLOT_LOC + 4, L.U32, U32_MAX),
+    "record_lengths": lambda p: [_poke(segment(p), L.SEG_HEADER_BYTES + i, L.U32, U32_MAX) for i in (16, 20)],
+    "record_expiry": lambda p: _poke(segment(p), L.SEG_HEADER_BYTES + 8, L.U64, U64_MAX),
+}
+
+
+def _workload(c: MmapCache) -> None:
+    """Every path that reads the damaged numbers: writes, reads, eviction,
+    listing, stats, a compaction and a rebuild."""
+    for i in range(60):
+        c.put(f"w{i}", b"y" * 300)
+        c.get(f"w{i}")
+    c.delete("w0")
+    c.evict(2)
+    c.get_entry("w59")
+    c.list_items()
+    c.get_stats()
+    c.atomic_rebuild()
+    c.put("last", b"z")
+    assert c.get("last") == b"z"
+
+
+def _open_damaged(path: str) -> MmapCache:
+    return MmapCache(path, size=64, compact_min_bytes=1, compact_threshold=0.01, max_entries=20)
+
+
+@pytest.mark.parametrize("field", sorted(DAMAGE) + sorted(LOSSY))
+@pytest.mark.parametrize("when", ["closed", "open"])
+def test_damaged_numbers_are_healed_not_raised(path: str, field: str, when: str) -> None:
+    """A number on disk out of its range, damaged while no process had the
+    table open or under a process using it: no OverflowError / struct.error
+    from any operation; the table repairs; entries read back right (or, for
+    damage to where a record is, as misses)."""
+    damage = DAMAGE.get(field) or LOSSY[field]
+    with _open_damaged(path) as c:
+        for i in range(10):
+            c.put(f"k{i}", b"v%d" % i)
+        if when == "open":
+            damage(path)
+            for i in range(10):
+                assert c.get(f"k{i}") in (b"v%d" % i, None)
+            _workload(c)
+    if when == "closed":
+        damage(path)
+    with _open_damaged(path) as c:
+        if when == "closed":
+            for i in range(10):
+                got = c.get(f"k{i}")
+                assert got == b"v%d" % i or (field in LOSSY and got is None), (i, got)
+        _workload(c)
+        c.repair()
+        assert c.verify() == []
+
+
+def test_heap_segment_that_is_a_directory_is_a_miss_then_repaired(path: str) -> None:
+    """A directory where heap segment 0 was: gets are misses (not
+    IsADirectoryError each time), the next write repairs (a rebuild without
+    the lost records) and the table works on; the directory is not followed."""
+    with MmapCache(path, size=64) as c:
+        c.put("k", b"v")
+    plant("directory", segment(path))
+    with MmapCache(path, size=64) as c:
+        assert c.get("k") is None and c.get_entry("k") is None and "k" not in c
+        c.put("n", b"new")
+        assert c.get("n") == b"new" and c.verify() == []
+    with MmapCache(path, size=64) as c:
+        assert c.get("n") == b"new"
+
+
+def test_generation_out_of_range_is_a_clear_error(path: str) -> None:
+    filled(path)
+    old = L.roster_name(path, gen_of(path))
+    _poke(path, L.OFF_GENERATION, L.U64, U64_MAX)
+    os.rename(old, L.roster_name(path, U64_MAX))
+    with pytest.raises(CorruptCacheError, match="impossible header"):
+        MmapCache(path, size=64)
