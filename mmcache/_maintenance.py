@@ -114,13 +114,23 @@ def counters_sane(g: Generation) -> bool:
 
 
 # ------------------------------------------------------------------ listing
+def _listing_snapshot(s: SharedTable) -> tuple[Generation, array.array[int]]:
+    """The current generation and its live slots, read under the lock; a
+    read-only table cannot take it and reads them as they are (exact on a
+    read-only mount; with a writer busy meanwhile, an entry it moves may be
+    missed or seen twice)."""
+    if not s.writable:
+        g = s.refresh()
+        return g, roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+    with s.lock.hold():
+        g = s.current_for_write()
+        return g, roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+
+
 def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
     """Live (key, value-or-None) pairs from a roster snapshot taken under the
     lock (so no entry is seen twice or skipped by a concurrent swap-remove)."""
-    with s.lock.hold():
-        g = s.current_for_write()
-        occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
-        slots = roster_snapshot(g, occ)
+    g, slots = _listing_snapshot(s)
     ss = g.params.slot_size
     K = g.params.key_size
     now = time.time_ns()
@@ -146,9 +156,7 @@ def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
     """(key, Entry) pairs, like ``iter_items`` plus each slot's mtime."""
     from ._table_lookup import Entry
 
-    with s.lock.hold():
-        g = s.current_for_write()
-        slots = roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+    g, slots = _listing_snapshot(s)
     K, now = g.params.key_size, time.time_ns()
     for slot in slots:
         o = L.slot_offset(slot, g.slot_size)
