@@ -277,7 +277,6 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
     # anything is published or marked dirty.
     heap = g.heap
     views = heap.views
-    rec_len_max = heap.max_segment_bytes
     end = tail + rec_len
     if heap_seg < len(views) and (mv := views[heap_seg]) is not None and end <= len(mv) \
             and end <= heap.max_segment_bytes:  # fmt: skip
@@ -298,7 +297,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
     if found >= 0:
         o = found
         old = _U32(mm, o + K + _OFF_RECLEN)[0]
-        if not 0 < old <= rec_len_max:  # 0: not recorded; past a segment: damage
+        if not 0 < old <= heap.max_segment_bytes:  # 0: not recorded; past a segment: damage
             old = _record_size_at(g, o)
         _LOC_MTIME_LEN_PACK(mm, o + K + _OFF_LOC, seg, off, now, rec_len)
         live, dead = live + rec_len - old, dead + old
