@@ -23,6 +23,7 @@ from .errors import (
     MmcacheError,
     NetworkFilesystemError,
     NetworkFilesystemWarning,
+    ReadOnlyCacheError,
     UnsafePathError,
     ValueTooLargeError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "MmcacheError",
     "NetworkFilesystemError",
     "NetworkFilesystemWarning",
+    "ReadOnlyCacheError",
     "UnsafePathError",
     "ValueTooLargeError",
     "mmap_cached",

@@ -30,18 +30,27 @@ def as_buffer(value: Any) -> bytes | memoryview:
 
 
 _INF = float("inf")
+# Expiry is a u64 of ns since the epoch; past 2**63 ns (April 2262) it means
+# "never": a caller asking for longer gets an entry that does not expire,
+# rather than a struct.error (or OverflowError for 1e300) from the put.
+NEVER_NS = 1 << 63
+_FAR_S = NEVER_NS / 1e9  # seconds from now that are surely past it
 
 
 def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
-    """Absolute expiry in ns (0 = never, -1 = already expired)."""
+    """Absolute expiry in ns (0 = never, -1 = already expired); clamped to
+    never from ``NEVER_NS`` on. NaN raises ValueError."""
     if expire_at_ns is not None:
         if expire is not None:
             raise TypeError("give expire or expire_at_ns, not both")
         if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
             raise TypeError("expire_at_ns is an int (ns since the epoch)")
+        if expire_at_ns >= NEVER_NS:
+            return 0
         return expire_at_ns if expire_at_ns > _time_ns() else -1
-    if (type(expire) is float or type(expire) is int) and 0 < expire < _INF:  # the common case (NaN fails)
-        return _time_ns() + int(expire * 1e9)
+    if (type(expire) is float or type(expire) is int) and 0 < expire < _FAR_S:  # the common case (NaN fails)
+        at = _time_ns() + int(expire * 1e9)
+        return at if at < NEVER_NS else 0
     if expire is None:
         return 0
     if isinstance(expire, bool) or not isinstance(expire, int | float):
@@ -50,9 +59,10 @@ def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
         raise ValueError("expire must not be NaN")
     if expire <= 0:
         return -1
-    if expire == float("inf"):
+    if expire >= _FAR_S:  # inf, 1e300, or any int subclass / float subclass that far
         return 0
-    return _time_ns() + int(expire * 1e9)
+    at = _time_ns() + int(expire * 1e9)
+    return at if at < NEVER_NS else 0
 
 
 # A table made without ``size=`` starts at DEFAULT_INITIAL_SIZE slots (a 384 KiB

@@ -13,7 +13,14 @@ import stat
 import warnings
 
 from . import _platform
-from .errors import DiskFullError, NetworkFilesystemError, NetworkFilesystemWarning, UnsafePathError
+from .errors import (
+    CorruptCacheError,
+    DiskFullError,
+    NetworkFilesystemError,
+    NetworkFilesystemWarning,
+    ReadOnlyCacheError,
+    UnsafePathError,
+)
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -188,3 +195,87 @@ def check_network_fs(path: str, allow: bool | None, mountinfo: str | None = None
     if allow is False:
         raise NetworkFilesystemError(msg)
     warnings.warn(msg, NetworkFilesystemWarning, stacklevel=4)
+
+
+# ------------------------------------------------------------ checked opens
+# Every file of a table is opened here (see DESIGN.md, "Every file is
+# untrusted"): never through a symlink (O_NOFOLLOW), never blocking on a FIFO
+# (O_NONBLOCK; a regular file ignores it), never leaked into a child
+# (O_CLOEXEC), and then judged by fstat on the descriptor itself, so that
+# what was checked is what gets mapped, extended or written.
+_CHECKED = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KINDS = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+)  # fmt: skip
+# errno of a write open that fails because this process may only read
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _kind(st_mode: int) -> str:
+    for test, name in _KINDS:
+        if test(st_mode):
+            return name
+    return "not a regular file"
+
+
+def open_checked(path: str, flags: int, what: str, *, mode: int = 0o600, foreign_ok: bool = False) -> int:
+    """Open one of a table's files and return the checked descriptor.
+
+    ``flags`` are os.O_RDWR / os.O_RDONLY (with O_CREAT / O_EXCL to create);
+    the no-follow, non-blocking and close-on-exec flags are added. Raises
+    UnsafePathError for a symlink, a file of another user (unless
+    ``foreign_ok``) or one writable by group or others beyond ``mode``;
+    CorruptCacheError for a directory, FIFO, socket or device (damage, or a
+    plant: either way not a cache file); ReadOnlyCacheError if a write open
+    is refused by permissions or a read-only mount. Each names the path.
+    """
+    try:
+        pre = os.lstat(path)
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    else:
+        # Refused before open(): opening a device or a FIFO may itself act.
+        if stat.S_ISLNK(pre.st_mode):
+            raise UnsafePathError(f"refusing to open {what} {path!r}: it is a symlink")
+        if not stat.S_ISREG(pre.st_mode):
+            raise CorruptCacheError(f"{what} {path!r} is {_kind(pre.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, flags | _CHECKED, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # became a symlink since the lstat
+            raise UnsafePathError(f"refusing to open {what} {path!r}: it is a symlink") from e
+        if e.errno in (errno.EISDIR, errno.ENXIO):
+            raise CorruptCacheError(f"{what} {path!r} is not a regular file") from e
+        if e.errno in READ_ONLY_ERRNOS and flags & (os.O_RDWR | os.O_WRONLY):
+            raise ReadOnlyCacheError(
+                e.errno, f"cannot write {what}: {os.strerror(e.errno)} (read-only cache?)", path
+            ) from e
+        raise
+    try:
+        check_fd(fd, path, what, mode=mode, foreign_ok=foreign_ok)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_fd(fd: int, path: str, what: str, *, mode: int = 0o600, foreign_ok: bool = False) -> os.stat_result:
+    """fstat ``fd`` and apply open_checked's rules to what it is."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptCacheError(f"{what} {path!r} is {_kind(st.st_mode)}, not a regular file")
+    if not foreign_ok and hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise UnsafePathError(
+            f"{what} {path!r} is owned by uid {st.st_uid}, not by this user; "
+            "pass allow_foreign_owner=True to use it anyway"
+        )
+    loose = st.st_mode & 0o022 & ~mode
+    if loose:
+        who = {0o022: "group and others", 0o020: "group", 0o002: "others"}[loose]
+        raise UnsafePathError(
+            f"{what} {path!r} is writable by {who} "
+            f"(mode {st.st_mode & 0o777:o}; the table's mode is {mode:o})"
+        )
+    return st

@@ -24,7 +24,7 @@ from . import _evict as E
 from . import _layout as L
 from . import _maintenance as M
 from . import _rebuild as R
-from .errors import CacheFullError, ValueTooLargeError
+from .errors import CacheFullError, CorruptCacheError, ValueTooLargeError
 
 if TYPE_CHECKING:
     from ._generation import Generation
@@ -94,9 +94,12 @@ def live_cap_for(g: Generation, size: int | None) -> int:
 def begin(s: SharedTable) -> Generation:
     """The generation to write to; repairs first if a writer died mid-update."""
     g = s.current_for_write()
-    if g.idx[L.OFF_DIRTY]:
+    # (runs on every staleness check, so numbers damaged on disk since the
+    # open are healed within an interval; a damaged heap segment: repair
+    # rebuilds the table)
+    if g.idx[L.OFF_DIRTY] or g.heap.damaged or not M.counters_sane(g):
         M.repair(None, s, g)
-    return g
+    return s.gen
 
 
 def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
@@ -188,7 +191,17 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
             found, free = find(c, g, kb, kf, probe, h)
         else:  # pragma: no cover - eviction always frees something
             raise CacheFullError("could not make room for the entry")
-    occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
+    try:
+        occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
+    except (struct.error, OverflowError, CorruptCacheError):
+        # A header number damaged on disk since the last check (out of its
+        # field's range once added to, or a heap position past the files), or
+        # a heap segment found damaged: repair recounts everything from the
+        # slots (and rebuilds past a damaged segment); then the put once more.
+        M.repair(None, s, g)
+        g = s.gen
+        found, free = find(c, g, kb, kf, probe, h)
+        occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
     s.local[2] += 1
     if mono >= s.flush_due:
         # Writes flush their counts at once after a quiet spell (at most once
@@ -283,7 +296,9 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
     mm[_OFF_DIRTY] = 1
     if found >= 0:
         o = found
-        old = _U32(mm, o + K + _OFF_RECLEN)[0] or _record_size_at(g, o)
+        old = _U32(mm, o + K + _OFF_RECLEN)[0]
+        if not 0 < old <= heap.max_segment_bytes:  # 0: not recorded; past a segment: damage
+            old = _record_size_at(g, o)
         _LOC_MTIME_LEN_PACK(mm, o + K + _OFF_LOC, seg, off, now, rec_len)
         live, dead = live + rec_len - old, dead + old
     else:
@@ -327,7 +342,8 @@ def log_change(mm: mmap.mmap, slot: int) -> None:
 def recorded_size(g: Generation, o: int) -> int:
     """Padded size of the record slot ``o`` points at: the slot's record
     length field, or (0 there) the record's own header."""
-    return _U32(g.idx, o + g.key_size + _OFF_RECLEN)[0] or _record_size_at(g, o)
+    n: int = _U32(g.idx, o + g.key_size + _OFF_RECLEN)[0]
+    return n if 0 < n <= g.heap.max_segment_bytes else _record_size_at(g, o)
 
 
 def _record_size_at(g: Generation, o: int) -> int:

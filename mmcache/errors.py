@@ -68,6 +68,11 @@ class UnsafePathError(MmcacheError, PermissionError):
     """The path is a symlink or is owned by another user, and that was not allowed."""
 
 
+class ReadOnlyCacheError(MmcacheError, PermissionError):
+    """A write to a table this process can only read (a read-only mount, or
+    files and directory it has no write permission on). Reads still work."""
+
+
 class NetworkFilesystemWarning(UserWarning):
     """The path lies on a network filesystem (NFS, CIFS, ...): ``fcntl`` locks and
     shared maps are not coherent between hosts there, so entries may be lost
@@ -84,6 +89,7 @@ __all__ = [
     "MmcacheError",
     "NetworkFilesystemError",
     "NetworkFilesystemWarning",
+    "ReadOnlyCacheError",
     "UnsafePathError",
     "ValueTooLargeError",
 ]

@@ -24,7 +24,7 @@ from . import _layout as L
 from . import _maintenance as M
 from . import _rebuild as R
 from . import _write as W
-from ._fs import check_network_fs, check_parent, check_safe
+from ._fs import check_network_fs, check_parent, check_safe, open_checked
 from ._generation import Params, read_header
 from ._shared import SharedTable, acquire, release
 from ._table_lookup import TableLookup
@@ -124,7 +124,7 @@ class MmapCache(TableLookup, TableMaintenance):
         params = Params(size, slot_size, key_size, max_segment_bytes)
         if not os.path.exists(path):
             A.create(path, hp, params, mode)
-        self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval)
+        self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval, allow_foreign_owner)
         if adopt and max_size is not None:
             have = self._s.gen.params.size
             params = Params(have, slot_size, key_size, max_segment_bytes)
@@ -145,21 +145,23 @@ class MmapCache(TableLookup, TableMaintenance):
         self.compact_threshold = compact_threshold
         self.compact_min_bytes = compact_min_bytes
         self._key_size = key_size
-        self._track_recency = eviction == "lru"
+        # (a read-only table keeps no recency stamps: its maps cannot be written)
+        self._track_recency = eviction == "lru" and self._s.writable
         # With a secret every record this handle writes is signed with a keyed
         # BLAKE2b MAC, and records without a valid MAC are misses for it.
         self._secret = key
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
         g = self._s.gen
-        if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
+        if self._s.writable and (g.idx[L.OFF_DIRTY] or not M.counters_sane(g)):
             # A writer died mid-update (or the header is damaged): repair now,
             # under the lock, rather than at the next put.
             with self._s.lock.hold():
                 g = W.begin(self._s)
                 if not M.counters_sane(g):
                     M.repair(self, self._s, g)
-        R.cleanup_on_open(self._s)
+        if self._s.writable:
+            R.cleanup_on_open(self._s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
         self._tails = {
@@ -183,7 +185,13 @@ class MmapCache(TableLookup, TableMaintenance):
         p = os.path.abspath(os.fspath(path))
         if not os.path.exists(p):
             raise FileNotFoundError(2, "no mmcache table at this path", p)
-        fd = os.open(p, os.O_RDONLY)
+        fd = open_checked(
+            os.path.realpath(p) if options.get("allow_symlink") else p,
+            os.O_RDONLY,
+            "mmcache index",
+            mode=options.get("mode", 0o600),
+            foreign_ok=options.get("allow_foreign_owner", False),
+        )
         try:
             head = os.pread(fd, L.HEADER.size, 0)
         finally:
@@ -409,7 +417,8 @@ class MmapCache(TableLookup, TableMaintenance):
         """Store ``value`` under ``key``, replacing any previous value.
 
         ``expire`` is seconds from now (None: never; 0 or less: the key is
-        removed at once); ``expire_at_ns`` is the same as an absolute time
+        removed at once; NaN: ValueError; an expiry past what the format
+        holds, April 2262, is "never"); ``expire_at_ns`` is the same as an absolute time
         (ns since the epoch, as ``Entry.expire_ns``), for keeping an
         entry's expiry across a read-modify-write. ``flags`` is a 16-bit tag kept with the record
         (the faces store their codec there). Raises CacheFullError when the
