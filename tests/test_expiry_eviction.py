@@ -367,3 +367,25 @@ def test_lru_order_across_threads_and_processes_in_turn(path: str) -> None:
             t.join(30)
             proc.stdin.close()
             assert proc.wait(30) == 0
+
+
+def test_lru_stamp_from_before_a_reboot_counts_as_oldest(path: str) -> None:
+    """CLOCK_MONOTONIC restarts at boot: a stamp ahead of the clock (left by
+    an earlier boot, or damaged) makes its entry the oldest, not the newest."""
+    with MmapCache(path, size=256) as c:
+        keys = [f"k{i}" for i in range(16)]
+        for k in keys:
+            c.put(k, b"v")
+        for k in keys:
+            assert c.get(k) == b"v"
+        g = c._s.gen  # type: ignore[union-attr]
+        slot = next(s for s in range(1, g.nslots + 1) if _slot_key(c, s) == b"k15")
+        g.recency[g.rec_base + slot - 1] = time.monotonic_ns() + 10**15  # ~12 days ahead
+        assert c.evict(2) == 2
+        assert sorted(c.keys()) == sorted(keys[1:15])
+
+
+def _slot_key(c: MmapCache, slot: int) -> bytes:
+    g = c._s.gen  # type: ignore[union-attr]
+    o = 4096 + (slot - 1) * g.slot_size
+    return bytes(g.idx[o : o + g.key_size]).rstrip(b"\0")
