@@ -110,7 +110,7 @@ def build_test_root(django_tests: Path, backend: str, location_kind: str, scope:
             conformance=G.CONFORMANCE_CLASS,
             locmem=G.LOCMEM_CLASS,
             with_locmem=scope == "full",
-        ),  # fmt: skip
+        ),
         root / "sessions_tests" / f"{G.ENGINES_MODULE}.py": G.ENGINES.format(
             skips=G.EXCLUDED["sessions_tests"]
         ),
@@ -204,7 +204,7 @@ def parse_output(output: str, expected: list[str], returncode: int) -> Outcome:
         if match.group(1) in outcome.seen:
             outcome.skipped[match.group(1)] = match.group(3)
     for match in re.finditer(r"^(?:FAIL|ERROR): (\S+) \(([^)\s]*)\)", output, re.M):
-        test = f"{match.group(2)}"
+        test = match.group(2)
         if test in outcome.seen:
             outcome.failed.add(test)
         else:  # setUpClass, an import error of a module, ...
@@ -304,7 +304,10 @@ def report(outcome: Outcome, allowed: set[str], verbose: bool) -> int:
             if whole
             else f"{cls}.{{{', '.join(sorted(names))}}}"
         )
-        print(f"  skipped: {what}: {reason}")
+        print(
+            f"  skipped: {what}: {reason}"
+            + ("" if reason in allowed else "  <- not an exclusion of run_suite")
+        )
     for name in sorted(outcome.failed):
         print(f"  failed:  {name}")
     for name in outcome.missing:
