@@ -52,7 +52,7 @@ test-portable: $(STAMP)
 	MMCACHE_ASSUME_PAGE_SIZE=16384 $(PY) -c $(PLATFORM_ANSWERS)
 	MMCACHE_ASSUME_PAGE_SIZE=16384 $(PY) -m pytest -q -p no:cacheprovider $(PAGE_16K_TESTS)
 
-# Django's own cache test suite against the backend under Django 4.2 LTS too
+# Django's own cache and session tests against the backend under Django 4.2 LTS too
 # (the main venv has the newest Django this Python allows).
 test-django42:
 	$(PYTHON) -m venv .venv-django42

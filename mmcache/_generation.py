@@ -56,9 +56,9 @@ class Generation:
         # A whole slot (key, then SLOT_HEAD's fields) as one struct: a put of
         # a new key and a rebuild write a slot with one call.
         self.slot_struct = struct.Struct(f"<{params.key_size}s" + L.SLOT_HEAD.format[1:])
-        # The roster file's u32 view: roster entries, then one recency stamp
+        # The roster file's u64 view: roster entries, then one recency stamp
         # per slot; slot s (1-based) has its stamp at rec_base + s - 1.
-        self.recency = memoryview(roster).cast("I")
+        self.recency = memoryview(roster).cast("Q")
         self.rec_base = L.recency_index(params.size, 1)
         # What MmapCache's probe loads as one tuple.
         self.hot = (idx, self.nslots, self.slot_size, self.rec_base, self.recency, self.heap.maps)
@@ -147,8 +147,8 @@ class Generation:
 
     def touch_recency(self, slot: int, mono_ns: int) -> None:
         """Stamp ``slot`` as used at ``mono_ns`` (time.monotonic_ns(), which
-        every process on the host shares), in 2**20 ns units wrapping at 2**32."""
-        self.recency[self.rec_base + slot - 1] = mono_ns >> L.RECENCY_SHIFT & 0xFFFFFFFF
+        every process on the host shares; see _layout's roster)."""
+        self.recency[self.rec_base + slot - 1] = mono_ns
 
     @property
     def retired(self) -> bool:

@@ -57,7 +57,6 @@ _MAGIC = L.REC_MAGIC
 _KF_STR = L.KF_STR
 _KF_SIGNED = L.KF_SIGNED
 _KF_HASHED = L.KF_HASHED
-_SHIFT = L.RECENCY_SHIFT
 _OFF_LOGGING = L.OFF_LOGGING
 _OFF_LOG = L.OFF_LOG
 _OFF_LOG_ENTRIES = L.OFF_LOG_ENTRIES
@@ -162,7 +161,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     g = s.gen
     idx = g.idx
     # One clock read serves the staleness check, the LRU stamp and the stats
-    # flush below (the stamp's unit is ~1 ms).
+    # flush below (taken under the writer lock: no put or evict comes between).
     mono = _monotonic_ns()
     if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or mono >= s.next_check:
         g = begin(s)
@@ -317,7 +316,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
             hwm = slot
         live += rec_len
     # A put is a use, for LRU (see Generation.touch_recency).
-    g.recency[g.rec_base + (o - _HB) // g.slot_size] = mono >> _SHIFT & 0xFFFFFFFF
+    g.recency[g.rec_base + (o - _HB) // g.slot_size] = mono
     if mm[_OFF_LOGGING]:
         log_change(mm, (o - _HB) // g.slot_size + 1)
     # dirty stays 1 in this store; it is cleared by a store of its own after
@@ -425,7 +424,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     g = begin(s)
     lru = c.eviction == "lru"
     now = time.time_ns()
-    stamp_now = time.monotonic_ns() >> L.RECENCY_SHIFT  # see Generation.touch_recency
+    stamp_now = time.monotonic_ns()  # see _layout's roster
     g.idx[L.OFF_DIRTY] = 1
     occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
     choose = E.oldest if n * E.SAMPLES >= occ else E.sampled

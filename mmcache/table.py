@@ -270,10 +270,9 @@ class MmapCache(TableLookup, TableMaintenance):
                 return default
             if rec is not None:
                 # A racy store into a dense array no checksum covers (see
-                # _layout): it only steers LRU eviction.
-                t = now >> 20 & 0xFFFFFFFF
-                if rec[ri] != t:
-                    rec[ri] = t
+                # _layout): it only steers LRU eviction. The clock read of the
+                # staleness test is the stamp: exact order, no extra call.
+                rec[ri] = now
             s.local[0] += 1  # type: ignore[union-attr]
             if with_flags:
                 return m[vs:ve], flags
@@ -308,9 +307,7 @@ class MmapCache(TableLookup, TableMaintenance):
                 s.local[1] += 1  # type: ignore[union-attr]
                 return default
             if rec is not None:
-                t = now >> 20 & 0xFFFFFFFF
-                if rec[ri] != t:
-                    rec[ri] = t
+                rec[ri] = now
             s.local[0] += 1  # type: ignore[union-attr]
             return memoryview(m)[vs:ve] if ve - vs >= VIEW_MIN else m[vs:ve]
         return self._get_probe(key, default, False)
@@ -393,9 +390,7 @@ class MmapCache(TableLookup, TableMaintenance):
                         s.local[1] += 1
                         return default
                     if track_recency:
-                        t = now >> 20 & 0xFFFFFFFF
-                        if recency[rec_base + i] != t:
-                            recency[rec_base + i] = t
+                        recency[rec_base + i] = now
                     s.local[0] += 1
                     if with_flags:
                         return m[vs:ve], flags
