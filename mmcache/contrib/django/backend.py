@@ -65,7 +65,7 @@ from mmcache.serialization import dumps, loads
 from mmcache.tags import TAGGED
 
 from . import _groups, _tables
-from ._async import AtomicAsyncMixin
+from ._async import InlineAsyncMixin
 from ._tables import Settings, TableSpec
 
 R = TypeVar("R")
@@ -77,7 +77,7 @@ _time_ns = time.time_ns
 _MISS = object()
 
 
-class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
+class MmapCacheBackend(InlineAsyncMixin, BaseCache):
     """A Django cache shared by every process on the host, in mapped files."""
 
     def __init__(self, location: str, params: Mapping[str, Any]) -> None:
@@ -378,20 +378,6 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do: the process-wide table stays open between requests."""
-
-    # ---------------------------------------------------------------- async
-    # Reads take no lock and make no system call: they run inline. Writes may
-    # wait for the writer lock, so they run in a thread. BaseCache's own
-    # aincr / aset_many / ... compose async get and set, which would not be
-    # atomic: these delegate to the atomic sync methods instead.
-    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        return self.get(key, default, version=version)
-
-    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        return self.get_many(keys, version=version)
-
-    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        return self.has_key(key, version=version)
 
     # ----------------------------------------------------------------- info
     def get_stats(self) -> dict[str, Any]:
