@@ -7,7 +7,8 @@
 2. ``aset`` / ``aget`` on the Django backend as it runs them (inline when the
    writer lock is free; reads always inline) against the same call through
    ``sync_to_async`` (what Django's ``BaseCache`` does for every ``a*``
-   method), awaited in a running event loop.
+   method), awaited in a running event loop, and the same in an async view
+   requested through Django's ASGI handler (``AsyncClient``).
 
 Missing peers are "skipped: not available" rows with the reason.
 """
@@ -19,6 +20,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from . import redis_server
@@ -91,10 +93,19 @@ def async_cases(base: Path, keys: list[str]) -> dict[str, dict[str, Case]]:
     import django
     from asgiref.sync import sync_to_async
     from django.conf import settings
+    from django.http import HttpResponse
+    from django.urls import path
 
+    urls = ModuleType("bench_urls")  # ROOT_URLCONF may be a module object (hashable)
+    urls.urlpatterns = []
     if not settings.configured:
-        settings.configure(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
+        settings.configure(
+            CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+            ROOT_URLCONF=urls, ALLOWED_HOSTS=["*"], SECRET_KEY="bench", MIDDLEWARE=[],
+        )  # fmt: skip
         django.setup()
+    from django.test import AsyncClient
+
     from mmcache.contrib.django import MmapCacheBackend
 
     cache = MmapCacheBackend(str(base / "django"), {"OPTIONS": {"MAX_ENTRIES": 100_000}})
@@ -120,6 +131,27 @@ def async_cases(base: Path, keys: list[str]) -> dict[str, dict[str, Case]]:
     def make(n: int) -> list[str]:
         return cycle(keys, n, random.randrange(len(keys)))
 
+    # An async view that writes then reads one key, through Django's ASGI
+    # handler (AsyncClient: the whole request cycle, no server or socket).
+    async def view_inline(request: Any, key: str) -> Any:
+        await cache.aset(key, DICT.value)
+        return HttpResponse(b"ok" if await cache.aget(key) else b"miss")
+
+    async def view_hop(request: Any, key: str) -> Any:
+        await hop_set(key, DICT.value)
+        return HttpResponse(b"ok" if await hop_get(key) else b"miss")
+
+    urls.urlpatterns += [path("inline/<str:key>", view_inline), path("hop/<str:key>", view_hop)]
+    client = AsyncClient()
+
+    def view(prefix: str) -> Any:
+        async def call(k: str) -> None:
+            r = await client.get(f"/{prefix}/{k}")
+            if r.content != b"ok":
+                raise RuntimeError(f"the {prefix} view answered {r.status_code} {r.content[:80]!r}")
+
+        return call
+
     return {
         "aset": {
             "inline": Case(run_async(aset), make, 5_000),
@@ -128,6 +160,10 @@ def async_cases(base: Path, keys: list[str]) -> dict[str, dict[str, Case]]:
         "aget hit": {
             "inline": Case(run_async(cache.aget), make),
             "sync_to_async": Case(run_async(hop_get), make),
+        },
+        "ASGI view: aset + aget": {
+            "inline": Case(run_async(view("inline")), make, 2_000),
+            "sync_to_async": Case(run_async(view("hop")), make, 2_000),
         },
     }
 
