@@ -61,7 +61,10 @@ def fetch_tests(dist: str, sentinel: str) -> Path:
                     raise FetchError(f"unsafe path in {sdists[0].name}: {m.name!r}")
                 m.name = str(PurePosixPath(*parts[1:]))
                 members.append(m)
-            tar.extractall(tree, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tree, members=members, filter="data")
+            else:  # Python < 3.11.4: the members were checked above
+                tar.extractall(tree, members=members)
         if not (tree / "tests" / sentinel).is_file():
             raise FetchError(f"{sdists[0].name} has no tests/{sentinel}")
         try:
