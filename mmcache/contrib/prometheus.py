@@ -36,6 +36,16 @@ Source = Any  # MmapCache | an object with .table | str path
 
 
 def _stats(source: Source) -> dict[str, Any]:
+    """One source's stats, tried twice: ``get_stats()`` sums file sizes and
+    can meet a file that a concurrent rebuild just removed (FileNotFoundError);
+    the retry reads the new generation. A scrape must not fail for that."""
+    try:
+        return _stats_once(source)
+    except FileNotFoundError:
+        return _stats_once(source)
+
+
+def _stats_once(source: Source) -> dict[str, Any]:
     if isinstance(source, str):
         with MmapCache.open(source, eviction="fifo") as t:  # the policy is irrelevant: never writes
             return t.get_stats()
