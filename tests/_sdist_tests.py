@@ -101,7 +101,7 @@ def _imports_plugin(node: ast.Import | ast.ImportFrom) -> bool:
 
 
 def load_modules(
-    tests_dir: Path, names: list[str], conftest: types.ModuleType
+    tests_dir: Path, names: list[str], conftest: types.ModuleType | None = None
 ) -> dict[str, types.ModuleType]:
     """Import ``tests_dir/<name>.py`` for each name, with ``conftest`` as
     their ``conftest`` (ours is restored afterwards: pytest has imported it
@@ -109,7 +109,8 @@ def load_modules(
     import importlib.util
 
     saved = sys.modules.get("conftest")
-    sys.modules["conftest"] = conftest
+    if conftest is not None:
+        sys.modules["conftest"] = conftest
     try:
         out = {}
         for name in names:

@@ -1,10 +1,11 @@
-"""cachelib's own backend test mixins, run against ``mmcache.contrib.cachelib.MmapCache``.
+"""cachelib's and Flask-Caching's own backend tests, run against ``mmcache.contrib.cachelib.MmapCache``.
 
-The mixins (``CommonTests``, ``ClearTests``, ``HasTests``,
-``DeleteManyWithPrefixTests``, ``SerializerTests``) come from cachelib's
-source distribution, fetched at test time for the installed version (see
-``_sdist_tests``); they are what cachelib runs against each of its own
-backends. Nothing of cachelib's is copied here.
+cachelib's mixins (``CommonTests``, ``ClearTests``, ``HasTests``,
+``DeleteManyWithPrefixTests``, ``SerializerTests``) and Flask-Caching's
+``GenericCacheTests`` come from their source distributions, fetched at test
+time for the installed versions (see ``_sdist_tests``); they are what those
+projects run against each of their own backends. Nothing of theirs is
+copied here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def cache_factory(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     request.cls.cache_factory = _factory
 
 
+_fc = load_modules(fetch_tests("Flask-Caching", "test_backend_cache.py"), ["test_backend_cache"])
+
+
 class TestMmapCacheCachelibSuite(
     _m["common"].CommonTests,
     _m["clear"].ClearTests,
@@ -38,3 +42,18 @@ class TestMmapCacheCachelibSuite(
     _m["serializer"].SerializerTests,
 ):
     """Every test of the five mixins, against a fresh directory each."""
+
+
+class TestMmapCacheFlaskCachingSuite(_fc["test_backend_cache"].GenericCacheTests):
+    """Flask-Caching's generic backend tests (it runs them on its SimpleCache,
+    FileSystemCache, Redis and Memcached backends)."""
+
+    _can_use_fast_sleep = False  # their fast sleep moves cachelib's clocks, not ours: sleep for real
+
+    @pytest.fixture
+    def make_cache(self, tmp_path: Path) -> Any:
+        return lambda **kw: MmapCache(tmp_path, **kw)
+
+    @pytest.fixture
+    def clock(self) -> None:
+        """Their conftest's fake clock (unused with real sleeps)."""
