@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-core test test-django42 lint bench bench-quick reliability clean pins
+.PHONY: demo demo-core demo-flask test test-django42 lint bench bench-quick reliability clean pins
 
 # Every tool and peer comes from the pinned set in requirements/ (refresh with
 # `make pins`); the library's own dependencies stay ranges in pyproject.toml.
@@ -24,6 +24,9 @@ demo: $(STAMP)
 
 demo-core: $(STAMP)
 	$(PY) example_project/two_processes.py
+
+demo-flask: $(STAMP)
+	$(PY) example_flask/run_demo.py
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,6 +1,6 @@
 """The ``mmcache`` command: inspect and maintain a table from the shell.
 
-    mmcache stats PATH [--json]          counters, fill, heap bytes, hit rate
+    mmcache stats PATH [--format F]      counters, fill, heap bytes, hit rate (F: table, json, prometheus)
     mmcache ls PATH [--limit N] [GLOB]   keys with value size, codec, mtime, expiry
     mmcache get PATH KEY [--bytes-key] [--pickle]
     mmcache get LOCATION KEY [--prefix P] [--version N] [--raw-key]
@@ -50,7 +50,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import MmapCache, MmcacheError, __version__
+from . import MmapCache, MmcacheError, __version__, _metrics
 from ._cli_format import (
     Progress,
     format_expiry,
@@ -91,7 +91,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Print the table's counters as an aligned table or as JSON."""
     with _open(args.path) as c:
         stats = c.get_stats()
-    if args.json:
+    if args.format == "prometheus":
+        _out(_metrics.prometheus_text([table_stats(stats)]).rstrip("\n"))
+        return 0
+    if args.json or args.format == "json":
         _out(json.dumps(table_stats(stats), indent=2))
         return 0
     for line in stats_report(stats):
@@ -315,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = cmd("stats", cmd_stats, "counters, fill, heap bytes and hit rate")
-    sp.add_argument("--json", action="store_true", help="machine-readable JSON")
+    sp.add_argument("--json", action="store_true", help="machine-readable JSON (--format json)")
+    sp.add_argument("--format", choices=("table", "json", "prometheus"), default="table", help="output")
     sp = cmd("ls", cmd_ls, "list keys with value size, codec, mtime and expiry")
     sp.add_argument(
         "glob",
