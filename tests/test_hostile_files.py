@@ -17,20 +17,19 @@ import stat
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _users import IS_ROOT, NOBODY, in_child_as
+from _users import needs_root as needs_root_for
 
 from mmcache import CorruptCacheError, MmapCache, UnsafePathError
 from mmcache import _layout as L
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-NOBODY = 65534
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="a second uid (chown, setuid) needs root")
+needs_root = needs_root_for("a second uid (chown, setuid)")
 HANG_GUARD = 60  # seconds; a refused file answers at once, a FIFO opened for reading never does
 
 
@@ -220,24 +219,6 @@ def test_roster_and_heap_of_another_user_are_refused(tmp_path: Path, which: str)
         MmapCache(path, size=64)
     with MmapCache(path, size=64, allow_foreign_owner=True) as c:
         assert c.get("k1") == b"v1"
-
-
-def in_child_as(uid: int, fn: Callable[[], None]) -> None:
-    """Run ``fn`` in a forked child that dropped to ``uid`` (a real second user)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.setgid(uid)
-            os.setuid(uid)
-            fn()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.fixture

@@ -15,18 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _users import IS_ROOT, NOBODY, in_child_as
+from _users import needs_root as needs_root_for
 
 from mmcache import MmapCache, ReadOnlyCacheError
 from mmcache import _layout as L
 
-NOBODY = 65534
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="a second uid (setuid) and mounts need root")
+needs_root = needs_root_for("a second uid (setuid) and mounts")
 
 
 def fill(path: str) -> None:
@@ -60,24 +59,6 @@ def reads_and_refused_writes(path: str, **kw: object) -> None:
                 with pytest.raises(ReadOnlyCacheError, match=path):
                     write()
             assert c.get("k1") == b"v1"
-
-
-def in_child_as(uid: int, fn: Callable[[], None]) -> None:
-    """Run ``fn`` in a forked child that dropped to ``uid`` (a real second user)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.setgid(uid)
-            os.setuid(uid)
-            fn()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed: see its traceback above"
 
 
 @pytest.fixture
