@@ -25,7 +25,7 @@ from typing import Any
 
 from . import redis_server
 from .harness import Case, Config, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio, timing_fields
-from .kv import loop_get, loop_put, pool_keys
+from .kv import get_set_cases, pool_keys
 from .report import Report
 from .values import DICT
 
@@ -70,22 +70,7 @@ def flask_cases(cache: Any, keys: list[str]) -> dict[str, Case]:
         cache.set(k, DICT.value)
     if cache.get(keys[0]) != DICT.value or cache.get("miss:never") is not None:
         raise RuntimeError("round trip check failed; refusing to time it")
-    calls = [0]
-
-    def batch_of(source: str) -> Any:
-        def make(n: int) -> list[str]:
-            calls[0] += 1
-            if source == "miss":
-                return [f"miss:{calls[0]}:{i}" for i in range(n)]
-            return cycle(keys, n, random.Random(calls[0]).randrange(len(keys)))
-
-        return make
-
-    return {
-        "get hit": Case(loop_get(cache.get), batch_of("hit")),
-        "get miss": Case(loop_get(cache.get), batch_of("miss")),
-        "set": Case(loop_put(cache.set, DICT.value), batch_of("hit"), 5_000),
-    }
+    return get_set_cases(cache.get, cache.set, DICT.value, keys, 5_000)
 
 
 def async_cases(base: Path, keys: list[str]) -> dict[str, dict[str, Case]]:
@@ -180,7 +165,7 @@ def run(cfg: Config) -> Report:
             rep.note(f"flask {name}: skipped: not available: {why}")
         per = {name: flask_cases(c, keys) for name, c in caches.items()}
         res: dict[str, dict[str, Timing]] = {
-            w: measure_all({n: cs[w] for n, cs in per.items()}, cfg) for w in WORKLOADS
+            w: measure_all({n: cs[w] for n, cs in per.items()}, cfg) if per else {} for w in WORKLOADS
         }
         for w in WORKLOADS:
             for name in FLASK_BACKENDS:
