@@ -90,17 +90,20 @@ class Tags:
 
         With no tags, returns its input unchanged (an untagged record).
         """
+        return seal(self.stamp(tags), data, flags)
+
+    def stamp(self, tags: Iterable[str]) -> bytes | None:
+        """The envelope's head with the tags' tokens *now* (made if missing),
+        or None for no tags. Taken before computing a value and sealed onto it
+        afterwards (``seal``), an invalidation that lands while the value is
+        computed makes the stored entry a miss: it may predate the change."""
         names = _names(tags)
         if not names:
-            return data, flags
-        if flags & TAGGED or not 0 <= flags < 1 << 16:
-            raise ValueError("flags already mark a tag envelope (or do not fit 16 bits)")
+            return None
         parts = [bytes((len(names),))]
         for name in names:
             parts.append(self._token_or_new(name) + _U16.pack(len(name)) + name)
-        parts.append(_U16.pack(flags))
-        parts.append(data)
-        return b"".join(parts), flags | TAGGED
+        return b"".join(parts)
 
     def unwrap(self, data: bytes | memoryview, flags: int) -> tuple[bytes | memoryview, int] | None:
         """The value and its own flags if every tag still has the token the
@@ -151,4 +154,20 @@ class Tags:
         return len(names)
 
 
-__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "TAGGED", "TAG_KEY_PREFIX", "Tags"]
+def check(tags: Iterable[str]) -> list[str]:
+    """``tags`` deduplicated, in order; TypeError/ValueError as ``wrap`` would
+    raise them (for a caller that checks tags before any table is open)."""
+    return [name.decode("utf-8") for name in _names(tags)]
+
+
+def seal(stamp: bytes | None, data: bytes, flags: int) -> tuple[bytes, int]:
+    """``(data, flags)`` in an envelope whose head is ``stamp`` (from
+    ``Tags.stamp``); unchanged if ``stamp`` is None."""
+    if stamp is None:
+        return data, flags
+    if flags & TAGGED or not 0 <= flags < 1 << 16:
+        raise ValueError("flags already mark a tag envelope (or do not fit 16 bits)")
+    return b"".join((stamp, _U16.pack(flags), data)), flags | TAGGED
+
+
+__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "TAGGED", "TAG_KEY_PREFIX", "Tags", "check", "seal"]
