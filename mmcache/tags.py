@@ -129,6 +129,27 @@ class Tags:
             return None
         return data[pos + _U16.size :], inner
 
+    def value_of(self, data: bytes) -> bytes | None:
+        """``unwrap`` for a hot path that knows the inner flags (the decorator:
+        always cloudpickle): the value bytes if every tag still has the
+        envelope's token, else None (also for a damaged envelope). Plain
+        slicing, one token read per tag: about half ``unwrap``'s cost."""
+        get, prefix = self.table.get, TAG_KEY_PREFIX
+        try:
+            n, pos = data[0], 1
+            for _ in range(n):
+                start = pos + 10
+                end = start + (data[pos + 8] | data[pos + 9] << 8)
+                if end > len(data) or get(prefix + data[start:end]) != data[pos : pos + 8]:
+                    return None
+                pos = end
+            inner = data[pos] | data[pos + 1] << 8
+        except IndexError:
+            return None
+        if n == 0 or inner & TAGGED:
+            return None
+        return data[pos + 2 :]
+
     def tags_of(self, data: bytes | memoryview, flags: int) -> list[str]:
         """The tag names an envelope carries (empty for an untagged record)."""
         if not flags & TAGGED:

@@ -330,3 +330,29 @@ def test_invalidation_reaches_running_processes_at_once(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 9, 10, 13, 14, 15])  # the head is 16 bytes
+def test_a_damaged_envelope_is_a_miss_never_an_error(tmp_path: Path, cut: int) -> None:
+    """Files are untrusted: ``Tags.value_of`` (the decorator's read) on a cut
+    or altered envelope is None."""
+    from mmcache.tags import TAGGED, Tags
+
+    tags = Tags(MmapCache(str(tmp_path / "t"), size=4096))
+    data, flags = tags.wrap(b"payload", 1, ["abc"])
+    assert flags == 1 | TAGGED and tags.value_of(data) == b"payload"
+    assert tags.value_of(data[:cut]) is None
+    bad_len = data[:9] + b"\xff" + data[10:]  # a name length past the end
+    zero = b"\x00" + data[1:]  # no tags
+    nested = data[:-9] + (1 | TAGGED).to_bytes(2, "little") + b"payload"  # inner flags claim an envelope
+    assert tags.value_of(bad_len) is None and tags.value_of(zero) is None and tags.value_of(nested) is None
+
+
+def test_large_tagged_results(tmp_path: Path) -> None:
+    @mmap_cached(path=tmp_path, tags=["big"])
+    def big(n: int) -> bytes:
+        return b"x" * n
+
+    assert big(1 << 20) == big(1 << 20) and big.cache_info().hits == 1
+    mmcache.invalidate_tags("big", path=tmp_path)
+    assert len(big(1 << 20)) == 1 << 20 and big.cache_info().misses == 2

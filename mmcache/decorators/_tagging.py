@@ -109,14 +109,13 @@ class Tagger:
 
     def unwrap(self, data: Any, flags: int) -> Any:
         """The pickle inside an envelope, or None if a tag was invalidated."""
-        inner = self.tags.unwrap(data, flags)
-        return None if inner is None else inner[0]
+        return self.tags.value_of(bytes(data))
 
 
 def reader(t: MmapCache, tagger: Tagger) -> Callable[..., Any]:
     """A tagged function's ``get(key, default)``: the pickle, or ``default``
     for a miss or a result whose tags were invalidated."""
-    tget, unwrap = t.get, tagger.unwrap
+    tget, value_of = t.get, tagger.tags.value_of
 
     def get(key: bytes, default: Any) -> Any:
         found = tget(key, default, with_flags=True)
@@ -124,7 +123,7 @@ def reader(t: MmapCache, tagger: Tagger) -> Callable[..., Any]:
             return default
         data, flags = found
         if flags & TAGGED:
-            data = unwrap(data, flags)
+            data = value_of(data)
             return default if data is None else data
         return data  # the tag function gave no tags for this call
 
