@@ -15,6 +15,7 @@ import pytest
 
 from mmcache import MmapCache, mmap_cached
 from mmcache.decorators import _versions
+from mmcache.decorators._table import TAG_KEY
 from mmcache.decorators._versions import VERSIONS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +128,44 @@ def test_versions_record_is_bounded(tmp_path: Path) -> None:
     versions = {f"k2|v={i}": float(i) for i in range(100)}
     kept = _versions.load(_versions.dump(versions))
     assert len(kept) == _versions.MAX_RECORDED and min(kept.values()) == 100 - _versions.MAX_RECORDED
+
+
+def _reopen(f: object) -> str:
+    """Close this process's handles so the next call opens the table afresh; its path."""
+    from mmcache.decorators._table import close_all
+
+    close_all()
+    return str(f.cache_parameters()["path"])  # type: ignore[attr-defined]
+
+
+def test_a_record_lost_to_eviction_empties_nothing(tmp_path: Path) -> None:
+    f1 = mmap_cached(path=tmp_path, version=1)(_same_name(lambda x: x))
+    assert f1(1) == 1
+    with MmapCache.open(_reopen(f1)) as t:
+        assert t.delete(VERSIONS_KEY)  # as if evicted under max_entries pressure
+    f2 = mmap_cached(path=tmp_path, version=2)(_same_name(lambda x: -x))
+    assert f2(1) == -1 and f2.cache_info().currsize == 2
+
+
+def test_tables_of_the_earlier_scheme(tmp_path: Path) -> None:
+    """A bare tag and no record (written before versions were recorded): the
+    same version keeps its results, another version empties it once."""
+    f1 = mmap_cached(path=tmp_path, version=1)(_same_name(lambda x: x))
+    assert f1(1) == 1
+    path = _reopen(f1)
+    with MmapCache.open(path) as t:
+        t.delete(VERSIONS_KEY)
+        t.put(TAG_KEY, b"k2|v=1")
+    f1 = mmap_cached(path=tmp_path, version=1)(_same_name(lambda x: x))
+    assert f1(1) == 1 and f1.cache_info().hits == 1  # its own: kept
+    with MmapCache.open(_reopen(f1)) as t:
+        t.delete(VERSIONS_KEY)
+        t.put(TAG_KEY, b"k2|v=1")
+    f2 = mmap_cached(path=tmp_path, version=2)(_same_name(lambda x: -x))
+    assert f2.cache_info().currsize == 0  # another version's, of unknown age: emptied
+    with MmapCache.open(path) as t:
+        t.delete(VERSIONS_KEY)
+        t.put(TAG_KEY, b"\xff\xfe not utf-8")  # untrusted: no error
+    _reopen(f2)
+    f3 = mmap_cached(path=tmp_path, version=3)(_same_name(lambda x: 3 * x))
+    assert f3(1) == 3

@@ -55,15 +55,17 @@ from ._location import default_dir, ensure_dir, table_path
 from ._stampede import MISS, Lease, drop
 from ._versions import CONFIRM_EVERY, VERSIONS_KEY, dump, load, must_clear
 
-__all__ = ["TAG_KEY", "FunctionTable", "close_all", "handle"]
+__all__ = ["RECORDED", "TAG_KEY", "FunctionTable", "close_all", "handle"]
 
 TAG_KEY = "mmcache:tag"
+RECORDED = b"|versions"  # ends TAG_KEY's value in tables that keep a versions record
 INITIAL_SLOTS = 1024
 DEFAULT_MAX_SLOTS = 1 << 21
 KEY_SIZE = 24  # argument keys are 16 bytes, leases 17
 SLOT_SIZE = KEY_SIZE + 32  # the core's fixed slot fields take 32 bytes
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_CANNOT_STORE = (ValueTooLargeError, DiskFullError, CacheFullError)
 
 _handles: dict[tuple[str, int | None, bytes | None], MmapCache] = {}
 _registry_lock = threading.Lock()
@@ -174,9 +176,10 @@ class FunctionTable:
             raw = t.get(VERSIONS_KEY)
             versions = load(raw)
             stored = t.get(TAG_KEY)
-            if raw is None and isinstance(stored, bytes) and stored != self._tag:
+            if raw is None and isinstance(stored, bytes) and not stored.endswith(RECORDED):
                 # A table of the earlier scheme (a tag, no record): one version of unknown age.
-                versions[stored.decode("utf-8", "surrogatepass")] = 0.0
+                old = stored.decode("utf-8", "replace")
+                versions[old] = time.time() if old == mine else 0.0
             if must_clear(versions, mine, time.time()):
                 t.clear()  # entries of versions no process runs any more: never read again
                 versions, stored = {}, None
@@ -194,7 +197,10 @@ class FunctionTable:
 
     @property
     def _tag(self) -> bytes:
-        return self.identity.tag.encode("utf-8", "surrogatepass")
+        """What TAG_KEY holds: the tag, and a mark that the table keeps a
+        versions record (so a record lost to eviction is not taken for a
+        table of the earlier scheme)."""
+        return self.identity.tag.encode("utf-8", "surrogatepass") + RECORDED
 
     def put_tag(self, t: MmapCache) -> None:
         """Store the tag and a record of our version alone (after ``t.clear()``)."""
@@ -245,12 +251,12 @@ class FunctionTable:
         t = self.table()
         with t.transaction():
             try:
-                if time.monotonic() >= self._confirm_due:
-                    self._confirm(t)
                 if data is not None:
                     value, flags = seal(stamp, data, CLOUDPICKLE)
                     t.put(key, value, self.expire, flags=flags)
-            except (ValueTooLargeError, DiskFullError, CacheFullError) as exc:
+                if time.monotonic() >= self._confirm_due:
+                    self._confirm(t)
+            except _CANNOT_STORE as exc:
                 self._warn(f"not cached: {exc}")
             finally:
                 if lease is not None:

@@ -32,8 +32,9 @@ by the table's own limit, as for a single version, and in practice by
 The record is JSON, read from an untrusted file: anything that does not
 parse as a map of tags to finite times counts as no record. A record lost to
 eviction empties nothing (what the table holds is then unknown, and LRU
-handles it); a table of the earlier scheme (a tag, no record) counts as one
-abandoned version.
+handles it: the table's tag says it had a record, ``_table.RECORDED``); a
+table of the earlier scheme (a bare tag, no record) counts as one version,
+abandoned unless it is the opener's own.
 """
 
 from __future__ import annotations
