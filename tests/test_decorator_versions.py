@@ -88,8 +88,8 @@ def test_an_abandoned_version_is_emptied_by_the_next_new_one(tmp_path: Path) -> 
     time.sleep(0.6)
     # v1 and v2 unconfirmed for longer than GRACE: v3 empties the table
     assert _run(v3, tmp_path, grace=0.5) == ([x * 1000 for x in range(6)], 6)
-    assert _run(v2, tmp_path, grace=0.5)[1] == 6  # v2's results went with it
-    assert _run(v3, tmp_path, grace=0.5)[1] == 0  # and v3 kept its own
+    assert _run(v2, tmp_path)[1] == 6  # v2's results went with it
+    assert _run(v3, tmp_path)[1] == 0  # and v3 kept its own
 
 
 def _same_name(func):  # type: ignore[no-untyped-def]

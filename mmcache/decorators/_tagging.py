@@ -18,6 +18,10 @@ every function there, not only ``f`` (use a tag only ``f`` uses for that,
 or ``f.cache_clear()``). Functions with another ``path=`` have their own tag
 table; pass ``path=`` to ``invalidate_tags`` to reach them.
 
+What ``tags=`` gives is part of the keys (the names, or the tag function's
+code, not values it captures), so changing it starts afresh rather than
+serve results stored under other tags.
+
 Tokens are taken *before* the function runs and sealed onto its result
 after: an invalidation that lands while a result is being computed leaves
 that result a miss (it may have read the old data). A lost tag table or
