@@ -10,8 +10,10 @@ child) is replaced.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import struct
 import threading
 import weakref
 
@@ -81,6 +83,12 @@ class WriterLock:
         self._depth += 1
         return True
 
+    def fileno(self) -> int:
+        """The lock file's descriptor (for ``open_owner``)."""
+        if self._fd == -2:
+            self._fd = self._open()  # after a fork that could not reopen it: try again
+        return self._fd
+
     def release(self) -> None:
         self._depth -= 1
         if self._depth == 0:
@@ -146,8 +154,72 @@ class WriterLock:
 
 
 def _reinit_all_in_child() -> None:
+    _close_owners_in_child()
     for lock in list(_live):
         lock._after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_reinit_all_in_child)
+
+
+# ------------------------------------------------------------ owner locks
+# Who owns a rebuild or a stats stripe is proven by an open-file-description
+# (OFD) byte-range lock on the control file, one byte per role (offsets in
+# _layout). OFD locks belong to one open of the file, not to a process: two
+# threads of one process with opens of their own conflict like two processes,
+# closing some other descriptor of the file drops nothing, and the kernel
+# drops them when the owner's open is closed or its process dies, kill -9
+# included. So a lock that is held names a live owner: no pid is trusted, and
+# a reused pid means nothing. Locks are taken and probed without blocking.
+_F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)  # Linux's values (Python 3.9+ has the names)
+_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD locks)
+_owner_fds: set[int] = set()  # every open owner description of this process (closed in a fork's child)
+
+
+def open_owner(fd: int) -> int:
+    """A new open file description of the file ``fd`` refers to (a new
+    owner), reached through /proc so that it is the same file, whatever its
+    path names now."""
+    new = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    if os.fstat(new).st_ino != os.fstat(fd).st_ino:  # pragma: no cover - /proc is not procfs
+        os.close(new)
+        raise OSError(f"/proc/self/fd/{fd} is not the file it should be")
+    _owner_fds.add(new)
+    return new
+
+
+def close_owner(fd: int) -> None:
+    """Close an owner description: every lock it holds is dropped."""
+    _owner_fds.discard(fd)
+    os.close(fd)
+
+
+def try_own(fd: int, offset: int) -> bool:
+    """Take the write lock on byte ``offset`` for the description ``fd``,
+    without waiting; False if another description (thread or process) holds it."""
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def disown(fd: int, offset: int) -> None:
+    """Let go of byte ``offset`` (the description stays open)."""
+    fcntl.fcntl(fd, _F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
+
+
+def owned_by_other(fd: int, offset: int) -> bool:
+    """Does a description other than ``fd`` hold byte ``offset`` (a live owner)?"""
+    res = fcntl.fcntl(fd, _F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+    return bool(_FLOCK.unpack(res)[0] != fcntl.F_UNLCK)
+
+
+def _close_owners_in_child() -> None:
+    # A forked child shares its parent's descriptions: keeping them open would
+    # keep the parent's rebuild or stripe "alive" after the parent died.
+    for fd in list(_owner_fds):
+        close_owner(fd)

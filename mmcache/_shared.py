@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import random
 import threading
 import time
 import weakref
@@ -17,7 +18,7 @@ from typing import Any
 from . import _layout as L
 from ._fs import reserve
 from ._generation import Generation
-from ._locking import WriterLock
+from ._locking import WriterLock, close_owner, open_owner, owned_by_other, try_own
 from .errors import CorruptCacheError, IncompatibleCacheError
 
 _registry: dict[str, SharedTable] = {}
@@ -35,6 +36,10 @@ class SharedTable:
         self.interval = interval
         self.lock = WriterLock(L.lock_name(path), mode)
         self.ctl = self._map_control()
+        # This process's own open of the control file: it holds the OFD lock
+        # of our stats stripe, and probes the rebuild lock (see _layout).
+        self.owner_fd: int | None = None
+        self._flushing = threading.Lock()  # one flushing thread at a time (the others skip)
         self.gen = self._open_retrying()
         self.refs = 0
         # This process's counts not yet added to its stats stripe (see _layout).
@@ -51,9 +56,9 @@ class SharedTable:
         self.flushed_hits = 0  # hits already added to the stats stripe
         self._memo_mark = (0, 0)  # (hits, first_reads) when the memo last started afresh
         self.grow_to: int | None = None  # the size that rebuild should have
-        # ((pid, generation) of another process's rebuild seen in progress,
-        # monotonic_ns until which it is taken to be alive): see _rebuild._busy
-        self.builder_seen: tuple[tuple[int, int], int] = ((0, 0), 0)
+        # (the BUILD fields of a rebuild seen in progress, monotonic_ns until
+        # which it is taken to be still running): see _rebuild._busy
+        self.builder_seen: tuple[tuple[int, int, int], int] = ((0, 0, 0), 0)
         self.compactions = 0  # automatic compactions this process started (see _rebuild)
         self.full_rebuild_next = False
         # time.monotonic_ns() of the next staleness check (an int: the get hot
@@ -83,7 +88,25 @@ class SharedTable:
         """The files were created anew: counts go to a stripe of the new file."""
         self.flush_stats()
         self.ctl = self._map_control()
-        self.stripe = None
+        self._drop_owner()
+
+    def owner(self) -> int:
+        """This process's own open file description of the control file."""
+        fd = self.owner_fd
+        if fd is None:
+            fd = self.owner_fd = open_owner(self.lock.fileno())
+        return fd
+
+    def rebuild_running(self) -> bool:
+        """Does any thread of any process hold the rebuild lock (a look,
+        never a wait)? Our own description never takes it, so it sees them all."""
+        return owned_by_other(self.owner(), L.LOCK_REBUILD)
+
+    def _drop_owner(self) -> None:
+        """Close our description: our stripe's lock goes with it."""
+        fd, self.owner_fd, self.stripe = self.owner_fd, None, None
+        if fd is not None:
+            close_owner(fd)
 
     def _map_control(self) -> mmap.mmap:
         """Map <path>.lock, sizing it (once, under the lock) for the stats stripes."""
@@ -187,36 +210,37 @@ class SharedTable:
     def flush_stats(self) -> None:
         """Add local counts into this process's stripe.
 
-        Each process claims a stripe of its own (its pid in the stripe's
-        last 4 bytes), so counts are exact while at most STATS_STRIPES
+        Each process owns a stripe while it holds that stripe's OFD lock
+        (see _layout), so counts are exact while at most STATS_STRIPES
         processes are alive; past that, processes share stripes and an
         increment can be lost in a race (the sums are then approximate).
+        Never waits: readers flush too. A thread that finds another one
+        flushing leaves its counts for the next flush.
         """
         local = self.local
-        if not any(local):
+        if not any(local) or not self._flushing.acquire(blocking=False):
             return
-        if self.stripe is None:
-            self.stripe = self._claim_stripe()
-        self.local = [0] * len(local)
-        self.flushed_hits += local[0]
-        off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
-        cur = L.STATS.unpack_from(self.ctl, off)
-        L.STATS.pack_into(self.ctl, off, *(a + b for a, b in zip(cur, local, strict=True)))
+        try:
+            if self.stripe is None:
+                self.stripe = self._claim_stripe()
+            local, self.local = self.local, [0] * len(local)
+            self.flushed_hits += local[0]
+            off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
+            cur = L.STATS.unpack_from(self.ctl, off)
+            L.STATS.pack_into(self.ctl, off, *(a + b for a, b in zip(cur, local, strict=True)))
+        finally:
+            self._flushing.release()
 
     def _claim_stripe(self) -> int:
-        pid = os.getpid()
-        with self.lock.hold():
-            owners = [
-                L.U32.unpack_from(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID)[0]
-                for i in range(L.STATS_STRIPES)
-            ]
-            if pid in owners:
-                return owners.index(pid)
-            for i, owner in enumerate(owners):
-                if owner == 0 or not alive(owner):
-                    L.U32.pack_into(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID, pid)
-                    return i
-        return pid % L.STATS_STRIPES
+        """The first stripe whose lock we can take (free, or its owner died:
+        its counts stay and ours add to them); with none free, a shared one."""
+        fd = self.owner()
+        for i in range(L.STATS_STRIPES):
+            if try_own(fd, L.LOCK_STRIPES + i):
+                at = L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_OWNER
+                L.OWNER.pack_into(self.ctl, at, random.getrandbits(32), os.getpid())
+                return i
+        return os.getpid() % L.STATS_STRIPES
 
     def total_stats(self) -> dict[str, int]:
         tot = list(self.local)
@@ -231,17 +255,8 @@ class SharedTable:
         except (ValueError, OSError):
             pass
         self.gen.close()
+        self._drop_owner()
         self.lock.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def acquire(path: str, heap_path: str, mode: int, interval: float) -> SharedTable:
@@ -274,6 +289,8 @@ def _after_fork_in_child() -> None:
     for t in list(_all):
         t.local = [0] * len(t.local)
         t.stripe = None
+        t.owner_fd = None  # closed by _locking: the parent's, not ours
+        t._flushing = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
