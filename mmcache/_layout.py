@@ -9,7 +9,7 @@ Files of one table (``gen`` is the generation, bumped by every rebuild):
     <path>                  index: header page + (size - 1) data slots
     <path>.roster.<gen>     roster: header + uint32 slot numbers of live entries
     <heap_path>.<gen>.<seg> heap segments: header + append-only records
-    <path>.lock             empty; holds the writer's flock
+    <path>.lock             control file: the writer's flock, owner locks, stats stripes
 
 The index is the commit point: a rebuild writes a whole new generation of
 roster and heap beside the old one, then renames a new index over <path>.

@@ -83,8 +83,12 @@ class WriterLock:
         self._depth += 1
         return True
 
+    def open_owner(self) -> int:
+        """A new owner description of the lock file (see ``open_owner``)."""
+        return open_owner(self.fileno(), self.path)
+
     def fileno(self) -> int:
-        """The lock file's descriptor (for ``open_owner``)."""
+        """The lock file's descriptor."""
         if self._fd == -2:
             self._fd = self._open()  # after a fork that could not reopen it: try again
         return self._fd
@@ -119,7 +123,18 @@ class WriterLock:
 
         Without this a process would go on locking a deleted file while
         others lock the new one: two writers at once on the same table.
+        A reader thread calls this too: it leaves the move to the writers
+        while another thread of this process holds or takes the lock (moving
+        the descriptor under it would drop its flock), and never waits.
         """
+        if not self._tlock.acquire(blocking=False):
+            return False
+        try:
+            return self._rebind()
+        finally:
+            self._tlock.release()
+
+    def _rebind(self) -> bool:
         try:
             same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
         except FileNotFoundError:
@@ -177,14 +192,18 @@ _FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid
 _owner_fds: set[int] = set()  # every open owner description of this process (closed in a fork's child)
 
 
-def open_owner(fd: int) -> int:
+def open_owner(fd: int, path: str) -> int:
     """A new open file description of the file ``fd`` refers to (a new
-    owner), reached through /proc so that it is the same file, whatever its
-    path names now."""
-    new = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
-    if os.fstat(new).st_ino != os.fstat(fd).st_ino:  # pragma: no cover - /proc is not procfs
+    owner), reached through /proc so that it is the same file whatever its
+    path names now (without /proc: through ``path``, checked to be it)."""
+    try:
+        new = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:  # pragma: no cover - no /proc mounted
+        new = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    a, b = os.fstat(new), os.fstat(fd)
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
         os.close(new)
-        raise OSError(f"/proc/self/fd/{fd} is not the file it should be")
+        raise OSError(f"{path!r} is no longer the control file this table has open")
     _owner_fds.add(new)
     return new
 

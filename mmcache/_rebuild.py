@@ -44,7 +44,7 @@ from . import _maintenance as M
 from . import _write as W
 from ._builders import Builder, HeapCopier
 from ._generation import Generation, Params
-from ._locking import close_owner, open_owner, try_own
+from ._locking import close_owner, try_own
 from .errors import CacheFullError
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
     process, and a builder killed by any signal lets go at once."""
     if _busy(s, s.gen):
         return False
-    claim = open_owner(s.lock.fileno())
+    claim = s.lock.open_owner()
     try:
         if not try_own(claim, L.LOCK_REBUILD):
             return False

@@ -18,7 +18,7 @@ from typing import Any
 from . import _layout as L
 from ._fs import reserve
 from ._generation import Generation
-from ._locking import WriterLock, close_owner, open_owner, owned_by_other, try_own
+from ._locking import WriterLock, close_owner, owned_by_other, try_own
 from .errors import CorruptCacheError, IncompatibleCacheError
 
 _registry: dict[str, SharedTable] = {}
@@ -94,7 +94,7 @@ class SharedTable:
         """This process's own open file description of the control file."""
         fd = self.owner_fd
         if fd is None:
-            fd = self.owner_fd = open_owner(self.lock.fileno())
+            fd = self.owner_fd = self.lock.open_owner()
         return fd
 
     def rebuild_running(self) -> bool:
