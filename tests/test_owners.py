@@ -321,3 +321,50 @@ def test_dead_stripe_owner_with_its_pid_reused_is_taken_over(path: str) -> None:
             _stop(second)
     finally:
         _stop(first, other)
+
+
+def test_forked_child_does_not_keep_a_dead_parents_rebuild_alive(path: str) -> None:
+    """A process forks while one of its threads is rebuilding, then is killed.
+    The child shares its parent's open files, but must not go on holding the
+    parent's rebuild lock: a rebuild elsewhere then goes ahead."""
+    with MmapCache(path, **BUSY) as c:
+        for i in range(20):
+            c.put(f"k{i}", b"%d|" % i + PAD)
+    parent = _spawn(f"""
+        import os, threading, time
+        from mmcache import MmapCache, _builders
+        copying = threading.Event()
+        def stuck(self, slots):
+            copying.set()
+            time.sleep(600)
+        _builders.Builder.copy_all = _builders.HeapCopier.copy_all = stuck
+        c = MmapCache({path!r}, **{BUSY!r})
+        threading.Thread(target=c.atomic_rebuild, daemon=True).start()
+        copying.wait()
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        print(pid, flush=True)
+        time.sleep(600)
+    """)
+    child = 0
+    try:
+        line = _line(parent)
+        assert line is not None and line.isdigit()
+        child = int(line)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(HANG)
+        other = _spawn(f"""
+            from mmcache import MmapCache
+            MmapCache({path!r}, **{BUSY!r}).atomic_rebuild()
+            print("rebuilt", flush=True)
+        """)
+        try:
+            assert _line(other) == "rebuilt", "the forked child kept the dead parent's rebuild alive"
+        finally:
+            _stop(other)
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+        _stop(parent)
