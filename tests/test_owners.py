@@ -22,6 +22,7 @@ import pytest
 
 from mmcache import MmapCache
 from mmcache import _layout as L
+from mmcache import _rebuild as R
 
 ROOT = Path(__file__).resolve().parent.parent
 # A table that compacts all the time (the issue's reproduction).
@@ -83,10 +84,26 @@ def test_threads_increment_in_transactions_lose_nothing(path: str) -> None:
         assert c.get_stats()["rebuilds"] - rebuilds0 >= 5, "the table should have compacted often"
 
 
-def test_one_rebuild_at_a_time_whatever_asks(path: str) -> None:
+def test_one_rebuild_at_a_time_whatever_asks(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Threads of this process and another process all call atomic_rebuild
     while threads write: every call returns, nothing is lost, and no two
-    rebuilds of the table ever overlap (each leaves a complete generation)."""
+    rebuilds of this process ever run at once (nor with the other process's:
+    those would delete each other's files, seen as errors or lost keys)."""
+    running, most = [0], [0]
+    claimed = R._rebuild_claimed
+    guard = threading.Lock()
+
+    def counted(*args: Any) -> bool:
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return claimed(*args)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(R, "_rebuild_claimed", counted)
     with MmapCache(path, **BUSY) as c:
         for i in range(20):
             c.put(f"k{i}", b"%d|" % i + PAD)
@@ -117,6 +134,7 @@ def test_one_rebuild_at_a_time_whatever_asks(path: str) -> None:
         assert child.returncode == 0 and out.strip() == "ok"
         assert sorted(c.list()) == sorted(f"k{i}" for i in range(20))
         assert c.verify() == []
+        assert most[0] == 1, f"{most[0]} rebuilds of the table ran at once in this process"
 
 
 def test_django_incr_from_threads(tmp_path: Path) -> None:
