@@ -188,7 +188,8 @@ os.register_at_fork(after_in_child=_reinit_all_in_child)
 # a reused pid means nothing. Locks are taken and probed without blocking.
 _F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)  # Linux's values (Python 3.9+ has the names)
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
-_FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD locks)
+# struct flock of 64-bit Linux (native alignment): type, whence, start, len, pid (0 for OFD locks)
+_FLOCK = struct.Struct("hhqqi4x")
 _owner_fds: set[int] = set()  # every open owner description of this process (closed in a fork's child)
 
 
@@ -224,11 +225,6 @@ def try_own(fd: int, offset: int) -> bool:
             return False
         raise
     return True
-
-
-def disown(fd: int, offset: int) -> None:
-    """Let go of byte ``offset`` (the description stays open)."""
-    fcntl.fcntl(fd, _F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
 
 
 def owned_by_other(fd: int, offset: int) -> bool:
