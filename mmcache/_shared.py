@@ -40,6 +40,7 @@ class SharedTable:
         # of our stats stripe, and probes the rebuild lock (see _layout).
         self.owner_fd: int | None = None
         self._flushing = threading.Lock()  # one flushing thread at a time (the others skip)
+        self._adopting = threading.Lock()  # held for the few stores that switch generations
         self.gen = self._open_retrying()
         self.refs = 0
         # This process's counts not yet added to its stats stripe (see _layout).
@@ -147,7 +148,21 @@ class SharedTable:
             return g
         if not self.lock.held and self.lock.rebind_if_replaced():
             self._remap_control()
-        self._adopt(g, new)
+        # Only from the generation this check started from: another thread
+        # (a writer, or a faster reader) may have moved on to a newer one
+        # while we opened ``new``, which may by now be older than that. Going
+        # back would make a thread read a retired generation that lacks what
+        # it has just written. A switch under way elsewhere: leave it to it.
+        if not self._adopting.acquire(blocking=False):
+            new.close()
+            return self.gen
+        try:
+            if self.gen is g:
+                self._switch(new)
+            else:
+                new.close()
+        finally:
+            self._adopting.release()
         return self.gen
 
     def current_for_write(self) -> Generation:
@@ -169,6 +184,14 @@ class SharedTable:
         return self.gen
 
     def _adopt(self, old: Generation, new: Generation) -> None:
+        """Make ``new`` (opened or committed under the writer lock, so the
+        newest there is) the current generation, in place of ``old``."""
+        with self._adopting:
+            self._switch(new)
+
+    def _switch(self, new: Generation) -> None:
+        """Replace the current generation by ``new`` (``_adopting`` held)."""
+        old = self.gen
         p, q = old.params, new.params
         if (p.slot_size, p.key_size) != (q.slot_size, q.key_size):
             raise IncompatibleCacheError(f"{self.path!r} was replaced by a table with other slot/key sizes")
@@ -291,6 +314,7 @@ def _after_fork_in_child() -> None:
         t.stripe = None
         t.owner_fd = None  # closed by _locking: the parent's, not ours
         t._flushing = threading.Lock()
+        t._adopting = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

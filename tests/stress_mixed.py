@@ -49,9 +49,15 @@ def _value(key: str, seq: int, rnd: random.Random) -> bytes:
     return f"{key}|{seq}|".encode() + b"." * rnd.randrange(400)
 
 
+def _short(v: bytes | None) -> str | None:
+    """A value as ``key|seq`` (enough to tell which put it came from)."""
+    return None if v is None else v.split(b"|")[0].decode() + "|" + v.split(b"|")[1].decode()
+
+
 def _thread(paths: tuple[str, str], tag: str, deadline: float, checked: bool, seed: int,
             out: dict[str, Any]) -> None:  # fmt: skip
-    """One thread's loop; fills ``out`` with its counts and final model."""
+    """One thread's loop; fills ``out`` with its counts, final model and the
+    first few anomalies seen (``examples``)."""
     m = MmapCache(paths[0], **MODEL_OPTS)
     e = MmapCache(paths[1], **EVICT_OPTS)
     rnd = random.Random(seed)
@@ -59,6 +65,16 @@ def _thread(paths: tuple[str, str], tag: str, deadline: float, checked: bool, se
     emodel: dict[str, bytes | None] = {}
     n = dict(ops=0, lost=0, resurrected=0, wrong=0, errors=0, incr=0)
     seq = 0
+    examples: list[str] = out.setdefault("examples", [])
+
+    def anomaly(t: MmapCache, table: str, key: str, want: bytes | None, got: bytes | None) -> None:
+        kind = "lost" if want is not None else "resurrected"
+        n[kind] += 1
+        if len(examples) < 5:  # read again: a passing glitch, or for good?
+            again = [_short(t.get(key)) for _ in range(3)]
+            examples.append(f"{kind} in {table} at op {n['ops']}: {key} want {_short(want)} "
+                            f"got {_short(got)}, then {again}")  # fmt: skip
+
     while time.monotonic() < deadline:
         seq += 1
         r = rnd.random()
@@ -68,7 +84,7 @@ def _thread(paths: tuple[str, str], tag: str, deadline: float, checked: bool, se
                 k = f"{tag}m{rnd.randrange(OWN_KEYS)}"
                 v = m.get(k)
                 if checked and v != model.get(k):
-                    n["lost" if model.get(k) is not None else "resurrected"] += 1
+                    anomaly(m, "model", k, model.get(k), v)
             elif r < 0.45:
                 k = f"{tag}m{rnd.randrange(OWN_KEYS)}"
                 v2 = _value(k, seq, rnd)
@@ -90,7 +106,7 @@ def _thread(paths: tuple[str, str], tag: str, deadline: float, checked: bool, se
                 if v is not None and not v.startswith(k.encode() + b"|"):
                     n["wrong"] += 1
                 elif checked and v is not None and v != emodel.get(k):
-                    n["lost" if emodel.get(k) is not None else "resurrected"] += 1
+                    anomaly(e, "evict", k, emodel.get(k), v)
             elif r < 0.93:
                 k = f"{tag}e{rnd.randrange(EVICT_KEYS)}"
                 v2 = _value(k, seq, rnd)
@@ -176,7 +192,8 @@ def mixed(base: str, nprocs: int = 3, nthreads: int = 3, duration: float = 10.0,
     res: dict[str, Any] = {k: sum(o.get(k, 0) for o in outs)
                            for k in ("ops", "lost", "resurrected", "wrong", "errors", "incr")}  # fmt: skip
     res.update(processes=nprocs, threads=nprocs * nthreads, kills=kills, exit_failures=0,
-               tracebacks=[t for o in outs for t in o.get("tracebacks", [])])  # fmt: skip
+               tracebacks=[t for o in outs for t in o.get("tracebacks", [])],
+               examples=[x for o in outs for x in o.get("examples", [])])  # fmt: skip
     res["exit_failures"] = sum(p.exitcode != 0 for p in checked)
     with MmapCache(paths[0], **MODEL_OPTS) as m, MmapCache(paths[1], **EVICT_OPTS) as e:
         # What the checked threads last did must be what is stored now.
@@ -185,6 +202,7 @@ def mixed(base: str, nprocs: int = 3, nthreads: int = 3, duration: float = 10.0,
                 got = m.get(k)
                 if got != v:
                     res["lost" if v is not None else "resurrected"] += 1
+                    res["examples"].append(f"at the end in model: {k} want {_short(v)} got {_short(got)}")
         stored = int(m.get(COUNTER) or b"0")
         res["incr_lost"] = res["incr"] - stored
         res["wrong"] += sum(

@@ -386,3 +386,44 @@ def test_forked_child_does_not_keep_a_dead_parents_rebuild_alive(path: str) -> N
         if child:
             os.kill(child, signal.SIGKILL)
         _stop(parent)
+
+
+def test_a_slow_reader_thread_never_moves_the_table_back(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process rebuilds; a reader thread's staleness check here opens
+    the new generation and is slow to adopt it. Meanwhile this thread
+    follows, compacts again and puts into the newest generation. The reader
+    must not then make the older, retired generation current: the putting
+    thread would read there and could miss its own acknowledged write (the
+    mixed stress saw such a miss). Failed before the fix (generation went back)."""
+    from mmcache import _shared
+
+    with MmapCache(path, size=64, staleness_check_interval=3600) as c:
+        c.put("k", b"v0")
+        s = c._shared()
+        code = f"from mmcache import MmapCache; MmapCache({path!r}, size=64).atomic_rebuild()"
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       check=True, timeout=HANG)  # fmt: skip
+        opened, go = threading.Event(), threading.Event()
+        real_open = _shared.Generation.open
+
+        def slow_open(*args: Any, **kwargs: Any) -> Any:
+            g = real_open(*args, **kwargs)
+            if threading.current_thread().name == "slow-reader":
+                opened.set()
+                go.wait(HANG)
+            return g
+
+        monkeypatch.setattr(_shared.Generation, "open", slow_open)
+        reader = threading.Thread(target=s.refresh, name="slow-reader")
+        reader.start()
+        try:
+            assert opened.wait(HANG)
+            c.put("k", b"v1")  # follows the other process's rebuild (under the writer lock)
+            c.atomic_rebuild()
+            c.put("k", b"v2")
+            newest = s.gen.gen
+        finally:
+            go.set()
+            reader.join(HANG)
+        assert s.gen.gen >= newest, f"a reader moved the table back to generation {s.gen.gen} < {newest}"
+        assert c.get("k") == b"v2"
