@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Figures of the last run of `{cmd}` ({time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{elapsed:.0f} s). The test suite runs the same harness (`tests/stress.py`) smaller.",
+        f"{elapsed:.0f} s). The test suite runs the same harness (`tests/stress.py`, "
+        "`tests/stress_mixed.py`) smaller.",
         "",
         "| trial | held | outcome |",
         "|---|---|---|",

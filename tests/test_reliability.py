@@ -31,7 +31,7 @@ def test_processes_and_threads_with_kills_against_a_model(tmp_path) -> None:  # 
     incr, eviction, compactions, rebuilds) while 2 more processes doing the
     same are killed with SIGKILL now and then: nothing acknowledged lost, no
     delete undone, no wrong value, no exception to a caller (see stress_mixed)."""
-    r = mixed(str(tmp_path), nprocs=3, nthreads=3, duration=12.0, chaos=2, kill_every=0.8)
+    r = mixed(str(tmp_path), nprocs=3, nthreads=3, duration=16.0, chaos=2, kill_every=0.8)
     shown = {k: v for k, v in r.items() if k != "tracebacks"} | {"first": r["tracebacks"][:1]}
     assert failures(r) == 0, shown
     assert r["kills"] >= 5 and r["incr"] > 100 and r["evictions"] > 100 and r["rebuilds"] > 20, r
