@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-core test test-django42 lint bench bench-quick reliability clean pins
+.PHONY: demo demo-core demo-flask test test-django42 lint bench bench-quick reliability clean pins
 
 # Every tool and peer comes from the pinned set in requirements/ (refresh with
 # `make pins`); the library's own dependencies stay ranges in pyproject.toml.
@@ -25,12 +25,37 @@ demo: $(STAMP)
 demo-core: $(STAMP)
 	$(PY) example_project/two_processes.py
 
+demo-flask: $(STAMP)
+	$(PY) example_flask/run_demo.py
+
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# Django's own cache test suite against the backend under Django 4.2 LTS too
+# The portable answers of mmcache/_platform.py (what macOS and other POSIX
+# systems get: no posix_fallocate, no /proc, no MADV_POPULATE_WRITE), run here
+# on Linux: core, decorator and Django tests with MMCACHE_PORTABLE=1, then a
+# smaller set with 16 KiB pages assumed (Apple Silicon). Each run first
+# prints which answer every question got. About a minute on an idle 2-core machine.
+PORTABLE_TESTS := tests/test_table_basic.py tests/test_table_processes.py tests/test_rebuild_catch_up.py \
+	tests/test_decorator.py tests/test_decorator_processes.py tests/test_django_backend.py \
+	tests/test_security.py tests/test_platform.py tests/test_spawn.py \
+	tests/test_reliability.py::test_full_disk_tmpfs tests/test_reliability.py::test_full_disk_ext4 \
+	tests/test_reliability.py::test_full_disk_table_creation_fails_cleanly \
+	tests/test_reliability.py::test_file_size_limit
+PAGE_16K_TESTS := tests/test_table_basic.py tests/test_rebuild_catch_up.py tests/test_decorator.py \
+	tests/test_django_backend.py tests/test_platform.py
+PLATFORM_ANSWERS := 'from mmcache import _platform as p; print(*(f"  {k}: {v}" for k, v in p.describe().items()), sep="\n")'
+
+.PHONY: test-portable
+test-portable: $(STAMP)
+	MMCACHE_PORTABLE=1 $(PY) -c $(PLATFORM_ANSWERS)
+	MMCACHE_PORTABLE=1 $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS)
+	MMCACHE_ASSUME_PAGE_SIZE=16384 $(PY) -c $(PLATFORM_ANSWERS)
+	MMCACHE_ASSUME_PAGE_SIZE=16384 $(PY) -m pytest -q -p no:cacheprovider $(PAGE_16K_TESTS)
+
+# Django's own cache and session tests against the backend under Django 4.2 LTS too
 # (the main venv has the newest Django this Python allows).
 test-django42:
 	$(PYTHON) -m venv .venv-django42

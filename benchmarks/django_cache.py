@@ -20,7 +20,7 @@ from typing import Any
 
 from . import redis_server
 from .harness import Case, Config, Timing, cycle, fmt_ns, fmt_ratio, measure_all, ratio, timing_fields
-from .kv import loop_get, loop_put, pool_keys, sizes
+from .kv import get_set_cases, loop_put, pool_keys, sizes
 from .report import Report, Target
 from .values import VALUES, ValueKind
 
@@ -117,22 +117,7 @@ def cases_for(alias: str, kind: ValueKind, keys: list[str], write_cap: int) -> d
     from django.core.cache import caches
 
     cache = caches[alias]
-    calls = [0]
-
-    def batch_of(source: str) -> Any:
-        def make(n: int) -> list[str]:
-            calls[0] += 1
-            if source == "miss":
-                return [f"miss:{calls[0]}:{i}" for i in range(n)]
-            return cycle(keys, n, random.Random(calls[0]).randrange(len(keys)))
-
-        return make
-
-    return {
-        "get hit": Case(loop_get(cache.get), batch_of("hit")),
-        "get miss": Case(loop_get(cache.get), batch_of("miss")),
-        "set": Case(loop_put(cache.set, kind.value), batch_of("hit"), write_cap),
-    }
+    return get_set_cases(cache.get, cache.set, kind.value, keys, write_cap)
 
 
 def time_kind(

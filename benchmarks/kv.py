@@ -104,6 +104,29 @@ class Batches:
         return cycle(self.mix, n, b * 7919)
 
 
+def get_set_cases(
+    get: Callable[[str], Any], put: Callable[[str, Any], object], value: Any, keys: list[str], write_cap: int
+) -> dict[str, Case]:
+    """{workload: Case} for a filled cache-like object: get hit (random keys of
+    ``keys``), get miss (keys never stored) and set (overwrites)."""
+    calls = [0]
+
+    def batch_of(source: str) -> Callable[[int], list[str]]:
+        def make(n: int) -> list[str]:
+            calls[0] += 1
+            if source == "miss":
+                return [f"miss:{calls[0]}:{i}" for i in range(n)]
+            return cycle(keys, n, random.Random(calls[0]).randrange(len(keys)))
+
+        return make
+
+    return {
+        "get hit": Case(loop_get(get), batch_of("hit")),
+        "get miss": Case(loop_get(get), batch_of("miss")),
+        "set": Case(loop_put(put, value), batch_of("hit"), write_cap),
+    }
+
+
 def runner(store: Store, workload: str, value: Any) -> Run:
     if workload in ("get hit", "get miss"):
         return loop_get(store.get)

@@ -8,6 +8,9 @@ with no server. The core is :class:`MmapCache`; the faces built on it are the
 
 from __future__ import annotations
 
+# First: on a system mmcache cannot run on (Windows), this import is the one
+# clear ImportError that says which systems are supported.
+from . import _platform  # noqa: F401
 from ._table_lookup import Entry
 from .decorators import CacheInfo, mmap_cached
 from .errors import (
@@ -15,10 +18,12 @@ from .errors import (
     ClosedCacheError,
     CorruptCacheError,
     DiskFullError,
+    FormatVersionError,
     IncompatibleCacheError,
     MmcacheError,
     NetworkFilesystemError,
     NetworkFilesystemWarning,
+    ReadOnlyCacheError,
     UnsafePathError,
     ValueTooLargeError,
 )
@@ -34,11 +39,13 @@ __all__ = [
     "CorruptCacheError",
     "DiskFullError",
     "Entry",
+    "FormatVersionError",
     "IncompatibleCacheError",
     "MmapCache",
     "MmcacheError",
     "NetworkFilesystemError",
     "NetworkFilesystemWarning",
+    "ReadOnlyCacheError",
     "UnsafePathError",
     "ValueTooLargeError",
     "mmap_cached",

@@ -30,18 +30,27 @@ def as_buffer(value: Any) -> bytes | memoryview:
 
 
 _INF = float("inf")
+# Expiry is a u64 of ns since the epoch; past 2**63 ns (April 2262) it means
+# "never": a caller asking for longer gets an entry that does not expire,
+# rather than a struct.error (or OverflowError for 1e300) from the put.
+NEVER_NS = 1 << 63
+_FAR_S = NEVER_NS / 1e9  # seconds from now that are surely past it
 
 
 def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
-    """Absolute expiry in ns (0 = never, -1 = already expired)."""
+    """Absolute expiry in ns (0 = never, -1 = already expired); clamped to
+    never from ``NEVER_NS`` on. NaN raises ValueError."""
     if expire_at_ns is not None:
         if expire is not None:
             raise TypeError("give expire or expire_at_ns, not both")
         if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
             raise TypeError("expire_at_ns is an int (ns since the epoch)")
+        if expire_at_ns >= NEVER_NS:
+            return 0
         return expire_at_ns if expire_at_ns > _time_ns() else -1
-    if (type(expire) is float or type(expire) is int) and 0 < expire < _INF:  # the common case (NaN fails)
-        return _time_ns() + int(expire * 1e9)
+    if (type(expire) is float or type(expire) is int) and 0 < expire < _FAR_S:  # the common case (NaN fails)
+        at = _time_ns() + int(expire * 1e9)
+        return at if at < NEVER_NS else 0
     if expire is None:
         return 0
     if isinstance(expire, bool) or not isinstance(expire, int | float):
@@ -50,16 +59,42 @@ def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
         raise ValueError("expire must not be NaN")
     if expire <= 0:
         return -1
-    if expire == float("inf"):
+    if expire >= _FAR_S:  # inf, 1e300, or any int subclass / float subclass that far
         return 0
-    return _time_ns() + int(expire * 1e9)
+    at = _time_ns() + int(expire * 1e9)
+    return at if at < NEVER_NS else 0
 
 
-def check_size(size: int) -> None:
+# A table made without ``size=`` starts at DEFAULT_INITIAL_SIZE slots (a 384 KiB
+# index at the default slot_size) and doubles as it fills, up to max_size, which
+# defaults to the seed's fixed size: the seed's capacity without its 92 MiB index
+# up front. MIN_SIZE is the smallest table that holds one entry: size - 1 data
+# slots, of which _write.live_cap_for lets min(int(n * LIVE_FRACTION), n - 1) be
+# live (size 3 holds none; tests/test_table_basic.py checks both ends).
+DEFAULT_SIZE = 1_000_000
+DEFAULT_INITIAL_SIZE = 4096
+MIN_SIZE = 4
+
+
+def check_size(size: int, name: str = "size") -> None:
     if not isinstance(size, int) or isinstance(size, bool):
-        raise TypeError("size must be an int")
-    if not 2 <= size <= L.MAX_SIZE:
-        raise ValueError(f"size must be between 2 and {L.MAX_SIZE}, got {size}")
+        raise TypeError(f"{name} must be an int")
+    if not MIN_SIZE <= size <= L.MAX_SIZE:
+        raise ValueError(
+            f"{name} must be between {MIN_SIZE} and {L.MAX_SIZE} slots, got {size}"
+            + (f" (a table of {size} slots cannot hold a single entry)" if size < MIN_SIZE else "")
+        )
+
+
+def resolve_size(size: int | None, max_size: int | None) -> tuple[int, int | None]:
+    """(size, max_size) to create with: ``size=None`` starts small and grows
+    up to ``max_size`` (default DEFAULT_SIZE)."""
+    if size is not None:
+        return size, max_size
+    if max_size is None:
+        max_size = DEFAULT_SIZE
+    check_size(max_size, "max_size")
+    return min(DEFAULT_INITIAL_SIZE, max_size), max_size
 
 
 def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size: int | None,
@@ -83,7 +118,7 @@ def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size:
     if not L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT:
         raise ValueError(f"max_segment_bytes must be between {L.MIN_SEGMENT_BYTES} and {L.MAX_SEGMENT_LIMIT}")
     if max_size is not None:
-        check_size(max_size)
+        check_size(max_size, "max_size")
         if max_size < size:
             raise ValueError("max_size must be at least size")
     for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):

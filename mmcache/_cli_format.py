@@ -8,9 +8,9 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -93,6 +93,43 @@ def table(rows: Sequence[Sequence[str]], right: Sequence[bool] = ()) -> list[str
         ]
         out.append("  ".join([*cells, r[-1]]).rstrip())
     return out
+
+
+# get_stats() keys that describe the opening handle's options, not the table.
+HANDLE_OPTIONS = ("max_entries", "max_bytes", "eviction")
+
+
+def table_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """A table's ``get_stats()`` without the opening handle's options, plus
+    ``fill`` (live entries / capacity): what ``stats --json`` prints."""
+    st = {k: v for k, v in stats.items() if k not in HANDLE_OPTIONS}
+    st["fill"] = st["occupied_count"] / st["capacity"] if st["capacity"] else 0.0
+    return st
+
+
+def stats_report(stats: Mapping[str, Any]) -> list[str]:
+    """The lines of ``mmcache stats`` (and of ``manage.py mmcache stats``,
+    which prints the same report under a heading per alias)."""
+    st = table_stats(stats)
+    heap = st["heap_live_bytes"] + st["heap_dead_bytes"]
+    dead_pct = 100 * st["heap_dead_bytes"] / heap if heap else 0.0
+    rows = [
+        ("path", st["path"]),
+        ("generation", str(st["generation"])),
+        ("entries", f"{st['occupied_count']:,} of {st['capacity']:,} ({100 * st['fill']:.1f} % full)"),
+        ("tombstones", f"{st['deleted_count']:,}"),
+        ("slots", f"{st['size']:,} x {st['slot_size']} B, keys up to {st['key_size']} B in the slot"),
+        ("high water mark", f"{st['high_water_mark']:,}"),
+        ("heap live", human_bytes(st["heap_live_bytes"])),
+        ("heap dead", f"{human_bytes(st['heap_dead_bytes'])} ({dead_pct:.1f} % of the heap)"),
+        ("heap segments", str(st["heap_segments"])),
+        ("on disk", human_bytes(st["disk_bytes"])),
+        ("hits", f"{st['hits']:,}"),
+        ("misses", f"{st['misses']:,}"),
+        ("hit rate", f"{100 * st['hit_rate']:.1f} %"),
+        *((name, f"{st[name]:,}") for name in ("sets", "deletes", "evictions", "expirations", "rebuilds")),
+    ]
+    return table(rows)
 
 
 def _isatty(stream: TextIO) -> bool:

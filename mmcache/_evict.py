@@ -32,6 +32,7 @@ SAMPLES = 8  # candidates looked at per sampled eviction (Redis uses 5)
 _HB = L.HEADER_BYTES
 _U32 = L.U32.unpack_from
 _U64 = L.U64.unpack_from
+_MASK = L.STAMP_MASK  # ages modulo 2**64: a stamp in the future is the oldest
 
 
 def expired_fast(g: Generation, o: int, now: int) -> bool:
@@ -47,11 +48,11 @@ def expired_fast(g: Generation, o: int, now: int) -> bool:
 
 def _age_of(g: Generation, lru: bool, now: int, stamp_now: int) -> Callable[[int, int], int]:
     """``age(slot, o)``: how long since the entry was used (lru) or written
-    (fifo), in units that only need to compare among themselves."""
+    (fifo), in ns (lru ages modulo 2**64, see _layout's roster)."""
     mm, mtime_at = g.idx, g.params.key_size + L.OFF_SLOT_MTIME
     rec, rb = g.recency, g.rec_base - 1
     if lru:
-        return lambda slot, o: (stamp_now - rec[rb + slot]) & 0xFFFFFFFF
+        return lambda slot, o: (stamp_now - rec[rb + slot]) & _MASK
     return lambda slot, o: now - _U64(mm, o + mtime_at)[0]
 
 
@@ -113,7 +114,7 @@ def oldest(g: Generation, n: int, lru: bool, now: int, stamp_now: int) -> list[t
         if exp and exp <= now:
             expired.append(o)
         elif lru:
-            ranked.append(((stamp_now - rec[rb + slot]) & 0xFFFFFFFF, o))
+            ranked.append(((stamp_now - rec[rb + slot]) & _MASK, o))
         else:
             ranked.append((now - _U64(mm, o + mtime_at)[0], o))
     chosen = [(o, True) for o in expired[:n]]

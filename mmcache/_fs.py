@@ -12,7 +12,15 @@ import os
 import stat
 import warnings
 
-from .errors import DiskFullError, NetworkFilesystemError, NetworkFilesystemWarning, UnsafePathError
+from . import _platform
+from .errors import (
+    CorruptCacheError,
+    DiskFullError,
+    NetworkFilesystemError,
+    NetworkFilesystemWarning,
+    ReadOnlyCacheError,
+    UnsafePathError,
+)
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -24,6 +32,7 @@ NETWORK_FS_TYPES = frozenset(
         "ceph", "glusterfs", "lustre", "gpfs", "beegfs", "davfs", "fuse.sshfs",
         "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
         "fuse.juicefs", "fuse.davfs2", "fuse.smbnetfs", "vboxsf", "prl_fs",
+        "afpfs", "webdav",  # macOS statfs names
     }
 )  # fmt: skip
 
@@ -32,25 +41,23 @@ def reserve(fd: int, offset: int, length: int, what: str, *, fill: bool = False)
     """Allocate real blocks for [offset, offset+length) of ``fd``.
 
     A store through a map into a hole of a sparse file gets SIGBUS when the
-    disk is full; posix_fallocate reports the same condition as an errno, so
-    space is always reserved this way before it is mapped for writing.
+    disk is full; posix_fallocate (or its stand-in, see _platform.allocate)
+    reports the same condition as an errno, so space is always reserved this
+    way before it is mapped for writing.
     ``fill=True``: space that will be written through soon and in full (heap
     segments, written sequentially) is also zero-filled where that pays.
     """
     if length <= 0:
         return
     try:
-        os.posix_fallocate(fd, offset, length)
+        zeros_written = not _platform.allocate(fd, offset, length)
     except OSError as e:
         if e.errno in _FULL:
             raise DiskFullError(
                 f"cannot grow {what} by {length} bytes: {os.strerror(e.errno)}", e.errno
             ) from e
-        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            _reserve_by_writing(fd, offset, length, what)
-            return
         raise
-    if fill and _zero_fill_pays(fd):
+    if fill and not zeros_written and _zero_fill_pays(fd):
         # Then write the zeros the range already reads as. On ext4 fallocate
         # leaves "unwritten" extents, and the first store through a map into
         # each such page is a fault in which the filesystem converts the
@@ -71,15 +78,8 @@ def _zero_fill_pays(fd: int) -> bool:
     dev = os.fstat(fd).st_dev
     known = _zero_fill_by_dev.get(dev)
     if known is None:
-        try:
-            fstype = mount_type(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            fstype = None
-        known = _zero_fill_by_dev[dev] = fstype in ZERO_FILL_FS
+        known = _zero_fill_by_dev[dev] = _platform.fd_mount_type(fd) in ZERO_FILL_FS
     return known
-
-
-MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+
 
 
 def populate(mm: mmap.mmap, start: int, end: int) -> None:
@@ -90,22 +90,13 @@ def populate(mm: mmap.mmap, start: int, end: int) -> None:
     unwritten extent); a copy loop storing into fresh pages spends most of
     its time there. Doing it in bulk beforehand is several times cheaper.
     Best effort: older kernels and other systems just skip it."""
-    start &= ~(mmap.PAGESIZE - 1)
-    end = min(end, len(mm))
-    if end > start:
-        try:
-            mm.madvise(MADV_POPULATE_WRITE, start, end - start)
-        except (OSError, ValueError, AttributeError):
-            pass
+    _platform.populate_write(mm, start, end)
 
 
 def _reserve_by_writing(fd: int, offset: int, length: int, what: str) -> None:
-    # Filesystems without fallocate: write zeros, which allocates or fails cleanly.
-    chunk = b"\0" * min(length, 1 << 20)
-    pos, end = offset, offset + length
+    # Write zeros, which allocates or fails cleanly (new space only: it overwrites).
     try:
-        while pos < end:
-            pos += os.pwrite(fd, chunk[: end - pos], pos)
+        _platform.write_zeros(fd, offset, length)
     except OSError as e:
         if e.errno in _FULL:
             raise DiskFullError(f"cannot grow {what}: {os.strerror(e.errno)}", e.errno) from e
@@ -179,27 +170,9 @@ def check_safe(path: str, *, allow_symlink: bool, allow_foreign_owner: bool) -> 
 
 
 def mount_type(path: str, mountinfo: str | None = None) -> str | None:
-    """The filesystem type of the mount holding ``path`` (Linux), else None."""
-    if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-                mountinfo = f.read()
-        except OSError:
-            return None
-    target = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    best, best_type = "", None
-    for line in mountinfo.splitlines():
-        # "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw"
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if not sep or len(fields) < 5:
-            continue
-        mnt = fields[4].replace("\\040", " ")
-        fstype = right.split()[0] if right.split() else ""
-        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
-        if inside and len(mnt) >= len(best):
-            best, best_type = mnt, fstype
-    return best_type
+    """The filesystem type of the mount holding ``path``, else None (unknown);
+    ``mountinfo``: a /proc/self/mountinfo text to read instead (see _platform)."""
+    return _platform.mount_type(path, mountinfo)
 
 
 def is_network_fs(fstype: str | None) -> bool:
@@ -222,3 +195,87 @@ def check_network_fs(path: str, allow: bool | None, mountinfo: str | None = None
     if allow is False:
         raise NetworkFilesystemError(msg)
     warnings.warn(msg, NetworkFilesystemWarning, stacklevel=4)
+
+
+# ------------------------------------------------------------ checked opens
+# Every file of a table is opened here (see DESIGN.md, "Every file is
+# untrusted"): never through a symlink (O_NOFOLLOW), never blocking on a FIFO
+# (O_NONBLOCK; a regular file ignores it), never leaked into a child
+# (O_CLOEXEC), and then judged by fstat on the descriptor itself, so that
+# what was checked is what gets mapped, extended or written.
+_CHECKED = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KINDS = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+)  # fmt: skip
+# errno of a write open that fails because this process may only read
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _kind(st_mode: int) -> str:
+    for test, name in _KINDS:
+        if test(st_mode):
+            return name
+    return "not a regular file"
+
+
+def open_checked(path: str, flags: int, what: str, *, mode: int = 0o600, foreign_ok: bool = False) -> int:
+    """Open one of a table's files and return the checked descriptor.
+
+    ``flags`` are os.O_RDWR / os.O_RDONLY (with O_CREAT / O_EXCL to create);
+    the no-follow, non-blocking and close-on-exec flags are added. Raises
+    UnsafePathError for a symlink, a file of another user (unless
+    ``foreign_ok``) or one writable by group or others beyond ``mode``;
+    CorruptCacheError for a directory, FIFO, socket or device (damage, or a
+    plant: either way not a cache file); ReadOnlyCacheError if a write open
+    is refused by permissions or a read-only mount. Each names the path.
+    """
+    try:
+        pre = os.lstat(path)
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    else:
+        # Refused before open(): opening a device or a FIFO may itself act.
+        if stat.S_ISLNK(pre.st_mode):
+            raise UnsafePathError(f"refusing to open {what} {path!r}: it is a symlink")
+        if not stat.S_ISREG(pre.st_mode):
+            raise CorruptCacheError(f"{what} {path!r} is {_kind(pre.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, flags | _CHECKED, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # became a symlink since the lstat
+            raise UnsafePathError(f"refusing to open {what} {path!r}: it is a symlink") from e
+        if e.errno in (errno.EISDIR, errno.ENXIO):
+            raise CorruptCacheError(f"{what} {path!r} is not a regular file") from e
+        if e.errno in READ_ONLY_ERRNOS and flags & (os.O_RDWR | os.O_WRONLY):
+            raise ReadOnlyCacheError(
+                e.errno, f"cannot write {what}: {os.strerror(e.errno)} (read-only cache?)", path
+            ) from e
+        raise
+    try:
+        check_fd(fd, path, what, mode=mode, foreign_ok=foreign_ok)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_fd(fd: int, path: str, what: str, *, mode: int = 0o600, foreign_ok: bool = False) -> os.stat_result:
+    """fstat ``fd`` and apply open_checked's rules to what it is."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptCacheError(f"{what} {path!r} is {_kind(st.st_mode)}, not a regular file")
+    if not foreign_ok and hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise UnsafePathError(
+            f"{what} {path!r} is owned by uid {st.st_uid}, not by this user; "
+            "pass allow_foreign_owner=True to use it anyway"
+        )
+    loose = st.st_mode & 0o022 & ~mode
+    if loose:
+        who = {0o022: "group and others", 0o020: "group", 0o002: "others"}[loose]
+        raise UnsafePathError(
+            f"{what} {path!r} is writable by {who} "
+            f"(mode {st.st_mode & 0o777:o}; the table's mode is {mode:o})"
+        )
+    return st

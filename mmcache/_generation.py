@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 
 from . import _layout as L
-from ._fs import reserve
+from ._fs import open_checked, reserve
 from ._heap import Heap
-from .errors import CorruptCacheError, IncompatibleCacheError
+from .errors import CorruptCacheError, FormatVersionError
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Generation:
     def __init__(
         self, path: str, heap_path: str, params: Params, gen: int,
         idx: mmap.mmap, roster: mmap.mmap, ino: int, mode: int,
+        foreign_ok: bool = False, writable: bool = True,
     ) -> None:  # fmt: skip
         self.path = path
         self.heap_path = heap_path
@@ -44,7 +45,8 @@ class Generation:
         self.idx = idx
         self.roster = roster
         self.ino = ino
-        self.heap = Heap(heap_path, gen, params.max_segment_bytes, mode)
+        self.writable = writable  # False: every map is read-only (a read-only cache)
+        self.heap = Heap(heap_path, gen, params.max_segment_bytes, mode, foreign_ok, writable)
         self.nslots = params.size - 1  # data slots are numbered 1 .. size-1
         self.slot_size = params.slot_size  # plain attributes for the hot paths
         self.key_size = params.key_size
@@ -54,9 +56,9 @@ class Generation:
         # A whole slot (key, then SLOT_HEAD's fields) as one struct: a put of
         # a new key and a rebuild write a slot with one call.
         self.slot_struct = struct.Struct(f"<{params.key_size}s" + L.SLOT_HEAD.format[1:])
-        # The roster file's u32 view: roster entries, then one recency stamp
+        # The roster file's u64 view: roster entries, then one recency stamp
         # per slot; slot s (1-based) has its stamp at rec_base + s - 1.
-        self.recency = memoryview(roster).cast("I")
+        self.recency = memoryview(roster).cast("Q")
         self.rec_base = L.recency_index(params.size, 1)
         # What MmapCache's probe loads as one tuple.
         self.hot = (idx, self.nslots, self.slot_size, self.rec_base, self.recency, self.heap.maps)
@@ -95,22 +97,29 @@ class Generation:
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def open(cls, path: str, heap_path: str, mode: int, name: str | None = None) -> Generation:
-        """Map the index at ``path`` and the roster it names.
+    def open(cls, path: str, heap_path: str, mode: int, name: str | None = None, *,
+             foreign_ok: bool = False, writable: bool = True) -> Generation:  # fmt: skip
+        """Map the index at ``path``, the roster it names and its heap segments.
 
         ``name`` is the table's path when the index is still at a temporary
-        name (during a rebuild); the roster is named after the table.
+        name (during a rebuild); the roster is named after the table. Every
+        file goes through ``_fs.open_checked``; ``writable=False`` opens and
+        maps them read-only.
 
         Raises FileNotFoundError if a rebuild replaced the files while we were
         opening them (the caller retries), CorruptCacheError for a damaged or
-        foreign file, IncompatibleCacheError for another format version.
+        foreign file, IncompatibleCacheError for another format version,
+        UnsafePathError for a symlink or another user's file,
+        ReadOnlyCacheError if ``writable`` and the files can only be read.
         """
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        fd = open_checked(path, flags, "mmcache index", mode=mode, foreign_ok=foreign_ok)
         try:
             st = os.fstat(fd)
             if st.st_size < L.HEADER_BYTES:
                 raise CorruptCacheError(f"{path!r} is too short to be an mmcache index")
-            idx = mmap.mmap(fd, st.st_size)
+            idx = mmap.mmap(fd, st.st_size, access=access)
         finally:
             os.close(fd)
         p, gen = read_header(idx, path)
@@ -120,23 +129,26 @@ class Generation:
                 f"{L.index_bytes(p.size, p.slot_size)} (truncated or damaged)"
             )
         rname = L.roster_name(name or path, gen)
-        rfd = os.open(rname, os.O_RDWR | os.O_CLOEXEC)  # FileNotFoundError: raced a rebuild
+        # FileNotFoundError: raced a rebuild
+        rfd = open_checked(rname, flags, "mmcache roster", mode=mode, foreign_ok=foreign_ok)
         try:
             rsize = os.fstat(rfd).st_size
             if rsize != L.roster_bytes(p.size):
                 raise CorruptCacheError(f"roster {rname!r} has the wrong size ({rsize} bytes)")
-            roster = mmap.mmap(rfd, rsize)
+            roster = mmap.mmap(rfd, rsize, access=access)
         finally:
             os.close(rfd)
         magic, _v, _pad, rgen, cap = L.ROSTER_HEADER.unpack_from(roster, 0)
         if magic != L.ROSTER_MAGIC or rgen != gen or cap != p.size:
             raise CorruptCacheError(f"{rname!r} is not the roster of generation {gen}")
-        return cls(name or path, heap_path, p, gen, idx, roster, st.st_ino, mode)
+        g = cls(name or path, heap_path, p, gen, idx, roster, st.st_ino, mode, foreign_ok, writable)
+        g.heap.map_existing(L.U32.unpack_from(idx, L.OFF_HEAP_SEG)[0])
+        return g
 
     def touch_recency(self, slot: int, mono_ns: int) -> None:
         """Stamp ``slot`` as used at ``mono_ns`` (time.monotonic_ns(), which
-        every process on the host shares), in 2**20 ns units wrapping at 2**32."""
-        self.recency[self.rec_base + slot - 1] = mono_ns >> L.RECENCY_SHIFT & 0xFFFFFFFF
+        every process on the host shares; see _layout's roster)."""
+        self.recency[self.rec_base + slot - 1] = mono_ns
 
     @property
     def retired(self) -> bool:
@@ -157,23 +169,64 @@ def read_header(idx: mmap.mmap | bytes, path: str) -> tuple[Params, int]:
     if magic != L.INDEX_MAGIC:
         raise CorruptCacheError(f"{path!r} is not an mmcache index (bad magic {magic!r})")
     if version != L.FORMAT_VERSION:
-        raise IncompatibleCacheError(
-            f"{path!r} has format version {version}; this mmcache reads version {L.FORMAT_VERSION}"
+        age = "an older" if version < L.FORMAT_VERSION else "a newer"
+        raise FormatVersionError(
+            f"{path!r} has format version {version} (written by {age} mmcache); this mmcache reads "
+            f"version {L.FORMAT_VERSION}. If it holds a cache, remove its files (the index, .lock, "
+            ".roster.*, .heap.*) once no process of that version has it open, and a new table is "
+            "created; else open it with the mmcache that wrote it",
+            path,
+            version,
         )
     ok = (
         2 <= size <= L.MAX_SIZE
         and L.MIN_KEY_SIZE <= key_size <= L.MAX_KEY_SIZE
-        and slot_size >= key_size + L.SLOT_FIXED
+        and key_size + L.SLOT_FIXED <= slot_size <= MAX_SLOT_SIZE
         and L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT
-        and gen >= 1
+        and 1 <= gen < GEN_LIMIT
     )
     if not ok:
         raise CorruptCacheError(f"{path!r} has an impossible header (damaged)")
     return Params(size, slot_size, key_size, max_seg), gen
 
 
+# Bounds of plausible numbers in a header (anything past them is damage):
+GEN_LIMIT = 1 << 48  # generation numbers (a rebuild every microsecond for 8 years)
+PID_LIMIT = 1 << 22  # process ids (Linux's largest pid_max)
+NUM_LIMIT = 1 << 62  # byte counts and the write sequence
+MAX_SLOT_SIZE = 1 << 16
+
+
+def numbers_sane(g: Generation) -> bool:
+    """The header's numbers that are not counters (see _maintenance's
+    counters_sane, which asks this too): byte counts, the write sequence and
+    the rebuild fields, each in a range it can really take. Out of range is
+    damage that ``heal_numbers`` (via repair) resets; used as they are, they
+    were an OverflowError or a struct.error on a later put."""
+    live, dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
+    seq: int = L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0]
+    return bool(live < NUM_LIMIT and dead < NUM_LIMIT and seq < NUM_LIMIT) and build_sane(g)
+
+
+def build_sane(g: Generation) -> bool:
+    """The rebuild fields: next_gen, the builder's pid and generation."""
+    next_gen, bpid, _nonce, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)  # (any nonce is plausible)
+    return bool(next_gen < GEN_LIMIT and bpid < PID_LIMIT and bgen < GEN_LIMIT)
+
+
+def heal_numbers(g: Generation) -> None:
+    """Reset what ``numbers_sane`` refuses. Under the writer lock, from
+    repair (which recomputes the byte counts itself). Implausible rebuild
+    fields name no real builder: they are cleared, with the change log."""
+    if L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0] >= NUM_LIMIT:
+        L.U64.pack_into(g.idx, L.OFF_WRITE_SEQ, 0)
+    if not build_sane(g):
+        L.BUILD.pack_into(g.idx, L.OFF_BUILD, g.gen, 0, 0, 0)
+        g.idx[L.OFF_LOGGING] = 0
+
+
 def _write_file(name: str, nbytes: int, head: bytes, mode: int) -> None:
-    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd = open_checked(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, "mmcache file", mode=mode)
     try:
         reserve(fd, 0, nbytes, name)
         os.pwrite(fd, head, 0)

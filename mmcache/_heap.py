@@ -20,22 +20,30 @@ import mmap
 import os
 
 from . import _layout as L
-from ._fs import populate, reserve
+from ._fs import open_checked, populate, reserve
 from .errors import CorruptCacheError, DiskFullError, ValueTooLargeError
 
 
 class Heap:
     """The heap segments of one generation, as seen by one process."""
 
-    def __init__(self, heap_path: str, gen: int, max_segment_bytes: int, mode: int) -> None:
+    def __init__(self, heap_path: str, gen: int, max_segment_bytes: int, mode: int,
+                 foreign_ok: bool = False, writable: bool = True) -> None:  # fmt: skip
         self.heap_path = heap_path
         self.gen = gen
         self.max_segment_bytes = max_segment_bytes
         self.mode = mode
+        self.foreign_ok = foreign_ok  # segments of another user are used (allow_foreign_owner)
+        self.writable = writable  # False: opened and mapped read-only (a read-only cache)
         # Per segment: the map, a memoryview of it (for zero-copy checksums),
-        # and the fd (kept by the writer for growth). Index = segment number.
+        # and the (device, inode) mapped, which growth checks it extends.
+        # Index = segment number.
         self.maps: list[mmap.mmap | None] = []
         self.views: list[memoryview | None] = []
+        self.ids: list[tuple[int, int] | None] = []
+        # Segments found there but unusable (not a regular file, too short, a
+        # wrong header): their records are misses; a writer repairs (rebuilds).
+        self.damaged: set[int] = set()
         # Fault grown space in at once (see _fs.populate): set by rebuilds,
         # which fill it at once; a put's growth under the writer lock does
         # not, so as not to make other writers wait for it.
@@ -46,7 +54,7 @@ class Heap:
     def create_segment(heap_path: str, gen: int, seg: int, initial: int, mode: int) -> None:
         """Write a new segment file with its header and ``initial`` reserved bytes."""
         name = L.segment_name(heap_path, gen, seg)
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fd = open_checked(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, "heap segment", mode=mode)
         try:
             reserve(fd, 0, max(initial, L.SEG_HEADER_BYTES), f"heap segment {name}", fill=True)
             os.pwrite(fd, L.SEG_HEADER.pack(L.SEG_MAGIC, L.FORMAT_VERSION, seg, gen), 0)
@@ -61,34 +69,57 @@ class Heap:
         """A view of segment ``seg`` at least ``need`` bytes long, or None.
 
         Called only off the fast path: when a segment is not mapped yet or a
-        record lies past the end of our (older, shorter) map of it.
+        record lies past the end of our (older, shorter) map of it. A segment
+        that is not a regular file is damage (None: a miss, which repair
+        heals); a symlink or another user's file raises UnsafePathError.
         """
         cur = self.views[seg] if seg < len(self.views) else None
         if cur is not None and len(cur) >= need:
             return cur
+        if not 0 <= seg < 1 << 32:
+            return None  # a damaged slot's bogus segment number
         name = L.segment_name(self.heap_path, self.gen, seg)
+        flags = os.O_RDWR if self.writable else os.O_RDONLY
         try:
-            fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
-        except (FileNotFoundError, ValueError):
-            return None  # unlinked by a rebuild, or a damaged slot's bogus segment
+            fd = open_checked(name, flags, "heap segment", mode=self.mode, foreign_ok=self.foreign_ok)
+        except FileNotFoundError:
+            return None  # unlinked by a rebuild, or a damaged slot's bogus segment number
+        except CorruptCacheError:
+            self.damaged.add(seg)  # a directory, FIFO ... planted or left there
+            return None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
+            if size < L.SEG_HEADER_BYTES:
+                self.damaged.add(seg)
             if size < max(need, L.SEG_HEADER_BYTES):
                 return None
-            mm = mmap.mmap(fd, size)
+            access = mmap.ACCESS_WRITE if self.writable else mmap.ACCESS_READ
+            mm = mmap.mmap(fd, size, access=access)
         finally:
             os.close(fd)
         magic, version, number, gen = L.SEG_HEADER.unpack_from(mm, 0)
         if magic != L.SEG_MAGIC or number != seg or gen != self.gen:
+            self.damaged.add(seg)
             return None  # damaged: its records are unreadable (verify() reports it)
         while len(self.views) <= seg:
             self.maps.append(None)
             self.views.append(None)
+            self.ids.append(None)
         # Older maps are dropped, not closed: another thread may still be
         # slicing them; refcounting unmaps them when the last user lets go.
         self.maps[seg] = mm
         self.views[seg] = memoryview(mm)
+        self.ids[seg] = (st.st_dev, st.st_ino)
         return self.views[seg]
+
+    def map_existing(self, last: int) -> None:
+        """Map segments 0 .. ``last`` (the header's current one) now, so that
+        a planted or foreign segment is refused when the table is opened,
+        not at some later get. Stops at the first missing one."""
+        for seg in range(min(last, 1 << 16) + 1):
+            if self.view(seg, L.SEG_HEADER_BYTES) is None:
+                break
 
     # -------------------------------------------------------------- writing
     def append(self, seg: int, tail: int, rec_len: int) -> tuple[int, int, memoryview]:
@@ -97,6 +128,8 @@ class Heap:
         Returns (segment, offset, view) where the caller writes the record.
         Raises DiskFullError before anything is published if the disk is full.
         """
+        if not (0 <= seg < 1 << 20 and L.SEG_HEADER_BYTES <= tail <= self.max_segment_bytes):
+            raise CorruptCacheError(f"heap position ({seg}, {tail}) of {self.heap_path!r} is damaged")
         if rec_len > self.max_segment_bytes - L.SEG_HEADER_BYTES:
             raise ValueTooLargeError(
                 f"a record of {rec_len} bytes does not fit in a heap segment of "
@@ -120,9 +153,16 @@ class Heap:
 
     def _grow(self, seg: int, end: int) -> memoryview:
         name = L.segment_name(self.heap_path, self.gen, seg)
-        fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+        # Extended only through a checked descriptor (never a symlink, never
+        # another user's file), and only if it is the file we have mapped:
+        # a segment swapped for another file since is damage, not space.
+        fd = open_checked(name, os.O_RDWR, "heap segment", mode=self.mode, foreign_ok=self.foreign_ok)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            known = self.ids[seg] if seg < len(self.ids) else None
+            if known is not None and known != (st.st_dev, st.st_ino):
+                raise CorruptCacheError(f"heap segment {name} was replaced by another file (damaged)")
+            size = st.st_size
             if size < end:
                 # Grow by a quarter (1 MiB .. 16 MiB steps): few fallocate
                 # calls, at most ~25 % of a segment reserved but unused, and
@@ -156,3 +196,5 @@ class Heap:
     def close(self) -> None:
         self.maps = []
         self.views = []
+        self.ids = []
+        self.damaged = set()

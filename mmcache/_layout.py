@@ -8,6 +8,7 @@ Files of one table (``gen`` is the generation, bumped by every rebuild):
 
     <path>                  index: header page + (size - 1) data slots
     <path>.roster.<gen>     roster: header + uint32 slot numbers of live entries
+                            + uint64 recency stamps (LRU)
     <heap_path>.<gen>.<seg> heap segments: header + append-only records
     <path>.lock             control file: the writer's flock, owner locks, stats stripes
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import struct
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: u64 nanosecond recency stamps (LRU exact for accesses in turn)
 
 # ---------------------------------------------------------------- index header
 # The seed puts the header in "slot 0". Version 1 keeps slot numbering (data
@@ -103,6 +104,7 @@ STATS_STRIPES = 32
 STATS_STRIPE_BYTES = 64
 STATS = struct.Struct("<7Q")  # hits, misses, sets, deletes, evictions, expirations, rebuilds
 STATS_OWNER = 56  # u32 nonce, u32 pid of the stripe's owner (informative, see above)
+STATS_PID = STATS_OWNER + 4  # the pid within it
 OWNER = struct.Struct("<II")  # nonce, pid
 STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "rebuilds")
 
@@ -146,25 +148,32 @@ MAX_SIZE = 2**32 - 1  # slot numbers are u32 in the roster
 ROSTER_MAGIC = b"MMCROST\x00"
 ROSTER_HEADER = struct.Struct("<8sIIQQ")  # magic, version, pad, generation, capacity
 ROSTER_HEADER_BYTES = 64
-# followed by `size` u32 slot numbers (entries [0, occupied) are live), then
-# `size` u32 recency stamps, one per slot (index = slot - 1): the time of a
-# recent hit in units of 2**20 ns (about 1 ms) of CLOCK_MONOTONIC (one clock
-# for every process on the host), wrapping at 2**32 (52 days).
-# Readers write stamps without any lock; no checksum covers them; they only
-# steer LRU eviction. They live here, densely, rather than in the slots, so
-# that a hit dirties one of few hot pages, not a random page of the index.
+# followed by `size` u32 slot numbers (entries [0, occupied) are live), padded
+# to a multiple of 8 bytes, then `size` u64 recency stamps, one per slot
+# (index = slot - 1): the CLOCK_MONOTONIC time in ns (one clock for every
+# process on the host) of the entry's last use (a hit or a put). A hit stores
+# the clock read it makes anyway for its staleness check: no system call, no
+# lock, and accesses made in turn (even a few hundred ns apart) get stamps in
+# their order, so the LRU order is exact. Ages are taken modulo 2**64, so a
+# stamp from before a reboot (or damaged) that lies in the future looks the
+# oldest of all. Readers write stamps without any lock; no checksum covers
+# them; they only steer LRU eviction. They live here, densely, rather than in
+# the slots, so that a hit dirties one of few hot pages, not a random page of
+# the index. The u64s are 8-aligned: a stamp is one store, never torn.
+STAMP_MASK = 2**64 - 1
 
 
-RECENCY_SHIFT = 20  # stamp = monotonic_ns >> RECENCY_SHIFT, mod 2**32
+def _slot_numbers_bytes(size: int) -> int:
+    return (4 * size + 7) & ~7
 
 
 def roster_bytes(size: int) -> int:
-    return ROSTER_HEADER_BYTES + 8 * size
+    return ROSTER_HEADER_BYTES + _slot_numbers_bytes(size) + 8 * size
 
 
 def recency_index(size: int, slot: int) -> int:
-    """Index of ``slot``'s stamp in the roster file viewed as u32s."""
-    return ROSTER_HEADER_BYTES // 4 + size + slot - 1
+    """Index of ``slot``'s stamp in the roster file viewed as u64s."""
+    return (ROSTER_HEADER_BYTES + _slot_numbers_bytes(size)) // 8 + slot - 1
 
 
 # ----------------------------------------------------------------------- heap

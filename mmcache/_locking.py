@@ -17,6 +17,9 @@ import struct
 import threading
 import weakref
 
+from ._fs import open_checked
+from .errors import CorruptCacheError, ReadOnlyCacheError
+
 _live: weakref.WeakSet[WriterLock] = weakref.WeakSet()
 _EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
 _SPINS = 40  # non-blocking tries (about half a microsecond each) before blocking
@@ -25,16 +28,26 @@ _SPINS = 40  # non-blocking tries (about half a microsecond each) before blockin
 class WriterLock:
     """Exclusive inter-process + inter-thread lock on ``<path>.lock``."""
 
-    def __init__(self, path: str, mode: int = 0o600) -> None:
+    def __init__(
+        self, path: str, mode: int = 0o600, *, foreign_ok: bool = False, refuse: str | None = None
+    ) -> None:
         self.path = path
         self._mode = mode
-        self._fd = self._open()
+        self._foreign_ok = foreign_ok
+        # A table that can only be read: the file is never opened (nor
+        # created), and taking the lock raises ReadOnlyCacheError(refuse).
+        self._refuse = refuse
+        self._fd = -2 if refuse else self._open()
         self._tlock = threading.RLock()
         self._depth = 0
         _live.add(self)
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self._mode)
+        if self._refuse:
+            raise ReadOnlyCacheError(errno.EROFS, self._refuse, self.path)
+        return open_checked(
+            self.path, os.O_RDWR | os.O_CREAT, "lock file", mode=self._mode, foreign_ok=self._foreign_ok
+        )
 
     def acquire(self) -> bool:
         """Take the lock; True if this call took the flock (outermost level)."""
@@ -69,6 +82,8 @@ class WriterLock:
 
     def try_acquire(self) -> bool:
         """Take the lock only if no other process holds it; True if taken."""
+        if self._fd == -2:
+            self._fd = self._open()
         if not self._tlock.acquire(blocking=False):
             return False
         if self._depth == 0:
@@ -135,6 +150,8 @@ class WriterLock:
             self._tlock.release()
 
     def _rebind(self) -> bool:
+        if self._fd < 0:
+            return False  # not open (a read-only table, or after a failed reopen)
         try:
             same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
         except FileNotFoundError:
@@ -162,7 +179,7 @@ class WriterLock:
         self._depth = 0
         try:
             self._fd = self._open()
-        except OSError:
+        except (OSError, CorruptCacheError):
             # The table's directory is gone: this handle cannot write any
             # more (acquire raises); never fail the fork itself over it.
             self._fd = -2

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from xxhash import xxh3_64_intdigest
 
 from . import _layout as L
-from ._generation import Generation
+from ._generation import Generation, heal_numbers, numbers_sane
 from .keys import decode_key, slot_key
 
 if TYPE_CHECKING:
@@ -108,17 +108,29 @@ def counters_sane(g: Generation) -> bool:
         and hwm <= g.nslots
         and L.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes
         and seg < 1 << 20
+        and numbers_sane(g)
+        and not g.heap.damaged
     )
 
 
 # ------------------------------------------------------------------ listing
+def _listing_snapshot(s: SharedTable) -> tuple[Generation, array.array[int]]:
+    """The current generation and its live slots, read under the lock; a
+    read-only table cannot take it and reads them as they are (exact on a
+    read-only mount; with a writer busy meanwhile, an entry it moves may be
+    missed or seen twice)."""
+    if not s.writable:
+        g = s.refresh()
+        return g, roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+    with s.lock.hold():
+        g = s.current_for_write()
+        return g, roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+
+
 def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
     """Live (key, value-or-None) pairs from a roster snapshot taken under the
     lock (so no entry is seen twice or skipped by a concurrent swap-remove)."""
-    with s.lock.hold():
-        g = s.current_for_write()
-        occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
-        slots = roster_snapshot(g, occ)
+    g, slots = _listing_snapshot(s)
     ss = g.params.slot_size
     K = g.params.key_size
     now = time.time_ns()
@@ -144,9 +156,7 @@ def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
     """(key, Entry) pairs, like ``iter_items`` plus each slot's mtime."""
     from ._table_lookup import Entry
 
-    with s.lock.hold():
-        g = s.current_for_write()
-        slots = roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+    g, slots = _listing_snapshot(s)
     K, now = g.params.key_size, time.time_ns()
     for slot in slots:
         o = L.slot_offset(slot, g.slot_size)
@@ -251,6 +261,7 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     live, dele, hwm, _p, bad = _scan(g)
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
     mm[L.OFF_DIRTY] = 1
+    heal_numbers(g)
     if mm[L.OFF_LOGGING]:  # a concurrent rebuild must look at every slot again
         L.U32.pack_into(mm, L.OFF_LOG, L.LOG_CAP + 1)
     for o in bad:
@@ -264,6 +275,8 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
         live_bytes += size
     L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, len(live), dele + len(bad), hwm)
     seg, _d, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
+    if not (seg < 1 << 20 and L.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes):
+        seg, tail = 0, L.SEG_HEADER_BYTES  # damaged: found from the live records alone
     # A writer killed after publishing a slot but before moving the heap
     # tail leaves a live record past the tail: move the tail past it, so that
     # no record a slot (or a reader's memo) points at is ever overwritten.
@@ -278,9 +291,10 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     mm[L.OFF_DIRTY] = 0
     from . import _rebuild as R
 
-    if damaged_segments(g):
+    if damaged_segments(g) or g.heap.damaged:
         # The writer cannot append to a damaged segment: copy what is still
         # readable into a fresh generation (entries in damaged parts are lost).
+        g.heap.damaged = set()  # (known now: the rebuild's own begin() must not repair again)
         R.rebuild(c, s, None)
         g = s.gen
     removed = R.remove_orphans(s, g.gen)

@@ -59,6 +59,11 @@ def _remove(names: list[str]) -> None:
             os.unlink(name)
         except FileNotFoundError:
             pass
+        except IsADirectoryError:  # planted or damaged where a file was: gone if empty
+            try:
+                os.rmdir(name)
+            except OSError:
+                pass
 
 
 def generation_files(path: str, heap_path: str, gen: int) -> list[str]:

@@ -16,11 +16,12 @@ import weakref
 from typing import Any
 
 from . import _layout as L
-from ._fs import reserve
+from ._fs import open_checked, reserve
 from ._generation import Generation
 from ._locking import WriterLock, close_owner, owned_by_other, try_own
-from .errors import CorruptCacheError, IncompatibleCacheError
+from .errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
 
+_U64_MAX = (1 << 64) - 1
 _registry: dict[str, SharedTable] = {}
 _registry_lock = threading.Lock()
 _all: weakref.WeakSet[SharedTable] = weakref.WeakSet()
@@ -29,19 +30,27 @@ _all: weakref.WeakSet[SharedTable] = weakref.WeakSet()
 class SharedTable:
     """The current generation of a table plus what every handle shares."""
 
-    def __init__(self, path: str, heap_path: str, mode: int, interval: float) -> None:
+    def __init__(
+        self, path: str, heap_path: str, mode: int, interval: float, foreign_ok: bool = False
+    ) -> None:
         self.path = path
         self.heap_path = heap_path
         self.mode = mode
         self.interval = interval
-        self.lock = WriterLock(L.lock_name(path), mode)
-        self.ctl = self._map_control()
+        self.foreign_ok = foreign_ok  # allow_foreign_owner: other users' files are used
+        # False when the files can only be read (a read-only mount, another
+        # user's files): gets are served from read-only maps, and nothing is
+        # created, locked or written; every write raises ReadOnlyCacheError.
+        self.writable = True
         # This process's own open of the control file: it holds the OFD lock
         # of our stats stripe, and probes the rebuild lock (see _layout).
         self.owner_fd: int | None = None
         self._flushing = threading.Lock()  # one flushing thread at a time (the others skip)
         self._adopting = threading.Lock()  # held for the few stores that switch generations
         self.gen = self._open_retrying()
+        refuse = None if self.writable else f"{path!r} is read-only for this process: it serves reads only"
+        self.lock = WriterLock(L.lock_name(path), mode, foreign_ok=foreign_ok, refuse=refuse)
+        self.ctl = self._map_control()
         self.refs = 0
         # This process's counts not yet added to its stats stripe (see _layout).
         self.local = [0] * len(L.STATS_FIELDS)
@@ -74,7 +83,7 @@ class SharedTable:
         # opening between reading its index and opening its roster: retry.
         for _ in range(50):
             try:
-                return Generation.open(self.path, self.heap_path, self.mode)
+                return self._open_generation()
             except FileNotFoundError as e:
                 missing = e
                 time.sleep(0.001)
@@ -84,6 +93,17 @@ class SharedTable:
             f"{self.path!r} names files that do not exist ({missing.filename}); "
             "the table is damaged: delete its files to start afresh"
         ) from missing
+
+    def _open_generation(self) -> Generation:
+        try:
+            return Generation.open(
+                self.path, self.heap_path, self.mode, foreign_ok=self.foreign_ok, writable=self.writable
+            )
+        except ReadOnlyCacheError:
+            if not self.writable or hasattr(self, "gen"):
+                raise  # (only the first open decides: a table never turns read-only under us)
+            self.writable = False  # serve reads from read-only maps
+            return self._open_generation()
 
     def _remap_control(self) -> None:
         """The files were created anew: counts go to a stripe of the new file."""
@@ -100,8 +120,9 @@ class SharedTable:
 
     def rebuild_running(self) -> bool:
         """Does any thread of any process hold the rebuild lock (a look,
-        never a wait)? Our own description never takes it, so it sees them all."""
-        return owned_by_other(self.owner(), L.LOCK_REBUILD)
+        never a wait)? Our own description never takes it, so it sees them all.
+        (A read-only process has no description, and never tidies up: no.)"""
+        return self.writable and owned_by_other(self.owner(), L.LOCK_REBUILD)
 
     def _drop_owner(self) -> None:
         """Close our description: our stripe's lock goes with it."""
@@ -109,10 +130,26 @@ class SharedTable:
         if fd is not None:
             close_owner(fd)
 
-    def _map_control(self) -> mmap.mmap:
-        """Map <path>.lock, sizing it (once, under the lock) for the stats stripes."""
+    def _map_control(self) -> mmap.mmap | bytes:
+        """Map <path>.lock, sizing it (once, under the lock) for the stats stripes.
+
+        A read-only table maps it read-only (its stats are then this
+        process's alone if the file cannot be read or is still short)."""
         name = L.lock_name(self.path)
-        fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+        if not self.writable:
+            try:
+                fd = open_checked(
+                    name, os.O_RDONLY, "control file", mode=self.mode, foreign_ok=self.foreign_ok
+                )
+            except (OSError, CorruptCacheError):
+                return bytes(L.CTL_BYTES)
+            try:
+                if os.fstat(fd).st_size < L.CTL_BYTES:
+                    return bytes(L.CTL_BYTES)
+                return mmap.mmap(fd, L.CTL_BYTES, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+        fd = open_checked(name, os.O_RDWR, "control file", mode=self.mode, foreign_ok=self.foreign_ok)
         try:
             if os.fstat(fd).st_size < L.CTL_BYTES:
                 with self.lock.hold():
@@ -143,7 +180,7 @@ class SharedTable:
         if ino == g.ino:
             return g
         try:
-            new = Generation.open(self.path, self.heap_path, self.mode)
+            new = self._open_generation()
         except FileNotFoundError:
             return g
         if not self.lock.held and self.lock.rebind_if_replaced():
@@ -169,9 +206,11 @@ class SharedTable:
         """Writer-side check, under the lock: never write to a retired generation."""
         g = self.gen
         if g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED or time.monotonic_ns() >= self.next_check:
+            # The stat first: if the files are gone, every write must keep
+            # failing (the caller recreates them), not only the first.
+            ino = os.stat(self.path).st_ino
             self.next_check = time.monotonic_ns() + self.interval_ns
             self.flush_stats()
-            ino = os.stat(self.path).st_ino
             if ino != g.ino:
                 if self.lock.rebind_if_replaced():
                     self._remap_control()
@@ -241,7 +280,9 @@ class SharedTable:
         flushing leaves its counts for the next flush.
         """
         local = self.local
-        if not any(local) or not self._flushing.acquire(blocking=False):
+        if not any(local) or not self.writable:
+            return  # (read-only: the counts stay local, total_stats adds them)
+        if not self._flushing.acquire(blocking=False):
             return
         try:
             if self.stripe is None:
@@ -250,7 +291,8 @@ class SharedTable:
             self.flushed_hits += local[0]
             off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
             cur = L.STATS.unpack_from(self.ctl, off)
-            L.STATS.pack_into(self.ctl, off, *(a + b for a, b in zip(cur, local, strict=True)))
+            # (wrapping at 2**64: a damaged count must not make every flush fail)
+            L.STATS.pack_into(self.ctl, off, *((a + b) & _U64_MAX for a, b in zip(cur, local, strict=True)))
         finally:
             self._flushing.release()
 
@@ -282,12 +324,12 @@ class SharedTable:
         self.lock.close()
 
 
-def acquire(path: str, heap_path: str, mode: int, interval: float) -> SharedTable:
+def acquire(path: str, heap_path: str, mode: int, interval: float, foreign_ok: bool = False) -> SharedTable:
     """The process's SharedTable for ``path`` (opened on first use)."""
     with _registry_lock:
         t = _registry.get(path)
         if t is None:
-            t = SharedTable(path, heap_path, mode, interval)
+            t = SharedTable(path, heap_path, mode, interval, foreign_ok)
             _registry[path] = t
         elif t.heap_path != heap_path:
             raise IncompatibleCacheError(

@@ -24,7 +24,7 @@ from . import _evict as E
 from . import _layout as L
 from . import _maintenance as M
 from . import _rebuild as R
-from .errors import CacheFullError, ValueTooLargeError
+from .errors import CacheFullError, CorruptCacheError, ValueTooLargeError
 
 if TYPE_CHECKING:
     from ._generation import Generation
@@ -57,7 +57,6 @@ _MAGIC = L.REC_MAGIC
 _KF_STR = L.KF_STR
 _KF_SIGNED = L.KF_SIGNED
 _KF_HASHED = L.KF_HASHED
-_SHIFT = L.RECENCY_SHIFT
 _OFF_LOGGING = L.OFF_LOGGING
 _OFF_LOG = L.OFF_LOG
 _OFF_LOG_ENTRIES = L.OFF_LOG_ENTRIES
@@ -94,9 +93,12 @@ def live_cap_for(g: Generation, size: int | None) -> int:
 def begin(s: SharedTable) -> Generation:
     """The generation to write to; repairs first if a writer died mid-update."""
     g = s.current_for_write()
-    if g.idx[L.OFF_DIRTY]:
+    # (runs on every staleness check, so numbers damaged on disk since the
+    # open are healed within an interval; a damaged heap segment: repair
+    # rebuilds the table)
+    if g.idx[L.OFF_DIRTY] or g.heap.damaged or not M.counters_sane(g):
         M.repair(None, s, g)
-    return g
+    return s.gen
 
 
 def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
@@ -159,7 +161,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     g = s.gen
     idx = g.idx
     # One clock read serves the staleness check, the LRU stamp and the stats
-    # flush below (the stamp's unit is ~1 ms).
+    # flush below (taken under the writer lock: no put or evict comes between).
     mono = _monotonic_ns()
     if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or mono >= s.next_check:
         g = begin(s)
@@ -188,7 +190,17 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
             found, free = find(c, g, kb, kf, probe, h)
         else:  # pragma: no cover - eviction always frees something
             raise CacheFullError("could not make room for the entry")
-    occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
+    try:
+        occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
+    except (struct.error, OverflowError, CorruptCacheError):
+        # A header number damaged on disk since the last check (out of its
+        # field's range once added to, or a heap position past the files), or
+        # a heap segment found damaged: repair recounts everything from the
+        # slots (and rebuilds past a damaged segment); then the put once more.
+        M.repair(None, s, g)
+        g = s.gen
+        found, free = find(c, g, kb, kf, probe, h)
+        occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
     s.local[2] += 1
     if mono >= s.flush_due:
         # Writes flush their counts at once after a quiet spell (at most once
@@ -283,7 +295,9 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
     mm[_OFF_DIRTY] = 1
     if found >= 0:
         o = found
-        old = _U32(mm, o + K + _OFF_RECLEN)[0] or _record_size_at(g, o)
+        old = _U32(mm, o + K + _OFF_RECLEN)[0]
+        if not 0 < old <= heap.max_segment_bytes:  # 0: not recorded; past a segment: damage
+            old = _record_size_at(g, o)
         _LOC_MTIME_LEN_PACK(mm, o + K + _OFF_LOC, seg, off, now, rec_len)
         live, dead = live + rec_len - old, dead + old
     else:
@@ -302,7 +316,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
             hwm = slot
         live += rec_len
     # A put is a use, for LRU (see Generation.touch_recency).
-    g.recency[g.rec_base + (o - _HB) // g.slot_size] = mono >> _SHIFT & 0xFFFFFFFF
+    g.recency[g.rec_base + (o - _HB) // g.slot_size] = mono
     if mm[_OFF_LOGGING]:
         log_change(mm, (o - _HB) // g.slot_size + 1)
     # dirty stays 1 in this store; it is cleared by a store of its own after
@@ -327,7 +341,8 @@ def log_change(mm: mmap.mmap, slot: int) -> None:
 def recorded_size(g: Generation, o: int) -> int:
     """Padded size of the record slot ``o`` points at: the slot's record
     length field, or (0 there) the record's own header."""
-    return _U32(g.idx, o + g.key_size + _OFF_RECLEN)[0] or _record_size_at(g, o)
+    n: int = _U32(g.idx, o + g.key_size + _OFF_RECLEN)[0]
+    return n if 0 < n <= g.heap.max_segment_bytes else _record_size_at(g, o)
 
 
 def _record_size_at(g: Generation, o: int) -> int:
@@ -409,7 +424,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     g = begin(s)
     lru = c.eviction == "lru"
     now = time.time_ns()
-    stamp_now = time.monotonic_ns() >> L.RECENCY_SHIFT  # see Generation.touch_recency
+    stamp_now = time.monotonic_ns()  # see _layout's roster
     g.idx[L.OFF_DIRTY] = 1
     occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
     choose = E.oldest if n * E.SAMPLES >= occ else E.sampled

@@ -1,12 +1,24 @@
 """The ``mmcache`` command: inspect and maintain a table from the shell.
 
-    mmcache stats PATH [--json]          counters, fill, heap bytes, hit rate
-    mmcache ls PATH [GLOB] [--limit N]   keys with value size, codec, mtime, expiry
+    mmcache stats PATH [--format F]      counters, fill, heap bytes, hit rate (F: table, json, prometheus)
+    mmcache ls PATH [--limit N] [GLOB]   keys with value size, codec, mtime, expiry
     mmcache get PATH KEY [--bytes-key] [--pickle]
+    mmcache get LOCATION KEY [--prefix P] [--version N] [--raw-key]
     mmcache verify PATH                  "ok" and exit 0, or the problems and exit 2
     mmcache repair PATH                  fix what verify reports
     mmcache rebuild PATH [--size N]      compact the heap, optionally resize
     mmcache clear PATH [--yes]           remove every entry
+    mmcache prune-decorator-tables [DIR] [--dry-run]
+                                         remove @mmap_cached tables of an older key scheme
+
+PATH is a table's index file, or a Django cache's LOCATION directory (the
+backend keeps its table in ``LOCATION/mmcache``). On a LOCATION, ``get`` takes
+KEY as the application passed it to ``cache.get``: Django's default key
+function applied (``PREFIX:VERSION:KEY``, with ``--prefix`` for KEY_PREFIX and
+``--version`` for VERSION, default '' and 1) and the value unpickled with the
+codec stored beside it; ``--raw-key`` takes KEY as stored. ``--django-key``
+does the same on an index file given by path. A project with its own
+KEY_FUNCTION passes the key it makes with ``--raw-key``.
 
 Exit status: 0 success; 1 an error (missing or unreadable table, bad value,
 a miss on ``get``); 2 a usage error, or ``verify`` found the table damaged;
@@ -28,19 +40,17 @@ the opening handle, not the table.
 from __future__ import annotations
 
 import argparse
-import errno
 import fnmatch
 import json
 import os
 import pickle
 import pprint
-import stat
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import MmapCache, MmcacheError, __version__
+from . import MmapCache, MmcacheError, __version__, _metrics
 from ._cli_format import (
     Progress,
     format_expiry,
@@ -49,13 +59,13 @@ from ._cli_format import (
     human_bytes,
     key_text,
     parse_bytes_key,
+    stats_report,
     table,
+    table_stats,
 )
+from ._cli_paths import resolve
 from .errors import CorruptCacheError, UnsafePathError
-from .serialization import CLOUDPICKLE, NAMES, PICKLE, RAW
-
-# get_stats() keys that describe the opening handle's options, not the table.
-_HANDLE_OPTIONS = ("max_entries", "max_bytes", "eviction")
+from .serialization import CLOUDPICKLE, NAMES, PICKLE, RAW, UnknownCodecError, loads
 
 
 class CliError(Exception):
@@ -67,11 +77,9 @@ class CliError(Exception):
 
 
 def _open(path: str) -> MmapCache:
-    """Open an existing table (never create one); a directory is refused here
-    so the message says so rather than naming a low-level read error."""
-    if stat.S_ISDIR(os.stat(path).st_mode):  # os.stat, unlike exists(), reports EACCES
-        raise IsADirectoryError(errno.EISDIR, "is a directory, not an mmcache table", path)
-    return MmapCache.open(path, eviction="fifo")
+    """Open an existing table (never create one), by index file or Django
+    LOCATION; eviction "fifo" so that looking refreshes no LRU recency."""
+    return MmapCache.open(resolve(path)[0], eviction="fifo")
 
 
 def _out(line: str = "") -> None:
@@ -82,30 +90,14 @@ def _out(line: str = "") -> None:
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print the table's counters as an aligned table or as JSON."""
     with _open(args.path) as c:
-        st = {k: v for k, v in c.get_stats().items() if k not in _HANDLE_OPTIONS}
-    st["fill"] = st["occupied_count"] / st["capacity"] if st["capacity"] else 0.0
-    if args.json:
-        _out(json.dumps(st, indent=2))
+        stats = c.get_stats()
+    if args.format == "prometheus":
+        _out(_metrics.prometheus_text([table_stats(stats)]).rstrip("\n"))
         return 0
-    heap = st["heap_live_bytes"] + st["heap_dead_bytes"]
-    dead_pct = 100 * st["heap_dead_bytes"] / heap if heap else 0.0
-    rows = [
-        ("path", st["path"]),
-        ("generation", str(st["generation"])),
-        ("entries", f"{st['occupied_count']:,} of {st['capacity']:,} ({100 * st['fill']:.1f} % full)"),
-        ("tombstones", f"{st['deleted_count']:,}"),
-        ("slots", f"{st['size']:,} x {st['slot_size']} B, keys up to {st['key_size']} B in the slot"),
-        ("high water mark", f"{st['high_water_mark']:,}"),
-        ("heap live", human_bytes(st["heap_live_bytes"])),
-        ("heap dead", f"{human_bytes(st['heap_dead_bytes'])} ({dead_pct:.1f} % of the heap)"),
-        ("heap segments", str(st["heap_segments"])),
-        ("on disk", human_bytes(st["disk_bytes"])),
-        ("hits", f"{st['hits']:,}"),
-        ("misses", f"{st['misses']:,}"),
-        ("hit rate", f"{100 * st['hit_rate']:.1f} %"),
-        *((name, f"{st[name]:,}") for name in ("sets", "deletes", "evictions", "expirations", "rebuilds")),
-    ]
-    for line in table(rows):
+    if args.json or args.format == "json":
+        _out(json.dumps(table_stats(stats), indent=2))
+        return 0
+    for line in stats_report(stats):
         _out(line)
     return 0
 
@@ -160,10 +152,48 @@ def _decode(value: bytes, flags: int) -> Any:
     raise CliError(f"the value has codec flags {flags:#06x}, which this mmcache cannot decode")
 
 
+def _django_mode(args: argparse.Namespace, is_location: bool) -> bool:
+    """Whether KEY is a Django key (see the module docstring for the rule)."""
+    asked = args.django_key or args.prefix is not None or args.key_version is not None
+    if args.raw_key and asked:
+        raise CliError("--raw-key takes KEY as stored: it excludes --django-key, --prefix and --version", 2)
+    if args.bytes_key and (asked or (is_location and not args.raw_key)):
+        raise CliError("a Django key is a str: --bytes-key goes with --raw-key", 2)
+    return asked or (is_location and not args.raw_key)
+
+
+def _get_django(c: MmapCache, args: argparse.Namespace) -> int:
+    """``cache.get(KEY)`` as the application does it: Django's default key
+    function, then the value decoded with the codec its flags name."""
+    made = f"{args.prefix or ''}:{1 if args.key_version is None else args.key_version}:{args.key}"
+    entry = c.get_entry(made)
+    if entry is None:
+        hint = ""
+        if c.get_entry(args.key) is not None:
+            hint = f"; {args.key!r} itself is a key: add --raw-key"
+        raise CliError(f"no entry for Django key {args.key!r} (stored as {made!r}) in {args.path}{hint}")
+    try:
+        value = loads(entry.value, entry.flags)
+    except UnknownCodecError as e:
+        raise CliError(str(e)) from None
+    except Exception as e:  # unpickling runs arbitrary code: report any failure as one line
+        raise CliError(
+            f"cannot unpickle the value: {type(e).__name__}: {e} "
+            "(is the module that defined it importable? try PYTHONPATH)"
+        ) from None
+    _out(pprint.pformat(value, sort_dicts=False))
+    return 0
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    """Write one value to stdout: raw bytes, or pretty-printed with --pickle."""
+    """Write one value to stdout: raw bytes, or pretty-printed with --pickle
+    or for a Django key."""
+    index, is_location = resolve(args.path)
+    django = _django_mode(args, is_location)
     key: str | bytes = parse_bytes_key(args.key) if args.bytes_key else args.key
-    with _open(args.path) as c:
+    with MmapCache.open(index, eviction="fifo") as c:
+        if django:
+            return _get_django(c, args)
         entry = c.get_entry(key)
     if entry is None:
         hint = " (a bytes key? add --bytes-key)" if isinstance(key, str) and key[:2] in ("b'", 'b"') else ""
@@ -241,6 +271,24 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune_decorator_tables(args: argparse.Namespace) -> int:
+    """Remove the decorator tables no current @mmap_cached reads (decorators._prune)."""
+    from .decorators._location import default_dir
+    from .decorators._prune import prune
+
+    directory = args.path or default_dir()
+    if not os.path.isdir(directory):
+        raise CliError(f"{directory}: no such directory")
+    found = prune(directory, dry_run=args.dry_run)
+    for p in found:
+        _out(f"{'would remove' if args.dry_run else 'removed'} {p.path} ({p.reason}, {human_bytes(p.size)})")
+    total = human_bytes(sum(p.size for p in found))
+    _out(
+        f"{len(found)} stale decorator table(s) in {directory}, {total}{' (dry run)' if args.dry_run else ''}"
+    )
+    return 0
+
+
 # -------------------------------------------------------------------- parser
 def _count(text: str) -> int:
     """argparse type: a non-negative integer (underscores allowed)."""
@@ -257,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per command."""
     p = argparse.ArgumentParser(
         prog="mmcache",
-        description="Inspect and maintain an mmcache table (PATH is the index file).",
+        description="Inspect and maintain an mmcache table (PATH: its index file, or a Django LOCATION).",
         epilog="Exit status: 0 ok, 1 error or miss, 2 usage error or verify found damage.",
     )
     p.add_argument("--version", action="version", version=f"mmcache {__version__}")
@@ -265,12 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def cmd(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument("path", metavar="PATH", help="the table's index file")
+        sp.add_argument("path", metavar="PATH", help="the table's index file, or a Django LOCATION directory")
         sp.set_defaults(func=func)
         return sp
 
     sp = cmd("stats", cmd_stats, "counters, fill, heap bytes and hit rate")
-    sp.add_argument("--json", action="store_true", help="machine-readable JSON")
+    sp.add_argument("--json", action="store_true", help="machine-readable JSON (--format json)")
+    sp.add_argument("--format", choices=("table", "json", "prometheus"), default="table", help="output")
     sp = cmd("ls", cmd_ls, "list keys with value size, codec, mtime and expiry")
     sp.add_argument(
         "glob",
@@ -291,12 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="unpickle and pretty-print the value (runs pickle: trusted tables only)",
     )
+    dj = sp.add_argument_group(
+        "Django keys",
+        "On a Django LOCATION, KEY is the key the application passed to cache.get: made into "
+        "PREFIX:VERSION:KEY and the value unpickled (trusted caches only).",
+    )
+    dj.add_argument("--django-key", action="store_true", help="KEY is a Django key (PATH an index file)")
+    dj.add_argument("--prefix", metavar="P", help="the cache's KEY_PREFIX (default '')")
+    dj.add_argument("--version", dest="key_version", type=_count, metavar="N", help="VERSION (default 1)")
+    dj.add_argument("--raw-key", action="store_true", help="KEY as stored, even on a Django LOCATION")
     cmd("verify", cmd_verify, "check consistency: 'ok' and exit 0, else the problems and exit 2")
     cmd("repair", cmd_repair, "fix counters, roster and damaged slots that verify reports")
     sp = cmd("rebuild", cmd_rebuild, "compact the heap and drop tombstones, optionally resize")
     sp.add_argument("--size", type=_count, metavar="N", help="new number of slots")
     sp = cmd("clear", cmd_clear, "remove every entry (asks first; without a terminal needs --yes)")
     sp.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    what = "remove @mmap_cached tables of an older key scheme (never read again)"
+    sp = sub.add_parser("prune-decorator-tables", help=what, description=what)
+    sp.add_argument("path", nargs="?", metavar="DIR", help="the cache directory (default: the decorator's)")
+    sp.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+    sp.set_defaults(func=cmd_prune_decorator_tables)
     return p
 
 
@@ -321,7 +384,15 @@ def _message(e: BaseException, path: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmcache`` console script and ``python -m mmcache``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # parse_known_args: argparse gives an optional positional (ls's GLOB) its
+    # default as soon as PATH is read, so `ls PATH --limit N GLOB`, the order
+    # the README shows, would leave GLOB over; it is put in its place here.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "ls" and args.glob is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.glob = extra.pop()
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         status: int = args.func(args)
         return status

@@ -33,6 +33,18 @@ class IncompatibleCacheError(MmcacheError, ValueError):
     created with other parameters (size, slot_size, key_size, ...)."""
 
 
+class FormatVersionError(IncompatibleCacheError):
+    """The files are an mmcache table of another format ``version``, written
+    by an older or newer mmcache. The faces (Django backend, decorator), whose
+    tables hold a cache, replace such a table by themselves once no process
+    has it open; a direct ``MmapCache`` user decides (see the README)."""
+
+    def __init__(self, message: str, path: str = "", version: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.version = version
+
+
 class DiskFullError(MmcacheError, OSError):
     """The filesystem refused to grow a cache file (ENOSPC / EDQUOT / EFBIG).
 
@@ -56,6 +68,11 @@ class UnsafePathError(MmcacheError, PermissionError):
     """The path is a symlink or is owned by another user, and that was not allowed."""
 
 
+class ReadOnlyCacheError(MmcacheError, PermissionError):
+    """A write to a table this process can only read (a read-only mount, or
+    files and directory it has no write permission on). Reads still work."""
+
+
 class NetworkFilesystemWarning(UserWarning):
     """The path lies on a network filesystem (NFS, CIFS, ...): ``fcntl`` locks and
     shared maps are not coherent between hosts there, so entries may be lost
@@ -67,10 +84,12 @@ __all__ = [
     "ClosedCacheError",
     "CorruptCacheError",
     "DiskFullError",
+    "FormatVersionError",
     "IncompatibleCacheError",
     "MmcacheError",
     "NetworkFilesystemError",
     "NetworkFilesystemWarning",
+    "ReadOnlyCacheError",
     "UnsafePathError",
     "ValueTooLargeError",
 ]

@@ -24,7 +24,7 @@ from . import _layout as L
 from . import _maintenance as M
 from . import _rebuild as R
 from . import _write as W
-from ._fs import check_network_fs, check_parent, check_safe
+from ._fs import check_network_fs, check_parent, check_safe, open_checked
 from ._generation import Params, read_header
 from ._shared import SharedTable, acquire, release
 from ._table_lookup import TableLookup
@@ -67,11 +67,14 @@ class MmapCache(TableLookup, TableMaintenance):
 
     ``size`` is the number of slots (``size - 1`` hold entries; at most half
     of them (``LIVE_FRACTION``) are used before eviction, growth or
-    ``CacheFullError``: the rest keeps probes short and deletions cheap). With
-    ``max_size`` the table starts at ``size`` and doubles by rebuilding when
-    it fills, up to ``max_size``. ``max_entries`` / ``max_bytes`` cap live
-    entries / live heap bytes; ``eviction`` chooses what goes when a put
-    would pass a cap: ``"lru"`` (sampled), ``"fifo"`` or ``"none"`` (raise).
+    ``CacheFullError``: the rest keeps probes short and deletions cheap; at
+    least 4). With ``max_size`` the table starts at ``size`` and doubles by
+    rebuilding when it fills, up to ``max_size``. Without ``size`` it starts
+    at 4,096 slots and grows up to ``max_size`` (default 1,000,000, the seed's
+    fixed size), and an existing table is opened at the size it has grown to.
+    ``max_entries`` / ``max_bytes`` cap live entries / live heap bytes;
+    ``eviction`` chooses what goes when a put would pass a cap: ``"lru"``
+    (sampled), ``"fifo"`` or ``"none"`` (raise).
 
     Each process remembers, per table, up to 32,768 keys it has found (about
     300 bytes each), so that a repeat hit is one comparison of the slot's
@@ -82,7 +85,7 @@ class MmapCache(TableLookup, TableMaintenance):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        size: int = 1_000_000,
+        size: int | None = None,
         slot_size: int = 96,
         key_size: int = 64,
         heap_path: str | os.PathLike[str] | None = None,
@@ -106,6 +109,8 @@ class MmapCache(TableLookup, TableMaintenance):
         path = os.path.abspath(os.fspath(path))
         real = os.path.realpath(path)  # an allowed symlink: name the files after its target
         hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else real + ".heap"
+        adopt = size is None  # no size asked: an existing table keeps the size it has grown to
+        size, max_size = A.resolve_size(size, max_size)
         A.check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
                     max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
         key = secret.encode() if isinstance(secret, str) else secret
@@ -119,7 +124,11 @@ class MmapCache(TableLookup, TableMaintenance):
         params = Params(size, slot_size, key_size, max_segment_bytes)
         if not os.path.exists(path):
             A.create(path, hp, params, mode)
-        self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval)
+        self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval, allow_foreign_owner)
+        if adopt and max_size is not None:
+            have = self._s.gen.params.size
+            params = Params(have, slot_size, key_size, max_segment_bytes)
+            max_size = max(max_size, have)
         try:
             A.check_params(self._s.gen, params, max_size)
         except BaseException:
@@ -136,21 +145,23 @@ class MmapCache(TableLookup, TableMaintenance):
         self.compact_threshold = compact_threshold
         self.compact_min_bytes = compact_min_bytes
         self._key_size = key_size
-        self._track_recency = eviction == "lru"
+        # (a read-only table keeps no recency stamps: its maps cannot be written)
+        self._track_recency = eviction == "lru" and self._s.writable
         # With a secret every record this handle writes is signed with a keyed
         # BLAKE2b MAC, and records without a valid MAC are misses for it.
         self._secret = key
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
         g = self._s.gen
-        if g.idx[L.OFF_DIRTY] or not M.counters_sane(g):
+        if self._s.writable and (g.idx[L.OFF_DIRTY] or not M.counters_sane(g)):
             # A writer died mid-update (or the header is damaged): repair now,
             # under the lock, rather than at the next put.
             with self._s.lock.hold():
                 g = W.begin(self._s)
                 if not M.counters_sane(g):
                     M.repair(self, self._s, g)
-        R.cleanup_on_open(self._s)
+        if self._s.writable:
+            R.cleanup_on_open(self._s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
         self._tails = {
@@ -174,7 +185,13 @@ class MmapCache(TableLookup, TableMaintenance):
         p = os.path.abspath(os.fspath(path))
         if not os.path.exists(p):
             raise FileNotFoundError(2, "no mmcache table at this path", p)
-        fd = os.open(p, os.O_RDONLY)
+        fd = open_checked(
+            os.path.realpath(p) if options.get("allow_symlink") else p,
+            os.O_RDONLY,
+            "mmcache index",
+            mode=options.get("mode", 0o600),
+            foreign_ok=options.get("allow_foreign_owner", False),
+        )
         try:
             head = os.pread(fd, L.HEADER.size, 0)
         finally:
@@ -253,10 +270,9 @@ class MmapCache(TableLookup, TableMaintenance):
                 return default
             if rec is not None:
                 # A racy store into a dense array no checksum covers (see
-                # _layout): it only steers LRU eviction.
-                t = now >> 20 & 0xFFFFFFFF
-                if rec[ri] != t:
-                    rec[ri] = t
+                # _layout): it only steers LRU eviction. The clock read of the
+                # staleness test is the stamp: exact order, no extra call.
+                rec[ri] = now
             s.local[0] += 1  # type: ignore[union-attr]
             if with_flags:
                 return m[vs:ve], flags
@@ -291,9 +307,7 @@ class MmapCache(TableLookup, TableMaintenance):
                 s.local[1] += 1  # type: ignore[union-attr]
                 return default
             if rec is not None:
-                t = now >> 20 & 0xFFFFFFFF
-                if rec[ri] != t:
-                    rec[ri] = t
+                rec[ri] = now
             s.local[0] += 1  # type: ignore[union-attr]
             return memoryview(m)[vs:ve] if ve - vs >= VIEW_MIN else m[vs:ve]
         return self._get_probe(key, default, False)
@@ -376,9 +390,7 @@ class MmapCache(TableLookup, TableMaintenance):
                         s.local[1] += 1
                         return default
                     if track_recency:
-                        t = now >> 20 & 0xFFFFFFFF
-                        if recency[rec_base + i] != t:
-                            recency[rec_base + i] = t
+                        recency[rec_base + i] = now
                     s.local[0] += 1
                     if with_flags:
                         return m[vs:ve], flags
@@ -400,7 +412,8 @@ class MmapCache(TableLookup, TableMaintenance):
         """Store ``value`` under ``key``, replacing any previous value.
 
         ``expire`` is seconds from now (None: never; 0 or less: the key is
-        removed at once); ``expire_at_ns`` is the same as an absolute time
+        removed at once; NaN: ValueError; an expiry past what the format
+        holds, April 2262, is "never"); ``expire_at_ns`` is the same as an absolute time
         (ns since the epoch, as ``Entry.expire_ns``), for keeping an
         entry's expiry across a read-modify-write. ``flags`` is a 16-bit tag kept with the record
         (the faces store their codec there). Raises CacheFullError when the

@@ -281,7 +281,7 @@ def test_rebuild(table: str) -> None:
 def test_rebuild_bad_size(table: str) -> None:
     p = run("rebuild", table, "--size", "abc")
     assert p.returncode == 2 and "not a whole number" in err(p) and "Traceback" not in err(p)
-    assert "between 2 and" in assert_one_line_error(run("rebuild", table, "--size", "1"))
+    assert "between 4 and" in assert_one_line_error(run("rebuild", table, "--size", "1"))
     assert "do not fit" in assert_one_line_error(run("rebuild", table, "--size", "4"))
     assert count(table) == 8 and out(run("verify", table)) == "ok\n"
 

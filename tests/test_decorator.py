@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import os
 import stat
@@ -238,11 +239,18 @@ def test_closures_of_one_factory_do_not_share_entries(tmp_path: Path) -> None:
     assert with_resource(threading.Lock(), 2)(1) == 3
 
 
-def test_lambda_needs_version(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="lambda"):
-        mmap_cached(path=tmp_path)(lambda x: x)
-    sq = mmap_cached(path=tmp_path, version=1)(lambda x: x * x)
-    assert sq(3) == 9 == sq(3)
+def test_lambdas_are_told_apart_by_their_code(tmp_path: Path) -> None:
+    f1 = mmap_cached(path=tmp_path, version=1)(lambda x: x + 1)
+    f2 = mmap_cached(path=tmp_path, version=1)(lambda x: x * 100)
+    assert f1(5) == 6 and f2(5) == 500 and f1(5) == 6 and f2.cache_info() == (0, 1, None, 1)
+    assert f1.cache_parameters()["path"] != f2.cache_parameters()["path"]
+    same = mmap_cached(path=tmp_path, version=1)(lambda x: x + 1)  # the same code: the same function
+    assert same(5) == 6 and same.cache_info().hits == 1
+    named = mmap_cached(path=tmp_path, name="tests.add-one")(lambda x: x + 1)
+    assert named(5) == 6 and named.cache_parameters()["table_id"] == "tests.add-one"
+    with pytest.raises(TypeError, match="pass name="):
+        mmap_cached(path=tmp_path)(functools.partial(max, 0))
+    assert mmap_cached(path=tmp_path, name="max0")(functools.partial(max, 0))(3) == 3
 
 
 def test_bad_options() -> None:
@@ -260,6 +268,12 @@ def test_bad_options() -> None:
         mmap_cached(version=1.5)(test_bad_options)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nope"):
         mmap_cached(ignore=("nope",))(test_bad_options)
+    with pytest.raises(TypeError, match="name must be a non-empty str"):
+        mmap_cached(name="")(test_bad_options)
+    with pytest.raises(TypeError, match="namespace must be a non-empty str"):
+        mmap_cached(namespace=b"x")(test_bad_options)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="not both"):
+        mmap_cached(name="a", namespace="b")(test_bad_options)
 
 
 # -- versions -------------------------------------------------------------------
@@ -285,22 +299,29 @@ def test_version_change_invalidates_and_empties_the_table(tmp_path: Path) -> Non
     assert f2(0) == "two"
 
 
-def test_hash_code_is_opt_in(tmp_path: Path) -> None:
+def test_code_hash_is_the_default_and_opt_out_is_explicit(tmp_path: Path) -> None:
     def v1(x: int) -> str:
         return "one"
 
     def v2(x: int) -> str:
         return "two"
 
-    plain1 = mmap_cached(path=tmp_path / "plain")(_same_name(v1))
-    plain2 = mmap_cached(path=tmp_path / "plain")(_same_name(v2))
-    assert plain1(0) == "one" and plain2(0) == "one"  # same name, no code hash: same entry
-    h1 = mmap_cached(path=tmp_path / "hashed", hash_code=True)(_same_name(v1))
+    h1 = mmap_cached(path=tmp_path / "hashed")(_same_name(v1))
     assert h1(0) == "one"
-    h2 = mmap_cached(path=tmp_path / "hashed", hash_code=True)(_same_name(v2))
-    assert h2(0) == "two"
-    h1b = mmap_cached(path=tmp_path / "hashed", hash_code=True)(_same_name(v1))
+    h2 = mmap_cached(path=tmp_path / "hashed")(_same_name(v2))
+    assert h2(0) == "two"  # same name, another body: not the old result
+    assert h2.cache_parameters()["path"] == h1.cache_parameters()["path"]
+    h1b = mmap_cached(path=tmp_path / "hashed")(_same_name(v1))
     assert h1b.__cache_key__(0) == h1.__cache_key__(0) != h2.__cache_key__(0)
+    for opt_out in ({"hash_code": False}, {"version": 3}):
+        plain1 = mmap_cached(path=tmp_path / str(opt_out), **opt_out)(_same_name(v1))  # type: ignore[call-overload]
+        plain2 = mmap_cached(path=tmp_path / str(opt_out), **opt_out)(_same_name(v2))  # type: ignore[call-overload]
+        assert plain1(0) == "one" and plain2(0) == "one"  # same name, no code hash: same entry
+        assert plain2.cache_parameters()["code_hash"] is None
+    both = mmap_cached(path=tmp_path / "both", version=3, hash_code=True)(_same_name(v2))
+    assert both.cache_parameters()["key_version"] == f"k2|v=3|code={h2.cache_parameters()['code_hash']}"
+    with pytest.raises(TypeError, match="hash_code=True needs a Python function"):
+        mmap_cached(path=tmp_path, name="m", hash_code=True)(max)
 
 
 # -- location -------------------------------------------------------------------

@@ -482,7 +482,7 @@ def test_management_command(location: str, tmp_path: Path) -> None:
         caches["default"].set("a", 1)
         out = StringIO()
         call_command("mmcache", "stats", stdout=out)
-        assert "occupied_count" in out.getvalue() and "second" in out.getvalue()
+        assert "entries  " in out.getvalue() and "second" in out.getvalue()
         out = StringIO()
         call_command("mmcache", "verify", stdout=out)
         assert "default: ok" in out.getvalue()

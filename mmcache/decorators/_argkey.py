@@ -36,8 +36,8 @@ _ANY_SIG = inspect.Signature([_P("args", _P.VAR_POSITIONAL), _P("kwargs", _P.VAR
 class ArgKeyer:
     """Turns calls of one function into 16-byte keys, stable across processes and runs.
 
-    ``namespace`` (``b"module:qualname"``, plus ``b"@version"`` if given) names
-    the function. The signature is analysed once here so ``key()`` binds by
+    ``namespace`` (``b"module:qualname"``, or ``name`` if given, plus
+    ``b"@version"`` if given) names the function. The signature is analysed once here so ``key()`` binds by
     hand; ``inspect.Signature.bind`` only reports bad calls.
     """
 
@@ -48,21 +48,26 @@ class ArgKeyer:
         typed: bool = False,
         ignore: Iterable[str] = (),
         version: str | int | None = None,
+        name: str | None = None,
     ) -> None:
         module = getattr(func, "__module__", None)
         qualname = getattr(func, "__qualname__", None)
-        if not isinstance(module, str) or not isinstance(qualname, str):
+        if name is None and (not isinstance(module, str) or not isinstance(qualname, str)):
             raise TypeError(f"mmap_cached: {func!r} has no __module__/__qualname__ to key it by")
         if isinstance(version, bool) or not isinstance(version, str | int | None):
             raise TypeError(f"mmap_cached: version must be a str or an int, not {version!r}")
-        if "<lambda>" in qualname and version is None:
+        if name is None and "<lambda>" in str(qualname) and version is None:
             raise TypeError("mmap_cached: lambdas all share one name; use a def or pass version=")
+        qualname = str(qualname)
         self.func, self.typed, self.version = func, bool(typed), version
         self.ignore = frozenset([ignore] if isinstance(ignore, str) else ignore)
-        ns = f"{module}:{qualname}" + ("" if version is None else f"@{version}")
+        ns = (f"{module}:{qualname}" if name is None else name) + ("" if version is None else f"@{version}")
         self.namespace: bytes = ns.encode("utf-8", "surrogatepass")
-        self._prefix = b"mmcache-argkey" + bytes([ENCODING_VERSION, self.typed]) + _sb(module)
-        self._prefix += _sb(qualname) + (b"N" if version is None else _sb(str(version)))
+        self._prefix = b"mmcache-argkey" + bytes([ENCODING_VERSION, self.typed])
+        # name= (the decorator's table id) replaces module and qualname; its own
+        # marker byte, so no name can give the bytes of a (module, qualname) pair.
+        self._prefix += (_sb(str(module)) + _sb(qualname)) if name is None else (b"I" + _sb(name))
+        self._prefix += b"N" if version is None else _sb(str(version))
         try:
             self._sig = inspect.signature(func)
         except (TypeError, ValueError):  # some builtins have none

@@ -3,7 +3,9 @@
 Each host keeps the function's table as its near cache (L1, the ordinary
 ``@mmap_cached`` table, hit path unchanged); Redis (L2) holds every result
 computed on any host, under ``mmcache:fn:<table name>:<16-byte key>`` (the
-L1 file's name; ``version=`` and ``hash_code=`` are in the argument keys).
+L1 file's name, from the function's identity: hosts share when they run it
+from the same real path or give it ``namespace=``/``name=``; ``version=``
+and the code hash are in the argument keys).
 
 - L1 miss: the caller that holds the key's lease (one per host and key, see
   ``_stampede``) asks Redis before computing; a value found there is copied

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._stampede import MISS, Lease, acquire, flight, held, release, run_async, run_sync
+from ._stampede import MISS, Lease, acquire, computing, flight, held, no_fetch, release, run_async, run_sync
 from ._table import FunctionTable
 
 if TYPE_CHECKING:
@@ -59,41 +59,43 @@ class Memo:
         self.lock_timeout, self.lease_ttl = lock_timeout, lease_ttl
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _flight(self, key: bytes, save: Callable[[bytes, Any, Lease | None], object]) -> Any:
-        ft = self.ft
-        return flight(
-            ft.table(), key, ft.lookup, save, self.lease_ttl, self.lock_timeout, self.tier is not None
-        )
+    def begin(self, key: bytes) -> tuple[Any, Callable[[], Any], list[bytes] | None]:
+        """A miss of ``key`` starts: its flight (``_stampede``), the second
+        tier's fetch and the list ``_saver`` fills for it (None without l2).
+        A key this thread or task is already computing is computed at once
+        (lock_timeout 0): waiting would be for our own lease."""
+        ft, tier = self.ft, self.tier
+        timeout = 0.0 if key in computing.get() else self.lock_timeout
+        if tier is None:
+            return flight(ft.table(), key, ft.lookup, ft.save, self.lease_ttl, timeout), no_fetch, None
+        tier.ensure_listening()
+        saved, save = self._saver()
+        fl = flight(ft.table(), key, ft.lookup, save, self.lease_ttl, timeout, True)
+        return fl, partial(tier.fetch, key), saved
+
+    def end(self, key: bytes, outcome: tuple[Any, bool], saved: list[bytes] | None) -> Any:
+        """A miss is over: count it, send a computed result to Redis (after the
+        lease is released: waiters need not wait for the network)."""
+        value, computed = outcome
+        self.stats[1 if computed else 0] += 1
+        if saved and self.tier is not None:
+            self.tier.store(key, saved[0])
+        return value
 
     # ------------------------------------------------------------ misses
     def miss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        func, tier = self.func, self.tier
-        if tier is None:
-            value, computed = run_sync(self._flight(key, self.ft.save), lambda: func(*args, **kwargs))
-            self.stats[1 if computed else 0] += 1
-            return value
-        tier.ensure_listening()
-        saved, save = self._saver()
-        value, computed = run_sync(
-            self._flight(key, save), lambda: func(*args, **kwargs), partial(tier.fetch, key)
-        )
-        self.stats[1 if computed else 0] += 1
-        if saved:
-            tier.store(key, saved[0])
-        return value
+        """The sync miss path of the stale_ttl wrapper (the plain one inlines it)."""
+        func = self.func
+        fl, fetch, saved = self.begin(key)
+        return self.end(key, run_sync(fl, key, lambda: func(*args, **kwargs), fetch), saved)
 
     async def amiss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         func, tier = self.func, self.tier
-        if tier is None:
-            value, computed = await run_async(self._flight(key, self.ft.save), lambda: func(*args, **kwargs))
-            self.stats[1 if computed else 0] += 1
-            return value
-        tier.ensure_listening()
-        saved, save = self._saver()
-        fetch = partial(tier.fetch, key)
-        value, computed = await run_async(self._flight(key, save), lambda: func(*args, **kwargs), fetch)
+        fl, fetch, saved = self.begin(key)
+        outcome = await run_async(fl, key, lambda: func(*args, **kwargs), fetch)
+        value, computed = outcome
         self.stats[1 if computed else 0] += 1
-        if saved:
+        if saved and tier is not None:
             await asyncio.to_thread(tier.store, key, saved[0])
         return value
 

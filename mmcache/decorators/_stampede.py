@@ -11,6 +11,11 @@ Waiters poll the value (a lock-free read, backing off from 1 ms to 50 ms);
 when the lease is gone without a value (the computer raised or died) they
 race for a new lease; after ``lock_timeout`` seconds they compute themselves.
 
+A call made while the same thread (or task) is computing the same key (a
+function calling itself with equal arguments, perhaps through ``ignore=``)
+would wait on its own lease: ``computing`` holds the keys being computed in
+this context, and such a call computes at once, without a lease.
+
 The waiting logic is written once, as a generator (:func:`flight`) that
 yields what to do next: a number of seconds to sleep, ``FETCH`` (ask the
 second tier, Redis, with the lease held: one request per host and key) or
@@ -22,6 +27,7 @@ block the event loop).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import os
 import threading
@@ -32,13 +38,19 @@ from typing import Any
 from mmcache.table import MmapCache
 
 __all__ = ["COMPUTE", "FETCH", "MISS", "Lease", "acquire", "drop", "flight", "held", "release"]
-__all__ += ["run_async", "run_sync"]
+__all__ += ["computing", "no_fetch", "run_async", "run_sync"]
 
 MISS: Any = object()  # "no value" (None is a value)
 COMPUTE: Any = object()  # flight() asks its driver to call the function
 FETCH: Any = object()  # flight() asks its driver for the second tier's value (or MISS)
 _FIRST_DELAY, _MAX_DELAY = 0.001, 0.05
 Flight = Generator[Any, Any, tuple[Any, bool]]
+
+#: Keys whose function this thread (or asyncio task) is running now; a
+#: context variable, so each thread and each task has its own.
+computing: contextvars.ContextVar[frozenset[bytes]] = contextvars.ContextVar(
+    "mmcache_computing", default=frozenset()
+)
 
 
 class Lease:
@@ -220,23 +232,31 @@ def flight(
     return value, True
 
 
-def _no_fetch() -> Any:
+def no_fetch() -> Any:
+    """No second tier: always MISS."""
     return MISS
 
 
-def run_sync(fl: Flight, call: Callable[[], Any], fetch: Callable[[], Any] = _no_fetch) -> tuple[Any, bool]:
+def run_sync(
+    fl: Flight, key: bytes, call: Callable[[], Any], fetch: Callable[[], Any] = no_fetch
+) -> tuple[Any, bool]:
     """Drive a flight in this thread: sleep with ``time.sleep``, compute with
-    ``call()``, ask the second tier with ``fetch()``."""
+    ``call()`` (``key`` marked in ``computing``), ask the second tier with ``fetch()``.
+    (The decorator's plain sync wrapper inlines this loop: see ``cached``.)"""
     try:
         cmd = next(fl)
         while True:
             if cmd is COMPUTE or cmd is FETCH:
+                mark = computing.set(computing.get() | {key}) if cmd is COMPUTE else None
                 try:
                     result = call() if cmd is COMPUTE else fetch()
                 except BaseException as exc:
                     cmd = fl.throw(exc)
                 else:
                     cmd = fl.send(result)
+                finally:
+                    if mark is not None:
+                        computing.reset(mark)
             else:
                 time.sleep(cmd)
                 cmd = next(fl)
@@ -245,20 +265,25 @@ def run_sync(fl: Flight, call: Callable[[], Any], fetch: Callable[[], Any] = _no
 
 
 async def run_async(
-    fl: Flight, call: Callable[[], Awaitable[Any]], fetch: Callable[[], Any] = _no_fetch
+    fl: Flight, key: bytes, call: Callable[[], Awaitable[Any]], fetch: Callable[[], Any] = no_fetch
 ) -> tuple[Any, bool]:
-    """Drive a flight in an event loop: ``asyncio.sleep``, ``await call()``,
-    ``fetch()`` in a worker thread (it may wait on the network)."""
+    """Drive a flight in an event loop: ``asyncio.sleep``, ``await call()``
+    (``key`` marked in ``computing`` for this task), ``fetch()`` in a worker
+    thread (it may wait on the network)."""
     try:
         cmd = next(fl)
         while True:
             if cmd is COMPUTE or cmd is FETCH:
+                mark = computing.set(computing.get() | {key}) if cmd is COMPUTE else None
                 try:
                     result = await (call() if cmd is COMPUTE else asyncio.to_thread(fetch))
                 except BaseException as exc:
                     cmd = fl.throw(exc)
                 else:
                     cmd = fl.send(result)
+                finally:
+                    if mark is not None:
+                        computing.reset(mark)
             else:
                 await asyncio.sleep(cmd)
                 cmd = next(fl)

@@ -11,9 +11,11 @@ it); past that the least recently used entries go. Values are stored with
 cloudpickle under the ``CLOUDPICKLE`` codec flag of ``mmcache.serialization``.
 
 Besides the 16-byte argument keys a table holds its *tag* (under the str key
-``"mmcache:tag"``, which no bytes key can equal): the function's ``version=``
-and code hash. Opening a table whose tag differs empties it first, so old
-versions do not fill the disk. (Under ``max_entries`` pressure the tag may be
+``"mmcache:tag"``, which no bytes key can equal): the key scheme
+(``_identity.KEYSPACE``), the function's ``version=`` and code hash. Opening
+a table whose tag differs empties it first, so old versions do not fill the
+disk (two versions running at once each empty it when they open it: never a
+wrong result, since keys carry the tag too). (Under ``max_entries`` pressure the tag may be
 evicted like any entry; keys carry the version too, so that costs only the
 clean-up.) Leases (``_stampede``) are 17-byte keys.
 """
@@ -31,7 +33,14 @@ from typing import Any
 
 import cloudpickle
 
-from mmcache.errors import CacheFullError, DiskFullError, IncompatibleCacheError, ValueTooLargeError
+from mmcache._upgrade import replace_or_raise
+from mmcache.errors import (
+    CacheFullError,
+    DiskFullError,
+    FormatVersionError,
+    IncompatibleCacheError,
+    ValueTooLargeError,
+)
 from mmcache.serialization import CLOUDPICKLE
 from mmcache.table import MmapCache
 
@@ -62,7 +71,9 @@ def _max_slots(max_entries: int | None) -> int:
 
 def _open(path: str, max_entries: int | None, secret: bytes | None) -> MmapCache:
     """Open (or create) the table at ``path``; an existing table keeps the
-    parameters in its header (it may have grown), so every process agrees."""
+    parameters in its header (it may have grown), so every process agrees.
+    A table of another format version is replaced once no process has it
+    open (``mmcache._upgrade``): it holds only results to compute again."""
     opts: dict[str, Any] = {
         "max_size": _max_slots(max_entries),
         "max_entries": max_entries,  # the tag and leases count too: results never exceed it
@@ -75,8 +86,13 @@ def _open(path: str, max_entries: int | None, secret: bytes | None) -> MmapCache
                 return MmapCache.open(path, **opts)
             except FileNotFoundError:
                 continue  # removed between the check and the open
+            except FormatVersionError as e:
+                replace_or_raise(e, "@mmap_cached")
+                continue
         try:
             return MmapCache(path, min(INITIAL_SLOTS, opts["max_size"]), SLOT_SIZE, KEY_SIZE, **opts)
+        except FormatVersionError as e:
+            replace_or_raise(e, "@mmap_cached")
         except IncompatibleCacheError:
             continue  # another process created it first: adopt its parameters
     return MmapCache.open(path, **opts)

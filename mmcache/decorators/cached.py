@@ -10,7 +10,9 @@
 
 A call's arguments become a 16-byte key (``_argkey``: bound to the signature,
 encoded canonically, the same in every process); its result is stored with
-cloudpickle in the function's own table (``_location``, ``_table``). A hit
+cloudpickle in the function's own table (``_location``, ``_table``), named
+by the function's identity and tagged with its code hash (``_identity``,
+``_codehash``: unique on the machine, dropped when the code changes). A hit
 is the key, one lock-free table read and one unpickle. On a miss one caller
 in any process computes while the others wait for its result
 (``_stampede``). Exceptions are not cached; ``None`` is.
@@ -33,13 +35,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
-from xxhash import xxh3_128_digest
-
-from ._argkey import ArgKeyer, encode
-from ._identity import identify
+from ._identity import MARKER, func_cells, identify
+from ._keyfns import keyfn_builder, rebinding_keyfn
 from ._memo import Memo
 from ._options import options
-from ._stampede import MISS
+from ._stampede import COMPUTE, FETCH, MISS, computing
 from ._table import FunctionTable
 
 if TYPE_CHECKING:
@@ -88,30 +88,15 @@ class CachedFunction(Protocol[P, R_co]):
     def __get__(self, obj: object, objtype: type | None = None) -> Callable[..., R_co]: ...
 
 
-def _custom_keyfn(keyfunc: KeyFunc, namespace: bytes, typed: bool) -> Callable[..., bytes]:
-    """``key=``: the user's function maps the arguments to any encodable value."""
-    prefix = b"mmcache-key\0" + namespace + b"\0"
-    what = getattr(keyfunc, "__qualname__", repr(keyfunc))
-
-    def keyfn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        value = keyfunc(*args, **kwargs)
-        try:
-            return xxh3_128_digest(prefix + encode(value, typed=typed))
-        except TypeError as exc:
-            raise TypeError(f"mmap_cached: key={what} returned a value with no stable key: {exc}") from None
-
-    return keyfn
-
-
 def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
     """Build the wrapper of ``func`` (opts: mmap_cached's validated keywords)."""
     if isinstance(func, staticmethod | classmethod):
         return type(func)(_make(func.__func__, opts))
     if not callable(func):
         raise TypeError(f"mmap_cached decorates functions, not {func!r}")
-    ident = identify(func, opts["version"], opts["hash_code"])
-    keyer = ArgKeyer(func, typed=opts["typed"], ignore=opts["ignore"], version=ident.key_version)
-    keyfn = keyer.key if opts["key"] is None else _custom_keyfn(opts["key"], keyer.namespace, opts["typed"])
+    ident = identify(func, opts["version"], opts["hash_code"], opts["name"], opts["namespace"])
+    build = keyfn_builder(func, opts, ident.table_id)
+    keyfn = rebinding_keyfn(func, ident, build) if func_cells(func)[1] else build(ident.key_version)
     ttl, stale = opts["ttl"], opts["stale_ttl"]
     expire = None if ttl is None else ttl + (stale or 0.0)
     l2, l1_max, tier = opts["l2"], opts["max_entries"], None
@@ -127,6 +112,7 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
     )
     wrapper = _wrapper(memo, inspect.iscoroutinefunction(func), stale is not None)
     functools.update_wrapper(wrapper, func)
+    setattr(wrapper, MARKER, f"{ident.table_id}|{ident.key_version}")  # how a closure capturing it keys it
     wrapper.__cache_key__ = lambda *a, **kw: keyfn(a, kw)
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
@@ -140,14 +126,16 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
     currsize = ft.currsize if tier is None else tier.currsize
     wrapper.cache_info = lambda: CacheInfo(memo.stats[0], memo.stats[1], opts["max_entries"], currsize())
     wrapper.cache_clear = memo.clear
-    wrapper.cache_parameters = lambda: {**opts, "path": ft.path, "key_version": ident.key_version}
+    params = {**opts, "table_id": ident.table_id, "key_version": ident.key_version, "code_hash": ident.code}
+    wrapper.cache_parameters = lambda: {**params, "path": ft.path}
     return wrapper
 
 
 def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
     """The hit path, written four times (sync/async x plain/stale_ttl) so that
     each is a few local lookups: key, one table read, one unpickle."""
-    keyfn, stats, loads, ft = memo.keyfn, memo.stats, pickle.loads, memo.ft
+    keyfn, stats, loads, ft, func = memo.keyfn, memo.stats, pickle.loads, memo.ft, memo.func
+    begin, end, sleep = memo.begin, memo.end, time.sleep
     fresh_ns = memo.fresh_ns or 0
     now_ns = time.time_ns
 
@@ -168,10 +156,33 @@ def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
             try:
                 value = loads(data)
             except Exception:  # unreadable now (a class renamed...): recompute
-                return memo.miss(k, args, kwargs)
-            stats[0] += 1
-            return value
-        return memo.miss(k, args, kwargs)
+                pass
+            else:
+                stats[0] += 1
+                return value
+        # A miss. The flight (_stampede.run_sync) is driven here, not in a
+        # helper, so the function runs one frame below this one: a cold
+        # memoised recursion goes as deep as functools.lru_cache's.
+        fl, fetch, saved = begin(k)
+        try:
+            cmd = next(fl)
+            while True:
+                if cmd is COMPUTE or cmd is FETCH:
+                    mark = computing.set(computing.get() | {k}) if cmd is COMPUTE else None
+                    try:
+                        got = func(*args, **kwargs) if cmd is COMPUTE else fetch()
+                    except BaseException as exc:
+                        cmd = fl.throw(exc)
+                    else:
+                        cmd = fl.send(got)
+                    finally:
+                        if mark is not None:
+                            computing.reset(mark)
+                else:
+                    sleep(cmd)
+                    cmd = next(fl)
+        except StopIteration as stop:
+            return end(k, stop.value, saved)
 
     async def awrapper(*args: Any, **kwargs: Any) -> Any:
         k = keyfn(args, kwargs)
@@ -230,7 +241,9 @@ def mmap_cached(
     max_entries: int | None = None,
     key: KeyFunc | None = None,
     version: str | int | None = None,
-    hash_code: bool = False,
+    hash_code: bool | None = None,
+    name: str | None = None,
+    namespace: str | None = None,
     stale_ttl: float | None = None,
     lock_timeout: float | None = 60.0,
     lease_ttl: float = 10.0,
@@ -249,7 +262,9 @@ def mmap_cached(
     max_entries: int | None = None,
     key: KeyFunc | None = None,
     version: str | int | None = None,
-    hash_code: bool = False,
+    hash_code: bool | None = None,
+    name: str | None = None,
+    namespace: str | None = None,
     stale_ttl: float | None = None,
     lock_timeout: float | None = 60.0,
     lease_ttl: float = 10.0,
@@ -264,14 +279,25 @@ def mmap_cached(
     ``ttl``: seconds a result stays fresh (None: forever). ``stale_ttl``:
     seconds an expired result is still returned while one caller, in any
     process, recomputes it in the background (a daemon thread, or a task of
-    the running loop for ``async def``; abandoned if the process exits). ``typed``: ``1`` / ``1.0`` /
-    ``True`` and tuple / list are different keys. ``ignore``: argument names
+    the running loop for ``async def``; abandoned if the process exits).
+    ``typed``: ``1`` / ``1.0`` / ``True`` and tuple / list are different keys. ``ignore``: argument names
     left out of the key. ``max_entries``: cap on stored results (least
     recently used go first). ``key``: a function of the call's arguments
     whose (encodable) result is the key, for arguments with no stable
-    encoding. ``version``: a new value starts afresh (the table is emptied on
-    first use); ``hash_code=True`` does the same whenever the function's code
-    changes. ``lock_timeout``: how long callers wait for another caller's
+    encoding.
+
+    Identity (``_identity``): by default a function is its module, qualified
+    name and the real path of its source file, so programs never share
+    results by accident; ``name=`` (the whole identity) or ``namespace=``
+    (in place of the path) share on purpose. Its results are dropped when its
+    code changes (a hash of its bytecode, constants, names and defaults, not
+    of its text: comments, docstrings and layout do not count; functions it
+    calls and globals are not covered). ``version``: a fixed version instead
+    of the code hash (a new value starts afresh); ``hash_code=False``: no
+    code hash (``True``: both, and refuse a function without Python code).
+    Captured closure values are in the key, read at each call.
+
+    ``lock_timeout``: how long callers wait for another caller's
     computation of the same key before computing themselves (None: as long
     as it runs; 0: never wait). ``lease_ttl``: how soon a computer that died
     is given up on (it renews its claim every ``lease_ttl / 3`` seconds).
@@ -288,8 +314,8 @@ def mmap_cached(
     """
     opts = options(
         path=path, ttl=ttl, typed=typed, ignore=ignore, max_entries=max_entries, key=key, version=version,
-        hash_code=hash_code, stale_ttl=stale_ttl, lock_timeout=lock_timeout, lease_ttl=lease_ttl,
-        secret=secret, l2=l2, l2_errors=l2_errors,
+        hash_code=hash_code, name=name, namespace=namespace, stale_ttl=stale_ttl, lock_timeout=lock_timeout,
+        lease_ttl=lease_ttl, secret=secret, l2=l2, l2_errors=l2_errors,
     )  # fmt: skip
     if func is None:
         return lambda f: _make(f, opts)

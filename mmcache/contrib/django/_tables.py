@@ -23,8 +23,10 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from mmcache import IncompatibleCacheError, MmapCache
+from mmcache import FormatVersionError, IncompatibleCacheError, MmapCache
+from mmcache._args import MIN_SIZE
 from mmcache._fs import make_private_dirs
+from mmcache._upgrade import replace_or_raise
 from mmcache.serialization import DEFAULT_PROTOCOL
 from mmcache.table import LIVE_FRACTION
 
@@ -83,8 +85,8 @@ class Settings:
         return cls(
             codec=codec,
             protocol=_int(options, "PICKLE_PROTOCOL", DEFAULT_PROTOCOL, 0, DEFAULT_PROTOCOL),
-            table_size=_int(options, "TABLE_SIZE", DEFAULT_TABLE_SIZE, 2),
-            max_table_size=_int(options, "MAX_TABLE_SIZE", None, 2),
+            table_size=_int(options, "TABLE_SIZE", DEFAULT_TABLE_SIZE, MIN_SIZE),
+            max_table_size=_int(options, "MAX_TABLE_SIZE", None, MIN_SIZE),
             slot_size=_int(options, "SLOT_SIZE", 96, 1),
             key_size=_int(options, "KEY_SIZE", 64, 1),
             max_segment_bytes=_int(options, "MAX_SEGMENT_BYTES", None, 1),
@@ -191,14 +193,24 @@ def files_missing(spec: TableSpec) -> bool:
 
 
 def ensure_dir(location: str) -> None:
-    """Create LOCATION and any missing parents, owner-only (0o700)."""
-    make_private_dirs(location, DIR_MODE)
+    """Create LOCATION and any missing parents, owner-only (0o700); a
+    LOCATION that is a file (or lies under one) is a configuration error."""
+    try:
+        make_private_dirs(location, DIR_MODE)
+    except (FileExistsError, NotADirectoryError) as e:
+        where = "is an existing file" if e.filename == location else f"lies under {e.filename!r}, a file"
+        raise ImproperlyConfigured(
+            f"mmcache's Django backend: LOCATION {location!r} {where}, not a directory "
+            "(LOCATION names the directory that holds the table's files; it is created if missing)"
+        ) from None
 
 
 def _open(spec: TableSpec) -> MmapCache:
     """Open the table at ``spec.path``, creating the directory and files if
     needed. An existing table keeps the parameters stored in its header (it
-    may have grown past ``spec.size``), so every process adopts the same."""
+    may have grown past ``spec.size``), so every process adopts the same. A
+    table of another format version is replaced once no process has it open
+    (``mmcache._upgrade``): it holds only a cache."""
     ensure_dir(spec.location)
     common: dict[str, Any] = {
         "eviction": "lru",
@@ -214,8 +226,13 @@ def _open(spec: TableSpec) -> MmapCache:
                 return MmapCache.open(spec.path, max_size=spec.max_size, **common)
             except FileNotFoundError:
                 continue  # removed between the check and the open
+            except FormatVersionError as e:
+                replace_or_raise(e, "the Django backend")
+                continue
         try:
             return MmapCache(spec.path, spec.size, spec.slot_size, spec.key_size, **create)
+        except FormatVersionError as e:
+            replace_or_raise(e, "the Django backend")
         except IncompatibleCacheError:
             continue  # another process created it first, with other parameters: adopt them
     return MmapCache.open(spec.path, max_size=spec.max_size, **common)

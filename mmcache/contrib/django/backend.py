@@ -62,9 +62,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from mmcache import ClosedCacheError, CorruptCacheError, MmapCache
 from mmcache.serialization import dumps, loads
+from mmcache.tags import TAGGED
 
-from . import _tables
-from ._async import AtomicAsyncMixin
+from . import _groups, _tables
+from ._async import InlineAsyncMixin
 from ._tables import Settings, TableSpec
 
 R = TypeVar("R")
@@ -76,7 +77,7 @@ _time_ns = time.time_ns
 _MISS = object()
 
 
-class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
+class MmapCacheBackend(InlineAsyncMixin, BaseCache):
     """A Django cache shared by every process on the host, in mapped files."""
 
     def __init__(self, location: str, params: Mapping[str, Any]) -> None:
@@ -196,7 +197,11 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
             r = (self.table if (t := self._t) is None else t).get(key, _MISS, with_flags=True)
         except _RECOVERABLE:
             r = self._retry(lambda t: t.get(key, _MISS, with_flags=True))
-        return default if r is _MISS else loads(*r)
+        if r is _MISS:
+            return default
+        if r[1] & TAGGED:  # a tagged entry: a miss if one of its tags was invalidated
+            return _groups.decode(self.table, r[0], r[1], default)
+        return loads(*r)
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         made = [(k, self.make_and_validate_key(k, version=version)) for k in keys]  # one pass
@@ -205,20 +210,31 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
             found = {}
             for k, mk in made:
                 r = t.get(mk, _MISS, with_flags=True)
-                if r is not _MISS:
-                    found[k] = loads(*r)
+                if r is not _MISS and (v := _groups.decode(t, r[0], r[1], _MISS)) is not _MISS:
+                    found[k] = v
             return found
 
         return self._run(op)
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        return self._run(lambda t: t.get_entry(key)) is not None
+
+        def op(t: MmapCache) -> bool:
+            e = t.get_entry(key)
+            return e is not None and _groups.live(t, e.value, e.flags)
+
+        return self._run(op)
 
     # --------------------------------------------------------------- writes
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, *,
+        tags: Iterable[str] | None = None,
+    ) -> None:  # fmt: skip
+        """Django's ``set``; ``tags`` makes the entry a miss after ``invalidate_tags`` of any."""
         key = self.make_and_validate_key(key, version=version)
         data, flags = self._encode(value)
+        if tags:
+            data, flags = self._run(lambda t: _groups.wrap(t, (data, flags), tags))
         expire = self._expire(timeout)
         t = self.table if (t := self._t) is None else t  # (not `or`: see get)
         try:
@@ -241,16 +257,24 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
 
         self._run(op)
 
-    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None, *,
+        tags: Iterable[str] | None = None,
+    ) -> bool:  # fmt: skip
         key = self.make_and_validate_key(key, version=version)
-        data, flags = self._encode(value)
+        encoded = self._encode(value)
 
         def op(t: MmapCache) -> bool:
+            data, flags = _groups.wrap(t, encoded, tags)
             with t.transaction():
-                if t.get_entry(key) is not None:
+                e = t.get_entry(key)
+                if e is not None and _groups.live(t, e.value, e.flags):
                     return False
                 self._cull(t)  # only when the add will store, as Django's backends do
-                return bool(t.add(key, data, self._expire(timeout), flags=flags))
+                if e is None:
+                    return bool(t.add(key, data, self._expire(timeout), flags=flags))
+                t.put(key, data, self._expire(timeout), flags=flags)  # over a stale tagged entry
+                return True
 
         return self._run(op)
 
@@ -297,10 +321,11 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
         def op(t: MmapCache) -> Any:
             with t.transaction():
                 e = t.get_entry(made)
-                if e is None:
+                old: Any = _MISS if e is None else _groups.decode(t, e.value, e.flags, _MISS)
+                if e is None or old is _MISS:
                     raise ValueError(f"Key '{key}' not found")
-                new_value = loads(e.value, e.flags) + delta
-                data, flags = self._encode(new_value)
+                new_value = old + delta
+                data, flags = _groups.rewrap(t, e.value, e.flags, self._encode(new_value))
                 t.put(made, data, flags=flags, expire_at_ns=e.expire_ns)
                 return new_value
 
@@ -325,26 +350,34 @@ class MmapCacheBackend(AtomicAsyncMixin, BaseCache):
         self._run(op)
         return version + delta
 
+    # -------------------------------------------------- group invalidation
+    def delete_pattern(
+        self, pattern: str, version: int | None = None, prefix: str | None = None, itersize: int | None = None
+    ) -> int:
+        """Delete every key matching the Redis glob ``pattern`` (django-redis's
+        ``delete_pattern``: the key prefix and version are put in front, glob-
+        escaped); returns how many were deleted. Scans every key: O(entries).
+        ``itersize`` is accepted for django-redis compatibility and unused."""
+        full = _groups.make_pattern(
+            self.key_func,
+            pattern,
+            self.key_prefix if prefix is None else prefix,
+            self.version if version is None else version,
+        )
+        regex = _groups.glob_to_regex(full)
+        return self._run(lambda t: _groups.delete_matching(t, regex))
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Make every entry stored with any of ``tags`` a miss, in every
+        process, at O(1) per tag (``mmcache.tags``); returns the number of tags."""
+        return self._run(lambda t: _groups.invalidate(t, tags))
+
     def clear(self) -> None:
         """Remove every entry of the table (all aliases sharing LOCATION)."""
         self._run(lambda t: t.clear())
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do: the process-wide table stays open between requests."""
-
-    # ---------------------------------------------------------------- async
-    # Reads take no lock and make no system call: they run inline. Writes may
-    # wait for the writer lock, so they run in a thread. BaseCache's own
-    # aincr / aset_many / ... compose async get and set, which would not be
-    # atomic: these delegate to the atomic sync methods instead.
-    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        return self.get(key, default, version=version)
-
-    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        return self.get_many(keys, version=version)
-
-    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        return self.has_key(key, version=version)
 
     # ----------------------------------------------------------------- info
     def get_stats(self) -> dict[str, Any]:

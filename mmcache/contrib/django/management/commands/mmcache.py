@@ -3,7 +3,9 @@
 Acts on every CACHES alias that uses ``MmapCacheBackend`` (or on one, with
 ``--alias``). Aliases sharing a LOCATION share one table, so ``clear`` and
 ``verify`` handle each table once. ``verify`` exits non-zero if it finds a
-problem.
+problem. ``stats`` prints, under a heading per alias (its LOCATION and its
+limits), the report ``mmcache stats LOCATION`` prints: one formatting
+function, ``mmcache._cli_format.stats_report``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from mmcache._cli_format import stats_report
 
 from ...backend import MmapCacheBackend
 from ...checks import mmcache_aliases
@@ -54,13 +58,17 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(stats, indent=2, sort_keys=True, default=str))
             return
-        for name, st in stats.items():
-            self.stdout.write(self.style.MIGRATE_HEADING(f"{name}: {st['location']}"))
-            width = max(map(len, st))
-            for key in sorted(st):
-                value = st[key]
-                shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-                self.stdout.write(f"  {key:<{width}}  {shown}")
+        for n, (name, st) in enumerate(stats.items()):
+            if n:
+                self.stdout.write("")
+            self.stdout.write(
+                self.style.MIGRATE_HEADING(
+                    f"{name}: {st['location']} (MAX_ENTRIES {st['max_entries']:,}, "
+                    f"CULL_FREQUENCY {st['cull_frequency']}, CODEC {st['codec']})"
+                )
+            )
+            for line in stats_report(st):
+                self.stdout.write(line)
 
     def _verify(self, backends: list[tuple[str, MmapCacheBackend]]) -> None:
         bad = 0
