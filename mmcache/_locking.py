@@ -18,6 +18,7 @@ import threading
 import weakref
 
 from ._fs import open_checked
+from ._platform import LINUX, PORTABLE
 from .errors import CorruptCacheError, ReadOnlyCacheError
 
 _live: weakref.WeakSet[WriterLock] = weakref.WeakSet()
@@ -195,28 +196,35 @@ os.register_at_fork(after_in_child=_reinit_all_in_child)
 
 
 # ------------------------------------------------------------ owner locks
-# Who owns a rebuild or a stats stripe is proven by an open-file-description
-# (OFD) byte-range lock on the control file, one byte per role (offsets in
-# _layout). OFD locks belong to one open of the file, not to a process: two
-# threads of one process with opens of their own conflict like two processes,
-# closing some other descriptor of the file drops nothing, and the kernel
-# drops them when the owner's open is closed or its process dies, kill -9
-# included. So a lock that is held names a live owner: no pid is trusted, and
-# a reused pid means nothing. Locks are taken and probed without blocking.
-_F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)  # Linux's values (Python 3.9+ has the names)
-_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+# Who owns a rebuild or a stats stripe is proven by a byte-range lock on the
+# control file, one byte per role (offsets in _layout), taken through the
+# process's own open of the file (``open_owner``), and by a thread lock
+# inside the process: the kernel drops a byte lock when its owner dies,
+# kill -9 included, so a held lock names a live owner, and no pid is ever
+# trusted (a reused pid means nothing). Locks are taken and probed without
+# waiting.
+#
+# On Linux these are open-file-description (OFD) locks: they belong to that
+# one open of the file, so closing some other descriptor of it drops nothing.
+# Elsewhere (macOS, BSD; MMCACHE_PORTABLE=1) they are POSIX record locks
+# (``lockf``), which belong to the process and are dropped when it closes
+# *any* descriptor of the file: mmcache keeps one open of the control file
+# for the writer lock and one for the owner locks, and closes neither while
+# their locks matter. Either kind conflicts only between processes; threads
+# of one process are told apart by the caller's thread lock.
+_OFD = LINUX and not PORTABLE and hasattr(fcntl, "F_OFD_SETLK")
 # struct flock of 64-bit Linux (native alignment): type, whence, start, len, pid (0 for OFD locks)
 _FLOCK = struct.Struct("hhqqi4x")
 _owner_fds: set[int] = set()  # every open owner description of this process (closed in a fork's child)
 
 
 def open_owner(fd: int, path: str) -> int:
-    """A new open file description of the file ``fd`` refers to (a new
-    owner), reached through /proc so that it is the same file whatever its
-    path names now (without /proc: through ``path``, checked to be it)."""
-    try:
+    """A new open of the file ``fd`` refers to, for owner locks: on Linux
+    through /proc (the same file whatever its path names now), elsewhere
+    through ``path``, checked to be that same file."""
+    if _OFD:
         new = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:  # pragma: no cover - no /proc mounted
+    else:
         new = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     a, b = os.fstat(new), os.fstat(fd)
     if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
@@ -233,10 +241,13 @@ def close_owner(fd: int) -> None:
 
 
 def try_own(fd: int, offset: int) -> bool:
-    """Take the write lock on byte ``offset`` for the description ``fd``,
-    without waiting; False if another description (thread or process) holds it."""
+    """Take the write lock on byte ``offset`` through ``fd`` without waiting;
+    False if another process (or, on Linux, another description) holds it."""
     try:
-        fcntl.fcntl(fd, _F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+        if _OFD:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.EACCES):
             return False
@@ -244,14 +255,30 @@ def try_own(fd: int, offset: int) -> bool:
     return True
 
 
-def owned_by_other(fd: int, offset: int) -> bool:
-    """Does a description other than ``fd`` hold byte ``offset`` (a live owner)?"""
-    res = fcntl.fcntl(fd, _F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
-    return bool(_FLOCK.unpack(res)[0] != fcntl.F_UNLCK)
+def disown(fd: int, offset: int) -> None:
+    """Let go of byte ``offset`` (the description stays open)."""
+    if _OFD:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+
+
+def owned_elsewhere(fd: int, offset: int) -> bool:
+    """Does another process hold byte ``offset``? Only for a byte that no
+    thread of this process holds through ``fd`` (the caller's thread lock
+    says so): the portable probe takes and drops the lock."""
+    if _OFD:
+        res = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+        return bool(_FLOCK.unpack(res)[0] != fcntl.F_UNLCK)
+    if not try_own(fd, offset):
+        return True
+    disown(fd, offset)
+    return False
 
 
 def _close_owners_in_child() -> None:
-    # A forked child shares its parent's descriptions: keeping them open would
-    # keep the parent's rebuild or stripe "alive" after the parent died.
+    # A forked child shares its parent's open descriptions: keeping them open
+    # would keep the parent's OFD locks (its rebuild, its stripe) held after
+    # the parent died.
     for fd in list(_owner_fds):
         close_owner(fd)

@@ -44,7 +44,7 @@ from . import _maintenance as M
 from . import _write as W
 from ._builders import Builder, HeapCopier
 from ._generation import Generation, Params
-from ._locking import close_owner, try_own
+from ._locking import disown, try_own
 from .errors import CacheFullError
 
 if TYPE_CHECKING:
@@ -184,19 +184,22 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
     ``compact``: the caller only wants dead heap space back, so a
     ``HeapCopier`` may do it (see ``_heap_copy_will_do``).
 
-    At most one runs per table: it holds, from start to end, the OFD lock
-    on the control file's LOCK_REBUILD byte through an open file description
-    of its own, so another thread of this process is refused like another
-    process, and a builder killed by any signal lets go at once."""
-    if _busy(s, s.gen):
+    At most one runs per table: it holds, from start to end, the process's
+    ``rebuilding`` thread lock (no other thread of it starts one) and the
+    byte lock LOCK_REBUILD of the control file (no other process does; a
+    builder killed by any signal lets go of it at once)."""
+    if _busy(s, s.gen) or not s.rebuilding.acquire(blocking=False):
         return False
-    claim = s.lock.open_owner()
     try:
-        if not try_own(claim, L.LOCK_REBUILD):
+        fd = s.owner()
+        if not try_own(fd, L.LOCK_REBUILD):
             return False
-        return _rebuild_claimed(s, new_size, compact)
+        try:
+            return _rebuild_claimed(s, new_size, compact)
+        finally:
+            disown(fd, L.LOCK_REBUILD)
     finally:
-        close_owner(claim)  # lets the lock go
+        s.rebuilding.release()
 
 
 def _rebuild_claimed(s: SharedTable, new_size: int | None, compact: bool) -> bool:

@@ -18,10 +18,11 @@ from typing import Any
 from . import _layout as L
 from ._fs import open_checked, reserve
 from ._generation import Generation
-from ._locking import WriterLock, close_owner, owned_by_other, try_own
+from ._locking import WriterLock, close_owner, owned_elsewhere, try_own
 from .errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
 
 _U64_MAX = (1 << 64) - 1
+OPEN_TRIES = 5  # a reader's tries at opening a generation that rebuilds keep replacing
 _registry: dict[str, SharedTable] = {}
 _registry_lock = threading.Lock()
 _all: weakref.WeakSet[SharedTable] = weakref.WeakSet()
@@ -42,9 +43,12 @@ class SharedTable:
         # user's files): gets are served from read-only maps, and nothing is
         # created, locked or written; every write raises ReadOnlyCacheError.
         self.writable = True
-        # This process's own open of the control file: it holds the OFD lock
-        # of our stats stripe, and probes the rebuild lock (see _layout).
+        # This process's own open of the control file, for its owner locks
+        # (see _layout and _locking): our stats stripe's, the rebuild's.
         self.owner_fd: int | None = None
+        # Held by the thread of this process that rebuilds (or looks whether
+        # one does): byte locks tell processes apart, this tells threads.
+        self.rebuilding = threading.Lock()
         self._flushing = threading.Lock()  # one flushing thread at a time (the others skip)
         self._adopting = threading.Lock()  # held for the few stores that switch generations
         self.gen = self._open_retrying()
@@ -119,10 +123,17 @@ class SharedTable:
         return fd
 
     def rebuild_running(self) -> bool:
-        """Does any thread of any process hold the rebuild lock (a look,
-        never a wait)? Our own description never takes it, so it sees them all.
-        (A read-only process has no description, and never tidies up: no.)"""
-        return self.writable and owned_by_other(self.owner(), L.LOCK_REBUILD)
+        """Is a rebuild of the table running, in a thread of this process or
+        in another process (a look, never a wait)? (A read-only process has
+        no owner locks, and never tidies up: no.)"""
+        if not self.writable:
+            return False
+        if not self.rebuilding.acquire(blocking=False):
+            return True  # a thread here rebuilds (or is looking too)
+        try:
+            return owned_elsewhere(self.owner(), L.LOCK_REBUILD)
+        finally:
+            self.rebuilding.release()
 
     def _drop_owner(self) -> None:
         """Close our description: our stripe's lock goes with it."""
@@ -168,7 +179,9 @@ class SharedTable:
         Flushes this process's statistics, and follows a rebuild by another
         process: the old index is marked retired and a new one renamed over
         the path. No lock is taken; a reader keeps using the old maps (still
-        valid, just stale) until the new files can be opened.
+        valid, just stale) until the new files can be opened. (A rebuild
+        that replaces the files again while we open them makes the open fail:
+        it is tried again at once, a few times, never waiting.)
         """
         g = self.gen
         self.next_check = time.monotonic_ns() + self.interval_ns
@@ -179,9 +192,13 @@ class SharedTable:
             return g
         if ino == g.ino:
             return g
-        try:
-            new = self._open_generation()
-        except FileNotFoundError:
+        for _ in range(OPEN_TRIES):
+            try:
+                new = self._open_generation()
+                break
+            except FileNotFoundError:
+                continue
+        else:
             return g
         if not self.lock.held and self.lock.rebind_if_replaced():
             self._remap_control()
@@ -357,6 +374,7 @@ def _after_fork_in_child() -> None:
         t.owner_fd = None  # closed by _locking: the parent's, not ours
         t._flushing = threading.Lock()
         t._adopting = threading.Lock()
+        t.rebuilding = threading.Lock()  # (a parent's thread may have held it)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
