@@ -103,13 +103,17 @@ def _reserve_by_writing(fd: int, offset: int, length: int, what: str) -> None:
         raise
 
 
-def fsync_dir(path: str) -> None:
-    """Make a rename or create in ``path``'s directory durable."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def total_size(paths: list[str]) -> int:
+    """Bytes the files in ``paths`` take, a file that is gone counting 0: a
+    rebuild in another process deletes a retired generation's files at any
+    moment, also between listing them and asking their size."""
+    total = 0
+    for name in paths:
+        try:
+            total += os.stat(name).st_size
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def check_parent(path: str) -> None:

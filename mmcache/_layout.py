@@ -41,7 +41,6 @@ HEADER_BYTES = 4096
 HEADER = struct.Struct("<8sIIQIIQQQQQIIQQQQQ")
 assert HEADER.size == 120
 OFF_FLAGS = 12
-OFF_GENERATION = 40
 COUNTERS = struct.Struct("<QQQ")  # occupied, deleted, high_water_mark
 OFF_COUNTERS = 48
 OFF_HEAP_SEG = 72

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from xxhash import xxh3_64_intdigest
 
 from . import _layout as L
+from ._fs import total_size
 from ._generation import Generation, heal_numbers, numbers_sane
 from .keys import decode_key, slot_key
 
@@ -324,7 +325,7 @@ def stats(c: MmapCache, s: SharedTable) -> dict[str, Any]:
         "heap_live_bytes": live,
         "heap_dead_bytes": dead,
         "heap_segments": seg + 1,
-        "disk_bytes": sum(os.path.getsize(f) for f in files if os.path.exists(f)),
+        "disk_bytes": total_size(files),
         "max_entries": c.max_entries,
         "max_bytes": c.max_bytes,
         "eviction": c.eviction,
