@@ -11,8 +11,8 @@ import os
 import time
 from typing import Any
 
-from . import _layout as L
-from . import _rebuild as R
+from . import _layout as layout
+from . import _rebuild as rebuilder
 from ._generation import Generation, Params
 from ._locking import WriterLock
 from .errors import IncompatibleCacheError
@@ -79,9 +79,9 @@ MIN_SIZE = 4
 def check_size(size: int, name: str = "size") -> None:
     if not isinstance(size, int) or isinstance(size, bool):
         raise TypeError(f"{name} must be an int")
-    if not MIN_SIZE <= size <= L.MAX_SIZE:
+    if not MIN_SIZE <= size <= layout.MAX_SIZE:
         raise ValueError(
-            f"{name} must be between {MIN_SIZE} and {L.MAX_SIZE} slots, got {size}"
+            f"{name} must be between {MIN_SIZE} and {layout.MAX_SIZE} slots, got {size}"
             + (f" (a table of {size} slots cannot hold a single entry)" if size < MIN_SIZE else "")
         )
 
@@ -108,15 +108,17 @@ def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size:
     ):
         if not isinstance(v, int) or isinstance(v, bool):
             raise TypeError(f"{name} must be an int")
-    if not L.MIN_KEY_SIZE <= key_size <= L.MAX_KEY_SIZE:
-        raise ValueError(f"key_size must be between {L.MIN_KEY_SIZE} and {L.MAX_KEY_SIZE}")
-    if slot_size < key_size + L.SLOT_FIXED:
+    if not layout.MIN_KEY_SIZE <= key_size <= layout.MAX_KEY_SIZE:
+        raise ValueError(f"key_size must be between {layout.MIN_KEY_SIZE} and {layout.MAX_KEY_SIZE}")
+    if slot_size < key_size + layout.SLOT_FIXED:
         raise ValueError(
             f"slot_size {slot_size} cannot hold key_size {key_size}: a slot needs "
-            f"key_size + {L.SLOT_FIXED} bytes (key_size <= {slot_size - L.SLOT_FIXED})"
+            f"key_size + {layout.SLOT_FIXED} bytes (key_size <= {slot_size - layout.SLOT_FIXED})"
         )
-    if not L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT:
-        raise ValueError(f"max_segment_bytes must be between {L.MIN_SEGMENT_BYTES} and {L.MAX_SEGMENT_LIMIT}")
+    if not layout.MIN_SEGMENT_BYTES <= max_seg <= layout.MAX_SEGMENT_LIMIT:
+        raise ValueError(
+            f"max_segment_bytes must be between {layout.MIN_SEGMENT_BYTES} and {layout.MAX_SEGMENT_LIMIT}"
+        )
     if max_size is not None:
         check_size(max_size, "max_size")
         if max_size < size:
@@ -134,12 +136,12 @@ def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size:
 
 def create(path: str, heap_path: str, p: Params, mode: int) -> None:
     """Create generation 1 at ``path`` unless another process beat us to it."""
-    lock = WriterLock(L.lock_name(path), mode)
+    lock = WriterLock(layout.lock_name(path), mode)
     try:
         with lock.hold():
             if os.path.exists(path):
                 return
-            R._remove(R.generation_files(path, heap_path, 1))
+            rebuilder._remove(rebuilder.generation_files(path, heap_path, 1))
             tmp = f"{path}.new.{os.getpid()}"
             Generation.create(tmp, path, heap_path, p, 1, mode)
             os.rename(tmp, path)

@@ -18,8 +18,9 @@ from collections.abc import Collection, Iterable
 
 from xxhash import xxh3_64_intdigest
 
-from . import _layout as L
-from . import _maintenance as M
+from . import _generation as generation
+from . import _layout as layout
+from . import _record as record
 from ._fs import populate
 from ._generation import Generation
 
@@ -40,7 +41,7 @@ class Builder:
 
     def __init__(self, g: Generation, ng: Generation) -> None:
         self.g, self.ng = g, ng
-        self.seg, self.tail = 0, L.SEG_HEADER_BYTES
+        self.seg, self.tail = 0, layout.SEG_HEADER_BYTES
         self.occ = self.dele = self.hwm = self.live = self.expired = self.written = 0
         self.now = time.time_ns()
         # per old slot number: the new slot number (or 0 / SKIP), and the
@@ -69,10 +70,12 @@ class Builder:
         roster = ng.roster
         nheap = ng.heap
         unpack_slot, pack_slot = self.unpack_slot, self.pack_slot
-        rec_head, pack_u32 = L.RECORD.unpack_from, L.U32.pack_into
+        rec_head, pack_u32 = layout.RECORD.unpack_from, layout.U32.pack_into
         new_of_old, copied_loc = self.new_of_old, self.copied_loc
-        OCC, DEL, MAGIC, SIGNED, HASHED = L.OCCUPIED, L.DELETED, L.REC_MAGIC, L.KF_SIGNED, L.KF_HASHED
-        HB, RH, SH, RHB = L.HEADER_BYTES, L.RECORD_HEADER, L.SEG_HEADER_BYTES, L.ROSTER_HEADER_BYTES
+        OCC, DEL, MAGIC = layout.OCCUPIED, layout.DELETED, layout.REC_MAGIC
+        SIGNED, HASHED = layout.KF_SIGNED, layout.KF_HASHED
+        HB, RH = layout.HEADER_BYTES, layout.RECORD_HEADER
+        SH, RHB = layout.SEG_HEADER_BYTES, layout.ROSTER_HEADER_BYTES
         now = self.now
         nseg, tail = self.seg, self.tail
         occ, hwm, live, expired, dele = self.occ, self.hwm, self.live, self.expired, self.dele
@@ -137,14 +140,15 @@ class Builder:
         if nslot in (0, SKIP):
             return
         ng, K = self.ng, self.ng.params.key_size
-        no = L.slot_offset(nslot, ng.slot_size)
-        pos = L.U32.unpack_from(ng.idx, no + K + L.OFF_SLOT_ROSTER)[0]
+        no = layout.slot_offset(nslot, ng.slot_size)
+        pos = layout.U32.unpack_from(ng.idx, no + K + layout.OFF_SLOT_ROSTER)[0]
         last = self.occ - 1
-        moved = L.U32.unpack_from(ng.roster, L.ROSTER_HEADER_BYTES + 4 * last)[0]
-        L.U32.pack_into(ng.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
-        L.U32.pack_into(ng.idx, L.slot_offset(moved, ng.slot_size) + K + L.OFF_SLOT_ROSTER, pos)
-        self.live -= M.slot_record_size(ng, no)
-        ng.idx[no + K] = L.DELETED
+        moved = layout.U32.unpack_from(ng.roster, layout.ROSTER_HEADER_BYTES + 4 * last)[0]
+        layout.U32.pack_into(ng.roster, layout.ROSTER_HEADER_BYTES + 4 * pos, moved)
+        moved_at = layout.slot_offset(moved, ng.slot_size)
+        layout.U32.pack_into(ng.idx, moved_at + K + layout.OFF_SLOT_ROSTER, pos)
+        self.live -= record.slot_record_size(ng, no)
+        ng.idx[no + K] = layout.DELETED
         self.occ -= 1
         self.dele += 1
 
@@ -159,12 +163,12 @@ class Builder:
         a log, a slot still pointing at its copied record is kept."""
         g = self.g
         K, ss, mm = g.params.key_size, g.slot_size, g.idx
-        OCC, HB = L.OCCUPIED, L.HEADER_BYTES
+        OCC, HB = layout.OCCUPIED, layout.HEADER_BYTES
         copied_loc, nslots = self.copied_loc, g.nslots
         logged = changed is not None
         if changed is None:
-            occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-            changed = itertools.chain(*self.visited, M.roster_snapshot(g, occ))
+            occ = layout.COUNTERS.unpack_from(mm, layout.OFF_COUNTERS)[0]
+            changed = itertools.chain(*self.visited, generation.roster_snapshot(g, occ))
         fresh = []
         for slot in set(changed):
             if not 1 <= slot <= nslots:
@@ -172,7 +176,7 @@ class Builder:
             o = HB + (slot - 1) * ss
             occupied = mm[o + K] == OCC
             if occupied and not logged:
-                seg, off = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
+                seg, off = layout.SLOT_LOC.unpack_from(mm, o + K + layout.OFF_SLOT_LOC)
                 if (seg << 32 | off) == copied_loc[slot] and self.new_of_old[slot]:
                     continue
             self.drop(slot)
@@ -182,12 +186,12 @@ class Builder:
 
     def finish(self, next_gen: int) -> None:
         self.ng.heap.prefault = False  # from now on puts grow it, under the lock
-        created = L.HOT.unpack_from(self.ng.idx, L.OFF_HOT)[8]
+        created = layout.HOT.unpack_from(self.ng.idx, layout.OFF_HOT)[8]
         # Records dropped in phase 2 stay in the new heap: count them as dead.
         dead = self.written - self.live
-        L.HOT.pack_into(self.ng.idx, L.OFF_HOT, self.occ, self.dele, self.hwm, self.seg, 0,
+        layout.HOT.pack_into(self.ng.idx, layout.OFF_HOT, self.occ, self.dele, self.hwm, self.seg, 0,
                         self.tail, self.live, dead, created, 0)  # fmt: skip
-        L.BUILD.pack_into(self.ng.idx, L.OFF_BUILD, next_gen, 0, 0, 0)
+        layout.BUILD.pack_into(self.ng.idx, layout.OFF_BUILD, next_gen, 0, 0, 0)
 
 
 class HeapCopier:
@@ -206,7 +210,7 @@ class HeapCopier:
         if (g.nslots, g.slot_size, g.key_size) != (ng.nslots, ng.slot_size, ng.key_size):
             raise ValueError("a HeapCopier keeps the table's size and slot layout")
         self.g, self.ng = g, ng
-        self.seg, self.tail = 0, L.SEG_HEADER_BYTES
+        self.seg, self.tail = 0, layout.SEG_HEADER_BYTES
         self.written = self.expired = 0
         self.failed = False
         _fault_in(ng)
@@ -214,7 +218,7 @@ class HeapCopier:
     @property
     def occ(self) -> int:
         """Live entries: the old table's (the same slots, the same entries)."""
-        occ: int = L.COUNTERS.unpack_from(self.g.idx, L.OFF_COUNTERS)[0]
+        occ: int = layout.COUNTERS.unpack_from(self.g.idx, layout.OFF_COUNTERS)[0]
         return occ
 
     def copy_all(self, slots: Collection[int]) -> None:
@@ -226,7 +230,7 @@ class HeapCopier:
     def _copy_index(self) -> None:
         g, ng = self.g, self.ng
         end = g.index_bytes
-        ng.idx[L.HEADER_BYTES : end] = g.idx[L.HEADER_BYTES : end]
+        ng.idx[layout.HEADER_BYTES : end] = g.idx[layout.HEADER_BYTES : end]
         base, n = g.rec_base, g.nslots
         ng.recency[base : base + n] = g.recency[base : base + n]
 
@@ -238,7 +242,7 @@ class HeapCopier:
             self._copy_index()
             self._move(range(1, self.g.nslots + 1))
             return
-        om, nm, ss, HB = self.g.idx, self.ng.idx, self.g.slot_size, L.HEADER_BYTES
+        om, nm, ss, HB = self.g.idx, self.ng.idx, self.g.slot_size, layout.HEADER_BYTES
         nslots = self.g.nslots
         slots = [slot for slot in set(changed) if 1 <= slot <= nslots]
         for slot in slots:
@@ -257,10 +261,10 @@ class HeapCopier:
         g, ng = self.g, self.ng
         nm, K, ss, heap = ng.idx, g.key_size, g.slot_size, g.heap
         nheap = ng.heap
-        loc_len = L.SLOT_LOC_MTIME_LEN.unpack_from
-        pack_loc = L.SLOT_LOC.pack_into
-        OCC, MAGIC, HB, SH = L.OCCUPIED, L.REC_MAGIC, L.HEADER_BYTES, L.SEG_HEADER_BYTES
-        at_loc, at_magic = K + L.OFF_SLOT_LOC, 27  # the magic byte's offset in a record
+        loc_len = layout.SLOT_LOC_MTIME_LEN.unpack_from
+        pack_loc = layout.SLOT_LOC.pack_into
+        OCC, MAGIC, HB, SH = layout.OCCUPIED, layout.REC_MAGIC, layout.HEADER_BYTES, layout.SEG_HEADER_BYTES
+        at_loc, at_magic = K + layout.OFF_SLOT_LOC, 27  # the magic byte's offset in a record
         nseg, tail, written = self.seg, self.tail, self.written
         nviews = nheap.views
         dst = nviews[nseg] if nseg < len(nviews) else None
@@ -300,11 +304,11 @@ class HeapCopier:
         """Under the lock, at commit: the old header's counts and roster."""
         g, ng = self.g, self.ng
         ng.heap.prefault = False
-        occ, dele, hwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
-        live = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)[0]
-        RHB = L.ROSTER_HEADER_BYTES
+        occ, dele, hwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
+        live = layout.BYTES.unpack_from(g.idx, layout.OFF_BYTES)[0]
+        RHB = layout.ROSTER_HEADER_BYTES
         ng.roster[RHB : RHB + 4 * occ] = g.roster[RHB : RHB + 4 * occ]
-        created = L.HOT.unpack_from(ng.idx, L.OFF_HOT)[8]
-        L.HOT.pack_into(ng.idx, L.OFF_HOT, occ, dele, hwm, self.seg, 0, self.tail, live,
+        created = layout.HOT.unpack_from(ng.idx, layout.OFF_HOT)[8]
+        layout.HOT.pack_into(ng.idx, layout.OFF_HOT, occ, dele, hwm, self.seg, 0, self.tail, live,
                         max(self.written - live, 0), created, 0)  # fmt: skip
-        L.BUILD.pack_into(ng.idx, L.OFF_BUILD, next_gen, 0, 0, 0)
+        layout.BUILD.pack_into(ng.idx, layout.OFF_BUILD, next_gen, 0, 0, 0)

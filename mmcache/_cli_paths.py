@@ -8,7 +8,7 @@ import errno
 import os
 import stat
 
-from . import _layout as L
+from . import _layout as layout
 
 # Where the Django backend keeps its table inside LOCATION: the same name as
 # mmcache.contrib.django._tables.TABLE_NAME (not imported: Django is optional;
@@ -54,7 +54,7 @@ def _tables_in(directory: str) -> list[str]:
             except OSError:
                 continue
             try:
-                if os.pread(fd, len(L.INDEX_MAGIC), 0) == L.INDEX_MAGIC:
+                if os.pread(fd, len(layout.INDEX_MAGIC), 0) == layout.INDEX_MAGIC:
                     found.append(entry.name)
             except OSError:
                 pass

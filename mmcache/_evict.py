@@ -20,8 +20,9 @@ import random
 import struct
 from typing import TYPE_CHECKING
 
-from . import _layout as L
-from . import _maintenance as M
+from . import _generation as generation
+from . import _layout as layout
+from . import _record as record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -29,27 +30,27 @@ if TYPE_CHECKING:
     from ._generation import Generation
 
 SAMPLES = 8  # candidates looked at per sampled eviction (Redis uses 5)
-_HB = L.HEADER_BYTES
-_U32 = L.U32.unpack_from
-_U64 = L.U64.unpack_from
-_MASK = L.STAMP_MASK  # ages modulo 2**64: a stamp in the future is the oldest
+_HB = layout.HEADER_BYTES
+_U32 = layout.U32.unpack_from
+_U64 = layout.U64.unpack_from
+_MASK = layout.STAMP_MASK  # ages modulo 2**64: a stamp in the future is the oldest
 
 
 def expired_fast(g: Generation, o: int, now: int) -> bool:
-    """``M.is_expired`` for the eviction choosers: the record's expiry field
+    """``record.is_expired`` for the eviction choosers: the record's expiry field
     read straight from the mapped heap when it is mapped (the common case)."""
-    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + L.OFF_SLOT_LOC)
+    seg, off = layout.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + layout.OFF_SLOT_LOC)
     try:
-        exp: int = L.U64.unpack_from(g.heap.views[seg], off + 8)[0]
+        exp: int = layout.U64.unpack_from(g.heap.views[seg], off + 8)[0]
     except (IndexError, TypeError, struct.error):
-        return M.is_expired(g, o, now)
+        return record.is_expired(g, o, now)
     return bool(exp) and exp <= now
 
 
 def _age_of(g: Generation, lru: bool, now: int, stamp_now: int) -> Callable[[int, int], int]:
     """``age(slot, o)``: how long since the entry was used (lru) or written
     (fifo), in ns (lru ages modulo 2**64, see _layout's roster)."""
-    mm, mtime_at = g.idx, g.params.key_size + L.OFF_SLOT_MTIME
+    mm, mtime_at = g.idx, g.params.key_size + layout.OFF_SLOT_MTIME
     rec, rb = g.recency, g.rec_base - 1
     if lru:
         return lambda slot, o: (stamp_now - rec[rb + slot]) & _MASK
@@ -60,7 +61,7 @@ def _live(g: Generation, slot: int) -> int:
     """The slot's offset, or -1 (and a repair due) if the roster named a
     slot that is outside the table or not occupied: a damaged roster."""
     o = _HB + (slot - 1) * g.params.slot_size
-    if not 1 <= slot <= g.nslots or g.idx[o + g.params.key_size] != L.OCCUPIED:
+    if not 1 <= slot <= g.nslots or g.idx[o + g.params.key_size] != layout.OCCUPIED:
         g.needs_repair = True  # repaired when this eviction ends
         return -1
     return o
@@ -72,10 +73,10 @@ def sampled(g: Generation, n: int, lru: bool, now: int, stamp_now: int) -> Itera
     caller removes each before asking for the next."""
     age_of, roster, rnd = _age_of(g, lru, now, stamp_now), g.roster, random.random
     for _ in range(n):
-        occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
+        occ = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0]
         best, best_age, expired = -1, -1, False
         for _ in range(min(SAMPLES, occ)):
-            slot = _U32(roster, L.ROSTER_HEADER_BYTES + 4 * int(rnd() * occ))[0]
+            slot = _U32(roster, layout.ROSTER_HEADER_BYTES + 4 * int(rnd() * occ))[0]
             o = _live(g, slot)
             if o < 0:
                 continue
@@ -96,12 +97,12 @@ def oldest(g: Generation, n: int, lru: bool, now: int, stamp_now: int) -> list[t
     # One pass over every entry, so the per-entry work is written out
     # (expired_fast, _live and the age inline).
     mm, K, ss, nslots, views = g.idx, g.params.key_size, g.params.slot_size, g.nslots, g.heap.views
-    loc_at, mtime_at, occupied = K + L.OFF_SLOT_LOC, K + L.OFF_SLOT_MTIME, L.OCCUPIED
-    rec, rb, loc = g.recency, g.rec_base - 1, L.SLOT_LOC.unpack_from
+    loc_at, mtime_at, occupied = K + layout.OFF_SLOT_LOC, K + layout.OFF_SLOT_MTIME, layout.OCCUPIED
+    rec, rb, loc = g.recency, g.rec_base - 1, layout.SLOT_LOC.unpack_from
     expired: list[int] = []
     ranked: list[tuple[int, int]] = []
-    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-    for slot in M.roster_snapshot(g, occ, strict=True):
+    occ = layout.COUNTERS.unpack_from(mm, layout.OFF_COUNTERS)[0]
+    for slot in generation.roster_snapshot(g, occ, strict=True):
         o = _HB + (slot - 1) * ss
         if not 1 <= slot <= nslots or mm[o + K] != occupied:
             g.needs_repair = True  # a damaged roster: repaired when this eviction ends
@@ -110,7 +111,7 @@ def oldest(g: Generation, n: int, lru: bool, now: int, stamp_now: int) -> list[t
         try:
             exp = _U64(views[seg], off + 8)[0]
         except (IndexError, TypeError, struct.error):
-            exp = now if M.is_expired(g, o, now) else 0
+            exp = now if record.is_expired(g, o, now) else 0
         if exp and exp <= now:
             expired.append(o)
         elif lru:

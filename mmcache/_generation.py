@@ -8,16 +8,21 @@ caller decides where the index goes: a temporary name during a rebuild);
 
 from __future__ import annotations
 
+import array
 import mmap
 import os
 import struct
+import sys
 import time
 from dataclasses import dataclass
 
-from . import _layout as L
+from . import _layout as layout
 from ._fs import open_checked, reserve
 from ._heap import Heap
 from .errors import CorruptCacheError, FormatVersionError
+
+if sys.byteorder != "little" or array.array("I").itemsize != 4:  # pragma: no cover
+    raise ImportError("mmcache's roster snapshot needs little-endian 32-bit array('I')")
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,14 @@ class Generation:
         self.key_size = params.key_size
         self.needs_repair = False  # set by a writer that met a damaged roster link
         self.caps: tuple[int, int] | None = None  # (live, load) caps, set by _write
-        self.index_bytes = L.index_bytes(params.size, params.slot_size)
+        self.index_bytes = layout.index_bytes(params.size, params.slot_size)
         # A whole slot (key, then SLOT_HEAD's fields) as one struct: a put of
         # a new key and a rebuild write a slot with one call.
-        self.slot_struct = struct.Struct(f"<{params.key_size}s" + L.SLOT_HEAD.format[1:])
+        self.slot_struct = struct.Struct(f"<{params.key_size}s" + layout.SLOT_HEAD.format[1:])
         # The roster file's u64 view: roster entries, then one recency stamp
         # per slot; slot s (1-based) has its stamp at rec_base + s - 1.
         self.recency = memoryview(roster).cast("Q")
-        self.rec_base = L.recency_index(params.size, 1)
+        self.rec_base = layout.recency_index(params.size, 1)
         # What MmapCache's probe loads as one tuple.
         self.hot = (idx, self.nslots, self.slot_size, self.rec_base, self.recency, self.heap.maps)
 
@@ -71,25 +76,25 @@ class Generation:
         Every byte is reserved with fallocate first: the index and roster are
         fully allocated up front, so the hot path never stores into a hole.
         """
-        rname = L.roster_name(path, gen)
+        rname = layout.roster_name(path, gen)
         created: list[str] = []
         try:
-            Heap.create_segment(heap_path, gen, 0, L.MIN_SEGMENT_BYTES, mode)
-            created.append(L.segment_name(heap_path, gen, 0))
-            rbytes = L.roster_bytes(p.size)
+            Heap.create_segment(heap_path, gen, 0, layout.MIN_SEGMENT_BYTES, mode)
+            created.append(layout.segment_name(heap_path, gen, 0))
+            rbytes = layout.roster_bytes(p.size)
             _write_file(
                 rname,
                 rbytes,
-                L.ROSTER_HEADER.pack(L.ROSTER_MAGIC, L.FORMAT_VERSION, 0, gen, p.size),
+                layout.ROSTER_HEADER.pack(layout.ROSTER_MAGIC, layout.FORMAT_VERSION, 0, gen, p.size),
                 mode,
             )
             created.append(rname)
-            header = L.HEADER.pack(
-                L.INDEX_MAGIC, L.FORMAT_VERSION, 0, p.size, p.slot_size, p.key_size,
-                p.max_segment_bytes, gen, 0, 0, 0, 0, 0, L.SEG_HEADER_BYTES, 0, 0,
+            header = layout.HEADER.pack(
+                layout.INDEX_MAGIC, layout.FORMAT_VERSION, 0, p.size, p.slot_size, p.key_size,
+                p.max_segment_bytes, gen, 0, 0, 0, 0, 0, layout.SEG_HEADER_BYTES, 0, 0,
                 time.time_ns(), 0,
             )  # fmt: skip
-            _write_file(index_dest, L.index_bytes(p.size, p.slot_size), header, mode)
+            _write_file(index_dest, layout.index_bytes(p.size, p.slot_size), header, mode)
         except BaseException:
             for name in created:
                 _unlink(name)
@@ -117,32 +122,32 @@ class Generation:
         fd = open_checked(path, flags, "mmcache index", mode=mode, foreign_ok=foreign_ok)
         try:
             st = os.fstat(fd)
-            if st.st_size < L.HEADER_BYTES:
+            if st.st_size < layout.HEADER_BYTES:
                 raise CorruptCacheError(f"{path!r} is too short to be an mmcache index")
             idx = mmap.mmap(fd, st.st_size, access=access)
         finally:
             os.close(fd)
         p, gen = read_header(idx, path)
-        if st.st_size != L.index_bytes(p.size, p.slot_size):
+        if st.st_size != layout.index_bytes(p.size, p.slot_size):
             raise CorruptCacheError(
                 f"{path!r} is {st.st_size} bytes; its header says "
-                f"{L.index_bytes(p.size, p.slot_size)} (truncated or damaged)"
+                f"{layout.index_bytes(p.size, p.slot_size)} (truncated or damaged)"
             )
-        rname = L.roster_name(name or path, gen)
+        rname = layout.roster_name(name or path, gen)
         # FileNotFoundError: raced a rebuild
         rfd = open_checked(rname, flags, "mmcache roster", mode=mode, foreign_ok=foreign_ok)
         try:
             rsize = os.fstat(rfd).st_size
-            if rsize != L.roster_bytes(p.size):
+            if rsize != layout.roster_bytes(p.size):
                 raise CorruptCacheError(f"roster {rname!r} has the wrong size ({rsize} bytes)")
             roster = mmap.mmap(rfd, rsize, access=access)
         finally:
             os.close(rfd)
-        magic, _v, _pad, rgen, cap = L.ROSTER_HEADER.unpack_from(roster, 0)
-        if magic != L.ROSTER_MAGIC or rgen != gen or cap != p.size:
+        magic, _v, _pad, rgen, cap = layout.ROSTER_HEADER.unpack_from(roster, 0)
+        if magic != layout.ROSTER_MAGIC or rgen != gen or cap != p.size:
             raise CorruptCacheError(f"{rname!r} is not the roster of generation {gen}")
         g = cls(name or path, heap_path, p, gen, idx, roster, st.st_ino, mode, foreign_ok, writable)
-        g.heap.map_existing(L.U32.unpack_from(idx, L.OFF_HEAP_SEG)[0])
+        g.heap.map_existing(layout.U32.unpack_from(idx, layout.OFF_HEAP_SEG)[0])
         return g
 
     def touch_recency(self, slot: int, mono_ns: int) -> None:
@@ -152,10 +157,10 @@ class Generation:
 
     @property
     def retired(self) -> bool:
-        return bool(self.idx[L.OFF_FLAGS] & L.FLAG_RETIRED)
+        return bool(self.idx[layout.OFF_FLAGS] & layout.FLAG_RETIRED)
 
     def files(self) -> list[str]:
-        return [self.path, L.roster_name(self.path, self.gen), *self.heap.segment_files()]
+        return [self.path, layout.roster_name(self.path, self.gen), *self.heap.segment_files()]
 
     def close(self) -> None:
         # Maps are dropped rather than closed: another thread of this process
@@ -165,24 +170,25 @@ class Generation:
 
 def read_header(idx: mmap.mmap | bytes, path: str) -> tuple[Params, int]:
     """Validate the index header and return its parameters and generation."""
-    (magic, version, _flags, size, slot_size, key_size, max_seg, gen, *_rest) = L.HEADER.unpack_from(idx, 0)
-    if magic != L.INDEX_MAGIC:
+    head = layout.HEADER.unpack_from(idx, 0)
+    (magic, version, _flags, size, slot_size, key_size, max_seg, gen, *_rest) = head
+    if magic != layout.INDEX_MAGIC:
         raise CorruptCacheError(f"{path!r} is not an mmcache index (bad magic {magic!r})")
-    if version != L.FORMAT_VERSION:
-        age = "an older" if version < L.FORMAT_VERSION else "a newer"
+    if version != layout.FORMAT_VERSION:
+        age = "an older" if version < layout.FORMAT_VERSION else "a newer"
         raise FormatVersionError(
             f"{path!r} has format version {version} (written by {age} mmcache); this mmcache reads "
-            f"version {L.FORMAT_VERSION}. If it holds a cache, remove its files (the index, .lock, "
+            f"version {layout.FORMAT_VERSION}. If it holds a cache, remove its files (the index, .lock, "
             ".roster.*, .heap.*) once no process of that version has it open, and a new table is "
             "created; else open it with the mmcache that wrote it",
             path,
             version,
         )
     ok = (
-        2 <= size <= L.MAX_SIZE
-        and L.MIN_KEY_SIZE <= key_size <= L.MAX_KEY_SIZE
-        and key_size + L.SLOT_FIXED <= slot_size <= MAX_SLOT_SIZE
-        and L.MIN_SEGMENT_BYTES <= max_seg <= L.MAX_SEGMENT_LIMIT
+        2 <= size <= layout.MAX_SIZE
+        and layout.MIN_KEY_SIZE <= key_size <= layout.MAX_KEY_SIZE
+        and key_size + layout.SLOT_FIXED <= slot_size <= MAX_SLOT_SIZE
+        and layout.MIN_SEGMENT_BYTES <= max_seg <= layout.MAX_SEGMENT_LIMIT
         and 1 <= gen < GEN_LIMIT
     )
     if not ok:
@@ -203,14 +209,15 @@ def numbers_sane(g: Generation) -> bool:
     the rebuild fields, each in a range it can really take. Out of range is
     damage that ``heal_numbers`` (via repair) resets; used as they are, they
     were an OverflowError or a struct.error on a later put."""
-    live, dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
-    seq: int = L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0]
+    live, dead = layout.BYTES.unpack_from(g.idx, layout.OFF_BYTES)
+    seq: int = layout.U64.unpack_from(g.idx, layout.OFF_WRITE_SEQ)[0]
     return bool(live < NUM_LIMIT and dead < NUM_LIMIT and seq < NUM_LIMIT) and build_sane(g)
 
 
 def build_sane(g: Generation) -> bool:
     """The rebuild fields: next_gen, the builder's pid and generation."""
-    next_gen, bpid, _nonce, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)  # (any nonce is plausible)
+    # (any nonce is plausible)
+    next_gen, bpid, _nonce, bgen = layout.BUILD.unpack_from(g.idx, layout.OFF_BUILD)
     return bool(next_gen < GEN_LIMIT and bpid < PID_LIMIT and bgen < GEN_LIMIT)
 
 
@@ -218,11 +225,11 @@ def heal_numbers(g: Generation) -> None:
     """Reset what ``numbers_sane`` refuses. Under the writer lock, from
     repair (which recomputes the byte counts itself). Implausible rebuild
     fields name no real builder: they are cleared, with the change log."""
-    if L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0] >= NUM_LIMIT:
-        L.U64.pack_into(g.idx, L.OFF_WRITE_SEQ, 0)
+    if layout.U64.unpack_from(g.idx, layout.OFF_WRITE_SEQ)[0] >= NUM_LIMIT:
+        layout.U64.pack_into(g.idx, layout.OFF_WRITE_SEQ, 0)
     if not build_sane(g):
-        L.BUILD.pack_into(g.idx, L.OFF_BUILD, g.gen, 0, 0, 0)
-        g.idx[L.OFF_LOGGING] = 0
+        layout.BUILD.pack_into(g.idx, layout.OFF_BUILD, g.gen, 0, 0, 0)
+        g.idx[layout.OFF_LOGGING] = 0
 
 
 def _write_file(name: str, nbytes: int, head: bytes, mode: int) -> None:
@@ -242,3 +249,29 @@ def _unlink(name: str) -> None:
         os.unlink(name)
     except FileNotFoundError:
         pass
+
+
+def roster_snapshot(g: Generation, occ: int, strict: bool = False) -> array.array[int]:
+    """The live slot numbers; with ``strict=False`` numbers outside the table
+    (a damaged roster) are dropped rather than trusted."""
+    occ = max(0, min(occ, g.params.size))
+    a = array.array("I")
+    a.frombytes(g.roster[layout.ROSTER_HEADER_BYTES : layout.ROSTER_HEADER_BYTES + 4 * occ])
+    if not strict and a and (min(a) < 1 or max(a) > g.nslots):
+        a = array.array("I", (x for x in a if 1 <= x <= g.nslots))
+    return a
+
+
+def counters_sane(g: Generation) -> bool:
+    """Cheap plausibility check of the header counters (a damaged header or a
+    writer killed mid-update makes the next writer repair first)."""
+    occ, dele, hwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
+    seg, _dirty, tail = layout.HEAP_POS.unpack_from(g.idx, layout.OFF_HEAP_SEG)
+    return bool(
+        occ + dele <= g.nslots
+        and hwm <= g.nslots
+        and layout.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes
+        and seg < 1 << 20
+        and numbers_sane(g)
+        and not g.heap.damaged
+    )

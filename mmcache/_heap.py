@@ -19,7 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from . import _layout as L
+from . import _layout as layout
 from ._fs import open_checked, populate, reserve
 from .errors import CorruptCacheError, DiskFullError, ValueTooLargeError
 
@@ -53,11 +53,11 @@ class Heap:
     @staticmethod
     def create_segment(heap_path: str, gen: int, seg: int, initial: int, mode: int) -> None:
         """Write a new segment file with its header and ``initial`` reserved bytes."""
-        name = L.segment_name(heap_path, gen, seg)
+        name = layout.segment_name(heap_path, gen, seg)
         fd = open_checked(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, "heap segment", mode=mode)
         try:
-            reserve(fd, 0, max(initial, L.SEG_HEADER_BYTES), f"heap segment {name}", fill=True)
-            os.pwrite(fd, L.SEG_HEADER.pack(L.SEG_MAGIC, L.FORMAT_VERSION, seg, gen), 0)
+            reserve(fd, 0, max(initial, layout.SEG_HEADER_BYTES), f"heap segment {name}", fill=True)
+            os.pwrite(fd, layout.SEG_HEADER.pack(layout.SEG_MAGIC, layout.FORMAT_VERSION, seg, gen), 0)
         except BaseException:
             os.close(fd)
             os.unlink(name)
@@ -78,7 +78,7 @@ class Heap:
             return cur
         if not 0 <= seg < 1 << 32:
             return None  # a damaged slot's bogus segment number
-        name = L.segment_name(self.heap_path, self.gen, seg)
+        name = layout.segment_name(self.heap_path, self.gen, seg)
         flags = os.O_RDWR if self.writable else os.O_RDONLY
         try:
             fd = open_checked(name, flags, "heap segment", mode=self.mode, foreign_ok=self.foreign_ok)
@@ -90,16 +90,16 @@ class Heap:
         try:
             st = os.fstat(fd)
             size = st.st_size
-            if size < L.SEG_HEADER_BYTES:
+            if size < layout.SEG_HEADER_BYTES:
                 self.damaged.add(seg)
-            if size < max(need, L.SEG_HEADER_BYTES):
+            if size < max(need, layout.SEG_HEADER_BYTES):
                 return None
             access = mmap.ACCESS_WRITE if self.writable else mmap.ACCESS_READ
             mm = mmap.mmap(fd, size, access=access)
         finally:
             os.close(fd)
-        magic, version, number, gen = L.SEG_HEADER.unpack_from(mm, 0)
-        if magic != L.SEG_MAGIC or number != seg or gen != self.gen:
+        magic, version, number, gen = layout.SEG_HEADER.unpack_from(mm, 0)
+        if magic != layout.SEG_MAGIC or number != seg or gen != self.gen:
             self.damaged.add(seg)
             return None  # damaged: its records are unreadable (verify() reports it)
         while len(self.views) <= seg:
@@ -118,7 +118,7 @@ class Heap:
         a planted or foreign segment is refused when the table is opened,
         not at some later get. Stops at the first missing one."""
         for seg in range(min(last, 1 << 16) + 1):
-            if self.view(seg, L.SEG_HEADER_BYTES) is None:
+            if self.view(seg, layout.SEG_HEADER_BYTES) is None:
                 break
 
     # -------------------------------------------------------------- writing
@@ -128,22 +128,22 @@ class Heap:
         Returns (segment, offset, view) where the caller writes the record.
         Raises DiskFullError before anything is published if the disk is full.
         """
-        if not (0 <= seg < 1 << 20 and L.SEG_HEADER_BYTES <= tail <= self.max_segment_bytes):
+        if not (0 <= seg < 1 << 20 and layout.SEG_HEADER_BYTES <= tail <= self.max_segment_bytes):
             raise CorruptCacheError(f"heap position ({seg}, {tail}) of {self.heap_path!r} is damaged")
-        if rec_len > self.max_segment_bytes - L.SEG_HEADER_BYTES:
+        if rec_len > self.max_segment_bytes - layout.SEG_HEADER_BYTES:
             raise ValueTooLargeError(
                 f"a record of {rec_len} bytes does not fit in a heap segment of "
                 f"{self.max_segment_bytes} bytes (raise max_segment_bytes)"
             )
         if tail + rec_len > self.max_segment_bytes:
-            seg, tail = seg + 1, L.SEG_HEADER_BYTES
-            initial = min(self.max_segment_bytes, max(L.MIN_SEGMENT_BYTES, rec_len * 2))
+            seg, tail = seg + 1, layout.SEG_HEADER_BYTES
+            initial = min(self.max_segment_bytes, max(layout.MIN_SEGMENT_BYTES, rec_len * 2))
             try:
                 Heap.create_segment(self.heap_path, self.gen, seg, initial, self.mode)
             except FileExistsError:
                 # Left by a writer killed before it published the segment (the
                 # header still names the previous one), so nothing refers to it.
-                os.unlink(L.segment_name(self.heap_path, self.gen, seg))
+                os.unlink(layout.segment_name(self.heap_path, self.gen, seg))
                 Heap.create_segment(self.heap_path, self.gen, seg, initial, self.mode)
         end = tail + rec_len
         mv = self.views[seg] if seg < len(self.views) else None
@@ -152,7 +152,7 @@ class Heap:
         return seg, tail, mv
 
     def _grow(self, seg: int, end: int) -> memoryview:
-        name = L.segment_name(self.heap_path, self.gen, seg)
+        name = layout.segment_name(self.heap_path, self.gen, seg)
         # Extended only through a checked descriptor (never a symlink, never
         # another user's file), and only if it is the file we have mapped:
         # a segment swapped for another file since is damage, not space.
@@ -188,7 +188,7 @@ class Heap:
     def segment_files(self) -> list[str]:
         """Names of this generation's segment files that exist on disk."""
         out, seg = [], 0
-        while os.path.exists(name := L.segment_name(self.heap_path, self.gen, seg)):
+        while os.path.exists(name := layout.segment_name(self.heap_path, self.gen, seg)):
             out.append(name)
             seg += 1
         return out

@@ -7,111 +7,21 @@ and repair run under the writer lock (the caller holds it).
 from __future__ import annotations
 
 import array
-import hashlib
-import hmac
 import os
-import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from xxhash import xxh3_64_intdigest
-
-from . import _layout as L
+from . import _layout as layout
+from ._capacity import live_cap
 from ._fs import total_size
-from ._generation import Generation, heal_numbers, numbers_sane
+from ._generation import Generation, heal_numbers, roster_snapshot
+from ._record import Entry, mac_ok, read_record, slot_record_size
 from .keys import decode_key, slot_key
 
 if TYPE_CHECKING:
     from ._shared import SharedTable
     from .table import MmapCache
-
-
-if sys.byteorder != "little" or array.array("I").itemsize != 4:  # pragma: no cover
-    raise ImportError("mmcache's roster snapshot needs little-endian 32-bit array('I')")
-
-
-# ------------------------------------------------------------------ records
-def mac(secret: bytes, data: bytes | memoryview) -> bytes:
-    """The keyed hash that signs a record when the table has a secret."""
-    return hashlib.blake2b(data, key=secret, digest_size=L.MAC_BYTES, person=b"mmcache-rec-v1").digest()
-
-
-def mac_ok(g: Generation, seg: int, off: int, end: int, rkf: int, secret: bytes | None) -> bool:
-    """True unless ``secret`` is set and the record is unsigned or forged."""
-    if secret is None:
-        return True
-    if not rkf & L.KF_SIGNED:
-        return False
-    mv = g.heap.view(seg, end + L.MAC_BYTES)
-    if mv is None:
-        return False
-    return hmac.compare_digest(bytes(mv[end : end + L.MAC_BYTES]), mac(secret, mv[off + 8 : end]))
-
-
-def read_record(g: Generation, o: int, verify: bool = True) -> tuple[Any, ...] | None:
-    """(seg, off, exp, klen, vlen, flags, rkf, rec_len) of slot ``o``'s record,
-    or None if it cannot be read or does not check out."""
-    K = g.params.key_size
-    seg, off = L.SLOT_LOC.unpack_from(g.idx, o + K + L.OFF_SLOT_LOC)
-    mv = g.heap.view(seg, off + L.RECORD_HEADER)
-    if mv is None or off < L.SEG_HEADER_BYTES:
-        return None
-    csum, exp, klen, vlen, flags, rkf, magic, _ = L.RECORD.unpack_from(mv, off)
-    end = off + L.RECORD_HEADER + klen + vlen
-    if magic != L.REC_MAGIC or end > len(mv) and (mv := g.heap.view(seg, end)) is None:
-        return None
-    if verify and xxh3_64_intdigest(mv[off + 8 : end]) != csum:
-        return None
-    return seg, off, exp, klen, vlen, flags, rkf, L.record_size(klen, vlen, bool(rkf & L.KF_SIGNED))
-
-
-def record_key(g: Generation, o: int) -> bytes | None:
-    r = read_record(g, o)
-    if r is None:
-        return None
-    seg, off, _e, klen, *_ = r
-    start = off + L.RECORD_HEADER
-    return bytes(g.heap.maps[seg][start : start + klen])
-
-
-def is_expired(g: Generation, o: int, now: int | None = None) -> bool:
-    r = read_record(g, o, verify=False)
-    if r is None:
-        return True  # unreadable counts as gone: evict / overwrite it first
-    exp: int = r[2]
-    return bool(exp) and exp <= (now if now is not None else time.time_ns())
-
-
-def slot_record_size(g: Generation, o: int) -> int:
-    r = read_record(g, o, verify=False)
-    return 0 if r is None else r[7]
-
-
-def roster_snapshot(g: Generation, occ: int, strict: bool = False) -> array.array[int]:
-    """The live slot numbers; with ``strict=False`` numbers outside the table
-    (a damaged roster) are dropped rather than trusted."""
-    occ = max(0, min(occ, g.params.size))
-    a = array.array("I")
-    a.frombytes(g.roster[L.ROSTER_HEADER_BYTES : L.ROSTER_HEADER_BYTES + 4 * occ])
-    if not strict and a and (min(a) < 1 or max(a) > g.nslots):
-        a = array.array("I", (x for x in a if 1 <= x <= g.nslots))
-    return a
-
-
-def counters_sane(g: Generation) -> bool:
-    """Cheap plausibility check of the header counters (a damaged header or a
-    writer killed mid-update makes the next writer repair first)."""
-    occ, dele, hwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
-    seg, _dirty, tail = L.HEAP_POS.unpack_from(g.idx, L.OFF_HEAP_SEG)
-    return bool(
-        occ + dele <= g.nslots
-        and hwm <= g.nslots
-        and L.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes
-        and seg < 1 << 20
-        and numbers_sane(g)
-        and not g.heap.damaged
-    )
 
 
 # ------------------------------------------------------------------ listing
@@ -122,10 +32,10 @@ def _listing_snapshot(s: SharedTable) -> tuple[Generation, array.array[int]]:
     missed or seen twice)."""
     if not s.writable:
         g = s.refresh()
-        return g, roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+        return g, roster_snapshot(g, layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0])
     with s.lock.hold():
         g = s.current_for_write()
-        return g, roster_snapshot(g, L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0])
+        return g, roster_snapshot(g, layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0])
 
 
 def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
@@ -136,8 +46,8 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
     K = g.params.key_size
     now = time.time_ns()
     for slot in slots:
-        o = L.slot_offset(slot, ss)
-        if g.idx[o + K] != L.OCCUPIED:
+        o = layout.slot_offset(slot, ss)
+        if g.idx[o + K] != layout.OCCUPIED:
             continue  # deleted since the snapshot
         r = read_record(g, o, verify=c.verify_checksums)
         if r is None:
@@ -145,31 +55,29 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
         seg, off, exp, klen, vlen, _flags, rkf, _ = r
         if exp and exp <= now:
             continue
-        if not mac_ok(g, seg, off, off + L.RECORD_HEADER + klen + vlen, rkf, c._secret):
+        if not mac_ok(g, seg, off, off + layout.RECORD_HEADER + klen + vlen, rkf, c._secret):
             continue
         mm = g.heap.maps[seg]
-        start = off + L.RECORD_HEADER
+        start = off + layout.RECORD_HEADER
         kb = mm[start : start + klen]
         yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)
 
 
 def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
     """(key, Entry) pairs, like ``iter_items`` plus each slot's mtime."""
-    from ._table_lookup import Entry
-
     g, slots = _listing_snapshot(s)
     K, now = g.params.key_size, time.time_ns()
     for slot in slots:
-        o = L.slot_offset(slot, g.slot_size)
-        r = read_record(g, o, verify=c.verify_checksums) if g.idx[o + K] == L.OCCUPIED else None
+        o = layout.slot_offset(slot, g.slot_size)
+        r = read_record(g, o, verify=c.verify_checksums) if g.idx[o + K] == layout.OCCUPIED else None
         if r is None:
             continue
         seg, off, exp, klen, vlen, flags, rkf, _ = r
-        start = off + L.RECORD_HEADER
+        start = off + layout.RECORD_HEADER
         if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, c._secret):
             continue
         mm = g.heap.maps[seg]
-        mtime = L.U64.unpack_from(g.idx, o + K + L.OFF_SLOT_MTIME)[0]
+        mtime = layout.U64.unpack_from(g.idx, o + K + layout.OFF_SLOT_MTIME)[0]
         value = mm[start + klen : start + klen + vlen]
         yield decode_key(mm[start : start + klen], rkf), Entry(value, flags, mtime, exp or None)
 
@@ -184,15 +92,15 @@ def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
     problems: list[str] = []
     dele = hwm = 0
     for slot in range(1, n + 1):
-        o = L.slot_offset(slot, ss)
+        o = layout.slot_offset(slot, ss)
         st = mm[o + K]
-        if st == L.EMPTY:
+        if st == layout.EMPTY:
             continue
         hwm = slot
-        if st == L.DELETED:
+        if st == layout.DELETED:
             dele += 1
             continue
-        if st != L.OCCUPIED:
+        if st != layout.OCCUPIED:
             problems.append(f"slot {slot}: unknown state {st}")
             bad.append(o)
             continue
@@ -202,11 +110,11 @@ def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
             bad.append(o)
             continue
         seg, off, _e, klen, _v, _f, rkf, _ = r
-        start = off + L.RECORD_HEADER
+        start = off + layout.RECORD_HEADER
         kb = g.heap.maps[seg][start : start + klen]
         skey, hashed, _h = slot_key(kb, K)
         kf, sklen = mm[o + K + 1], mm[o + K + 2]
-        if mm[o : o + sklen] != skey or sklen != len(skey) or kf != hashed | (rkf & L.KF_STR):
+        if mm[o : o + sklen] != skey or sklen != len(skey) or kf != hashed | (rkf & layout.KF_STR):
             problems.append(f"slot {slot}: slot key does not match its record")
             bad.append(o)
             continue
@@ -217,8 +125,8 @@ def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
 def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
     g = s.current_for_write()
     live, dele, hwm, problems, _bad = _scan(g)
-    occ, hdel, hhwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
-    if g.idx[L.OFF_DIRTY]:
+    occ, hdel, hhwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
+    if g.idx[layout.OFF_DIRTY]:
         problems.append("header: a writer died mid-update (dirty flag set)")
     if occ != len(live):
         problems.append(f"header: occupied_count {occ}, slots say {len(live)}")
@@ -228,18 +136,18 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
         problems.append(f"header: high_water_mark {hhwm} below highest used slot {hwm}")
     K, ss = g.params.key_size, g.params.slot_size
     roster = set(roster_snapshot(g, occ, strict=True))
-    want = {(o - L.HEADER_BYTES) // ss + 1 for o in live}
+    want = {(o - layout.HEADER_BYTES) // ss + 1 for o in live}
     if roster != want:
         problems.append(f"roster: {len(roster ^ want)} slots differ from the live slots")
     for pos, slot in enumerate(roster_snapshot(g, occ, strict=True)):
-        o = L.slot_offset(slot, ss) if 1 <= slot <= g.nslots else -1
-        if o < 0 or L.U32.unpack_from(g.idx, o + K + L.OFF_SLOT_ROSTER)[0] != pos:
+        o = layout.slot_offset(slot, ss) if 1 <= slot <= g.nslots else -1
+        if o < 0 or layout.U32.unpack_from(g.idx, o + K + layout.OFF_SLOT_ROSTER)[0] != pos:
             problems.append(f"roster: position {pos} (slot {slot}) is not linked back")
             break
     sizes = [slot_record_size(g, o) for o in live]
-    if L.BYTES.unpack_from(g.idx, L.OFF_BYTES)[0] != sum(sizes):
+    if layout.BYTES.unpack_from(g.idx, layout.OFF_BYTES)[0] != sum(sizes):
         problems.append("header: live_bytes does not match the records")
-    recorded = (L.U32.unpack_from(g.idx, o + K + L.OFF_SLOT_RECLEN)[0] for o in live)
+    recorded = (layout.U32.unpack_from(g.idx, o + K + layout.OFF_SLOT_RECLEN)[0] for o in live)
     wrong = sum(r not in (0, n) for r, n in zip(recorded, sizes, strict=True))
     if wrong:
         problems.append(f"slots: {wrong} record length fields do not match their records")
@@ -248,11 +156,11 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
 
 
 def damaged_segments(g: Generation) -> list[str]:
-    last = L.HEAP_POS.unpack_from(g.idx, L.OFF_HEAP_SEG)[0]
+    last = layout.HEAP_POS.unpack_from(g.idx, layout.OFF_HEAP_SEG)[0]
     return [
         f"heap segment {seg}: missing or damaged header"
         for seg in range(min(last, 1 << 16) + 1)
-        if g.heap.view(seg, L.SEG_HEADER_BYTES) is None
+        if g.heap.view(seg, layout.SEG_HEADER_BYTES) is None
     ]
 
 
@@ -261,56 +169,55 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     problems = verify(c, s) if g is s.gen else []
     live, dele, hwm, _p, bad = _scan(g)
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
-    mm[L.OFF_DIRTY] = 1
+    mm[layout.OFF_DIRTY] = 1
     heal_numbers(g)
-    if mm[L.OFF_LOGGING]:  # a concurrent rebuild must look at every slot again
-        L.U32.pack_into(mm, L.OFF_LOG, L.LOG_CAP + 1)
+    if mm[layout.OFF_LOGGING]:  # a concurrent rebuild must look at every slot again
+        layout.U32.pack_into(mm, layout.OFF_LOG, layout.LOG_CAP + 1)
     for o in bad:
-        mm[o + K] = L.DELETED
+        mm[o + K] = layout.DELETED
     live_bytes = 0
     for pos, o in enumerate(live):
-        L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, (o - L.HEADER_BYTES) // ss + 1)
-        L.U32.pack_into(mm, o + K + L.OFF_SLOT_ROSTER, pos)
+        slot = (o - layout.HEADER_BYTES) // ss + 1
+        layout.U32.pack_into(g.roster, layout.ROSTER_HEADER_BYTES + 4 * pos, slot)
+        layout.U32.pack_into(mm, o + K + layout.OFF_SLOT_ROSTER, pos)
         size = slot_record_size(g, o)
-        L.U32.pack_into(mm, o + K + L.OFF_SLOT_RECLEN, size)
+        layout.U32.pack_into(mm, o + K + layout.OFF_SLOT_RECLEN, size)
         live_bytes += size
-    L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, len(live), dele + len(bad), hwm)
-    seg, _d, tail = L.HEAP_POS.unpack_from(mm, L.OFF_HEAP_SEG)
-    if not (seg < 1 << 20 and L.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes):
-        seg, tail = 0, L.SEG_HEADER_BYTES  # damaged: found from the live records alone
+    layout.COUNTERS.pack_into(mm, layout.OFF_COUNTERS, len(live), dele + len(bad), hwm)
+    seg, _d, tail = layout.HEAP_POS.unpack_from(mm, layout.OFF_HEAP_SEG)
+    if not (seg < 1 << 20 and layout.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes):
+        seg, tail = 0, layout.SEG_HEADER_BYTES  # damaged: found from the live records alone
     # A writer killed after publishing a slot but before moving the heap
     # tail leaves a live record past the tail: move the tail past it, so that
     # no record a slot (or a reader's memo) points at is ever overwritten.
     for o in live:
-        rseg, roff = L.SLOT_LOC.unpack_from(mm, o + K + L.OFF_SLOT_LOC)
+        rseg, roff = layout.SLOT_LOC.unpack_from(mm, o + K + layout.OFF_SLOT_LOC)
         rend = roff + slot_record_size(g, o)
         if (rseg, rend) > (seg, tail):
             seg, tail = rseg, rend
-    L.HEAP_POS.pack_into(mm, L.OFF_HEAP_SEG, seg, 1, tail)
+    layout.HEAP_POS.pack_into(mm, layout.OFF_HEAP_SEG, seg, 1, tail)
     used = seg * g.params.max_segment_bytes + tail
-    L.BYTES.pack_into(mm, L.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
-    mm[L.OFF_DIRTY] = 0
-    from . import _rebuild as R
+    layout.BYTES.pack_into(mm, layout.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
+    mm[layout.OFF_DIRTY] = 0
+    from . import _rebuild as rebuilder
 
     if damaged_segments(g) or g.heap.damaged:
         # The writer cannot append to a damaged segment: copy what is still
         # readable into a fresh generation (entries in damaged parts are lost).
         g.heap.damaged = set()  # (known now: the rebuild's own begin() must not repair again)
-        R.rebuild(c, s, None)
+        rebuilder.rebuild(c, s, None)
         g = s.gen
-    removed = R.remove_orphans(s, g.gen)
+    removed = rebuilder.remove_orphans(s, g.gen)
     return problems + [f"removed leftover file {os.path.basename(n)}" for n in removed]
 
 
 # --------------------------------------------------------------------- stats
 def stats(c: MmapCache, s: SharedTable) -> dict[str, Any]:
-    from ._write import live_cap
-
     g = s.gen
     p = g.params
-    occ, dele, hwm = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)
-    live, dead = L.BYTES.unpack_from(g.idx, L.OFF_BYTES)
-    seg = L.HEAP_POS.unpack_from(g.idx, L.OFF_HEAP_SEG)[0]
+    occ, dele, hwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
+    live, dead = layout.BYTES.unpack_from(g.idx, layout.OFF_BYTES)
+    seg = layout.HEAP_POS.unpack_from(g.idx, layout.OFF_HEAP_SEG)[0]
     files = g.files()
     out: dict[str, Any] = {
         "path": s.path,

@@ -39,9 +39,10 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from . import _layout as L
-from . import _maintenance as M
-from . import _write as W
+from . import _capacity as capacity
+from . import _generation as generation
+from . import _layout as layout
+from . import _write as writer
 from ._builders import Builder, HeapCopier
 from ._generation import Generation, Params
 from ._locking import disown, try_own
@@ -67,7 +68,7 @@ def _remove(names: list[str]) -> None:
 
 
 def generation_files(path: str, heap_path: str, gen: int) -> list[str]:
-    names = [L.roster_name(path, gen)]
+    names = [layout.roster_name(path, gen)]
     names += glob.glob(glob.escape(f"{heap_path}.{gen}.") + "*")
     return names
 
@@ -112,9 +113,9 @@ def cleanup_on_open(s: SharedTable) -> None:
 
 def _alloc_gen(g: Generation) -> int:
     """A generation number no other rebuild of this table has used."""
-    next_gen, bpid, nonce, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    next_gen, bpid, nonce, bgen = layout.BUILD.unpack_from(g.idx, layout.OFF_BUILD)
     gen: int = max(next_gen, g.gen, bgen) + 1
-    L.BUILD.pack_into(g.idx, L.OFF_BUILD, gen, bpid, nonce, bgen)
+    layout.BUILD.pack_into(g.idx, layout.OFF_BUILD, gen, bpid, nonce, bgen)
     return gen
 
 
@@ -135,21 +136,21 @@ def _start(s: SharedTable, g: Generation, new_size: int | None) -> tuple[Generat
 
 def _commit(s: SharedTable, g: Generation, ng: Generation, b: Builder | HeapCopier, tmp: str) -> None:
     """Under the lock: publish ``ng`` by renaming its index over the path."""
-    next_gen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0]
+    next_gen = layout.BUILD.unpack_from(g.idx, layout.OFF_BUILD)[0]
     b.finish(max(next_gen, ng.gen))
     # No fsync of roster and heap: against kill -9 the page cache is enough
     # (every process shares it), and after a power loss a page that never
     # reached the disk fails its checksum and reads as a miss. Only the header
     # page is forced out, so a table that survives a power loss still opens.
-    ng.idx.flush(0, L.HEADER_BYTES)
+    ng.idx.flush(0, layout.HEADER_BYTES)
     # Retire first, then rename: a reader that sees the flag before the rename
     # reopens the same (still valid) files and tries again later; a rebuild
     # killed in between is undone by the next writer.
-    g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] | L.FLAG_RETIRED
+    g.idx[layout.OFF_FLAGS] = g.idx[layout.OFF_FLAGS] | layout.FLAG_RETIRED
     try:
         os.rename(tmp, s.path)
     except BaseException:
-        g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] & ~L.FLAG_RETIRED
+        g.idx[layout.OFF_FLAGS] = g.idx[layout.OFF_FLAGS] & ~layout.FLAG_RETIRED
         raise
     s._adopt(g, ng)
     remove_orphans(s, ng.gen)
@@ -160,12 +161,12 @@ def _commit(s: SharedTable, g: Generation, ng: Generation, b: Builder | HeapCopi
 # --------------------------------------------------------------- rebuilds
 def rebuild(c: MmapCache | None, s: SharedTable, new_size: int | None, keep: bool = True) -> None:
     """The whole rebuild under the writer lock (the caller holds it)."""
-    g = W.begin(s)
-    occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
-    slots = M.roster_snapshot(g, occ) if keep else array.array("I")
+    g = writer.begin(s)
+    occ = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0]
+    slots = generation.roster_snapshot(g, occ) if keep else array.array("I")
     ng, tmp = _start(s, g, new_size)
     try:
-        if len(slots) > W.live_cap(ng):
+        if len(slots) > capacity.live_cap(ng):
             raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {ng.params.size}")
         b = Builder(g, ng)
         b.copy_all(slots)
@@ -192,12 +193,12 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
         return False
     try:
         fd = s.owner()
-        if not try_own(fd, L.LOCK_REBUILD):
+        if not try_own(fd, layout.LOCK_REBUILD):
             return False
         try:
             return _rebuild_claimed(s, new_size, compact)
         finally:
-            disown(fd, L.LOCK_REBUILD)
+            disown(fd, layout.LOCK_REBUILD)
     finally:
         s.rebuilding.release()
 
@@ -206,19 +207,19 @@ def _rebuild_claimed(s: SharedTable, new_size: int | None, compact: bool) -> boo
     """``rebuild_concurrently`` once it holds the rebuild lock."""
     lock = s.lock
     with lock.hold():
-        g = W.begin(s)
-        occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
-        slots = M.roster_snapshot(g, occ)
-        if len(slots) > W.live_cap_for(g, new_size):
+        g = writer.begin(s)
+        occ = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0]
+        slots = generation.roster_snapshot(g, occ)
+        if len(slots) > capacity.live_cap_for(g, new_size):
             raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {new_size}")
         heap_only = compact and _heap_copy_will_do(s, g, new_size)
         ng, tmp = _start(s, g, new_size)
         # Who builds (for people and tools; the lock is the proof of life).
-        L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0],
+        layout.BUILD.pack_into(g.idx, layout.OFF_BUILD, layout.BUILD.unpack_from(g.idx, layout.OFF_BUILD)[0],
                           os.getpid(), random.getrandbits(32) | 1, ng.gen)  # fmt: skip
         # From here every writer logs the slots it changes (see _layout).
-        L.U32.pack_into(g.idx, L.OFF_LOG, 0)
-        g.idx[L.OFF_LOGGING] = L.FLAG_LOGGING >> 8
+        layout.U32.pack_into(g.idx, layout.OFF_LOG, 0)
+        g.idx[layout.OFF_LOGGING] = layout.FLAG_LOGGING >> 8
     committed = False
     try:
         b: Builder | HeapCopier = HeapCopier(g, ng) if heap_only else Builder(g, ng)
@@ -228,34 +229,35 @@ def _rebuild_claimed(s: SharedTable, new_size: int | None, compact: bool) -> boo
         # what it names, until few changes are left for phase 2.
         for _ in range(CATCH_UP_PASSES):
             with lock.hold():
-                if W.begin(s) is not g:
+                if writer.begin(s) is not g:
                     return False  # a locked rebuild replaced our base meanwhile
                 changed = _take_log(g)
             b.catch_up(changed)
             if b.failed or changed is not None and len(changed) <= FEW_CHANGES:
                 break
         with lock.hold():  # phase 2
-            if W.begin(s) is not g:
+            if writer.begin(s) is not g:
                 return False
             if not b.failed:
                 b.catch_up(_take_log(g))
             if b.failed:
                 s.full_rebuild_next = True  # a damaged record: a Builder drops it
                 return False
-            if b.occ > W.live_cap(ng):
+            if b.occ > capacity.live_cap(ng):
                 return False
-            g.idx[L.OFF_LOGGING] = 0
-            L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], 0, 0, 0)
+            g.idx[layout.OFF_LOGGING] = 0
+            next_gen = layout.BUILD.unpack_from(g.idx, layout.OFF_BUILD)[0]
+            layout.BUILD.pack_into(g.idx, layout.OFF_BUILD, next_gen, 0, 0, 0)
             _commit(s, g, ng, b, tmp)
             committed = True
             return True
     finally:
         if not committed:
             with lock.hold():
-                nxt, _pid, _nonce, bg = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+                nxt, _pid, _nonce, bg = layout.BUILD.unpack_from(g.idx, layout.OFF_BUILD)
                 if bg == ng.gen:  # generation numbers are never handed out twice
-                    L.BUILD.pack_into(g.idx, L.OFF_BUILD, nxt, 0, 0, 0)
-                    g.idx[L.OFF_LOGGING] = 0
+                    layout.BUILD.pack_into(g.idx, layout.OFF_BUILD, nxt, 0, 0, 0)
+                    g.idx[layout.OFF_LOGGING] = 0
                 _remove([tmp, *generation_files(s.path, s.heap_path, ng.gen)])
 
 
@@ -268,7 +270,7 @@ def _heap_copy_will_do(s: SharedTable, g: Generation, new_size: int | None) -> b
     if s.full_rebuild_next or s.compactions % FULL_EVERY == 0:
         s.full_rebuild_next = False
         return False
-    dele = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[1]
+    dele = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[1]
     return new_size in (None, g.params.size) and dele * 8 <= g.nslots
 
 
@@ -285,7 +287,7 @@ def _busy(s: SharedTable, g: Generation) -> bool:
     is trusted for one staleness interval while ``g``'s header names the
     same registered rebuild, so that this costs a system call at most that
     often. (An unregistered one, starting or ending, is looked at afresh.)"""
-    _n, *build = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    _n, *build = layout.BUILD.unpack_from(g.idx, layout.OFF_BUILD)
     who = (build[0], build[1], build[2])
     now = time.monotonic_ns()
     seen, until = s.builder_seen
@@ -301,8 +303,8 @@ def _take_log(g: Generation) -> array.array[int] | None:
     """The slots writers changed since the last take (None: too many to
     list, look at all), emptying the log. Under the lock."""
     mm = g.idx
-    n = L.U32.unpack_from(mm, L.OFF_LOG)[0]
-    L.U32.pack_into(mm, L.OFF_LOG, 0)
-    if n > L.LOG_CAP:
+    n = layout.U32.unpack_from(mm, layout.OFF_LOG)[0]
+    layout.U32.pack_into(mm, layout.OFF_LOG, 0)
+    if n > layout.LOG_CAP:
         return None
-    return array.array("I", mm[L.OFF_LOG_ENTRIES : L.OFF_LOG_ENTRIES + 4 * n])
+    return array.array("I", mm[layout.OFF_LOG_ENTRIES : layout.OFF_LOG_ENTRIES + 4 * n])

@@ -15,7 +15,7 @@ import time
 import weakref
 from typing import Any
 
-from . import _layout as L
+from . import _layout as layout
 from ._fs import open_checked, reserve
 from ._generation import Generation
 from ._locking import WriterLock, close_owner, owned_elsewhere, try_own
@@ -53,11 +53,11 @@ class SharedTable:
         self._adopting = threading.Lock()  # held for the few stores that switch generations
         self.gen = self._open_retrying()
         refuse = None if self.writable else f"{path!r} is read-only for this process: it serves reads only"
-        self.lock = WriterLock(L.lock_name(path), mode, foreign_ok=foreign_ok, refuse=refuse)
+        self.lock = WriterLock(layout.lock_name(path), mode, foreign_ok=foreign_ok, refuse=refuse)
         self.ctl = self._map_control()
         self.refs = 0
         # This process's counts not yet added to its stats stripe (see _layout).
-        self.local = [0] * len(L.STATS_FIELDS)
+        self.local = [0] * len(layout.STATS_FIELDS)
         self.stripe: int | None = None
         self.compact_wanted = False  # set under the lock, acted on after it
         self.flush_due = 0  # monotonic_ns when a write next flushes the stats (see _write)
@@ -131,7 +131,7 @@ class SharedTable:
         if not self.rebuilding.acquire(blocking=False):
             return True  # a thread here rebuilds (or is looking too)
         try:
-            return owned_elsewhere(self.owner(), L.LOCK_REBUILD)
+            return owned_elsewhere(self.owner(), layout.LOCK_REBUILD)
         finally:
             self.rebuilding.release()
 
@@ -146,29 +146,29 @@ class SharedTable:
 
         A read-only table maps it read-only (its stats are then this
         process's alone if the file cannot be read or is still short)."""
-        name = L.lock_name(self.path)
+        name = layout.lock_name(self.path)
         if not self.writable:
             try:
                 fd = open_checked(
                     name, os.O_RDONLY, "control file", mode=self.mode, foreign_ok=self.foreign_ok
                 )
             except (OSError, CorruptCacheError):
-                return bytes(L.CTL_BYTES)
+                return bytes(layout.CTL_BYTES)
             try:
-                if os.fstat(fd).st_size < L.CTL_BYTES:
-                    return bytes(L.CTL_BYTES)
-                return mmap.mmap(fd, L.CTL_BYTES, access=mmap.ACCESS_READ)
+                if os.fstat(fd).st_size < layout.CTL_BYTES:
+                    return bytes(layout.CTL_BYTES)
+                return mmap.mmap(fd, layout.CTL_BYTES, access=mmap.ACCESS_READ)
             finally:
                 os.close(fd)
         fd = open_checked(name, os.O_RDWR, "control file", mode=self.mode, foreign_ok=self.foreign_ok)
         try:
-            if os.fstat(fd).st_size < L.CTL_BYTES:
+            if os.fstat(fd).st_size < layout.CTL_BYTES:
                 with self.lock.hold():
                     size = os.fstat(fd).st_size
-                    if size < L.CTL_BYTES:
-                        reserve(fd, size, L.CTL_BYTES - size, name)
-                        os.pwrite(fd, L.CTL_HEADER.pack(L.CTL_MAGIC, L.FORMAT_VERSION), 0)
-            return mmap.mmap(fd, L.CTL_BYTES)
+                    if size < layout.CTL_BYTES:
+                        reserve(fd, size, layout.CTL_BYTES - size, name)
+                        os.pwrite(fd, layout.CTL_HEADER.pack(layout.CTL_MAGIC, layout.FORMAT_VERSION), 0)
+            return mmap.mmap(fd, layout.CTL_BYTES)
         finally:
             os.close(fd)
 
@@ -222,7 +222,7 @@ class SharedTable:
     def current_for_write(self) -> Generation:
         """Writer-side check, under the lock: never write to a retired generation."""
         g = self.gen
-        if g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED or time.monotonic_ns() >= self.next_check:
+        if g.idx[layout.OFF_FLAGS] & layout.FLAG_RETIRED or time.monotonic_ns() >= self.next_check:
             # The stat first: if the files are gone, every write must keep
             # failing (the caller recreates them), not only the first.
             ino = os.stat(self.path).st_ino
@@ -232,11 +232,11 @@ class SharedTable:
                 if self.lock.rebind_if_replaced():
                     self._remap_control()
                 self._adopt(g, self._open_retrying())
-            elif g.idx[L.OFF_FLAGS] & L.FLAG_RETIRED:
+            elif g.idx[layout.OFF_FLAGS] & layout.FLAG_RETIRED:
                 # Retired but still the file at the path: a rebuild died
                 # between marking and renaming. We hold the lock, so no rebuild
                 # is running; the old generation is intact and current again.
-                g.idx[L.OFF_FLAGS] = g.idx[L.OFF_FLAGS] & ~L.FLAG_RETIRED
+                g.idx[layout.OFF_FLAGS] = g.idx[layout.OFF_FLAGS] & ~layout.FLAG_RETIRED
         return self.gen
 
     def _adopt(self, old: Generation, new: Generation) -> None:
@@ -306,10 +306,11 @@ class SharedTable:
                 self.stripe = self._claim_stripe()
             local, self.local = self.local, [0] * len(local)
             self.flushed_hits += local[0]
-            off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
-            cur = L.STATS.unpack_from(self.ctl, off)
+            off = layout.OFF_STATS + self.stripe * layout.STATS_STRIPE_BYTES
+            cur = layout.STATS.unpack_from(self.ctl, off)
             # (wrapping at 2**64: a damaged count must not make every flush fail)
-            L.STATS.pack_into(self.ctl, off, *((a + b) & _U64_MAX for a, b in zip(cur, local, strict=True)))
+            summed = ((a + b) & _U64_MAX for a, b in zip(cur, local, strict=True))
+            layout.STATS.pack_into(self.ctl, off, *summed)
         finally:
             self._flushing.release()
 
@@ -317,19 +318,19 @@ class SharedTable:
         """The first stripe whose lock we can take (free, or its owner died:
         its counts stay and ours add to them); with none free, a shared one."""
         fd = self.owner()
-        for i in range(L.STATS_STRIPES):
-            if try_own(fd, L.LOCK_STRIPES + i):
-                at = L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_OWNER
-                L.OWNER.pack_into(self.ctl, at, random.getrandbits(32), os.getpid())
+        for i in range(layout.STATS_STRIPES):
+            if try_own(fd, layout.LOCK_STRIPES + i):
+                at = layout.OFF_STATS + i * layout.STATS_STRIPE_BYTES + layout.STATS_OWNER
+                layout.OWNER.pack_into(self.ctl, at, random.getrandbits(32), os.getpid())
                 return i
-        return os.getpid() % L.STATS_STRIPES
+        return os.getpid() % layout.STATS_STRIPES
 
     def total_stats(self) -> dict[str, int]:
         tot = list(self.local)
-        for i in range(L.STATS_STRIPES):
-            row = L.STATS.unpack_from(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES)
+        for i in range(layout.STATS_STRIPES):
+            row = layout.STATS.unpack_from(self.ctl, layout.OFF_STATS + i * layout.STATS_STRIPE_BYTES)
             tot = [a + b for a, b in zip(tot, row, strict=True)]
-        return dict(zip(L.STATS_FIELDS, tot, strict=True))
+        return dict(zip(layout.STATS_FIELDS, tot, strict=True))
 
     def close(self) -> None:
         try:

@@ -9,33 +9,25 @@ A mixin of ``MmapCache`` (the hot path, ``get``, stays in ``table``).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from xxhash import xxh3_64_intdigest
 
-from . import _layout as L
-from . import _maintenance as M
+from . import _layout as layout
+from . import _record as record
 from ._generation import Generation
+from ._record import Entry
 
 if TYPE_CHECKING:
     from .table import Key, MmapCache
 
-_HB = L.HEADER_BYTES
-_RH = L.RECORD_HEADER
-_REC = L.RECORD.unpack_from
-_LOC = L.SLOT_LOC.unpack_from
+_HB = layout.HEADER_BYTES
+_RH = layout.RECORD_HEADER
+_REC = layout.RECORD.unpack_from
+_LOC = layout.SLOT_LOC.unpack_from
 _time_ns = time.time_ns
 _monotonic_ns = time.monotonic_ns
 _MISS = object()
-
-
-class Entry(NamedTuple):
-    """A stored value with its metadata, as returned by ``get_entry``."""
-
-    value: bytes
-    flags: int
-    mtime_ns: int
-    expire_ns: int | None
 
 
 class TableLookup:
@@ -49,7 +41,7 @@ class TableLookup:
         s = c._shared()
         kb, kf, probe, h = c._prep(key)
         g = s.gen
-        if g.idx[L.OFF_FLAGS] or _monotonic_ns() >= s.next_check:
+        if g.idx[layout.OFF_FLAGS] or _monotonic_ns() >= s.next_check:
             g = s.refresh()
         for _ in range(3):
             r = c._lookup(g, kb, kf, probe, h)
@@ -78,7 +70,7 @@ class TableLookup:
         for _ in range(n):
             if mm[o : o + span] == probe:
                 break
-            if mm[o + K] == L.EMPTY:
+            if mm[o + K] == layout.EMPTY:
                 return None
             i += 1
             o += ss
@@ -86,7 +78,7 @@ class TableLookup:
                 i, o = 0, _HB
         else:
             return None
-        seg, off = _LOC(mm, o + K + L.OFF_SLOT_LOC)
+        seg, off = _LOC(mm, o + K + layout.OFF_SLOT_LOC)
         heap = g.heap
         views = heap.views
         mv = views[seg] if seg < len(views) else None
@@ -102,14 +94,14 @@ class TableLookup:
             if mv is None:
                 return False
         if (
-            magic != L.REC_MAGIC
+            magic != layout.REC_MAGIC
             or klen != len(kb)
-            or (rkf ^ kf) & L.KF_STR
+            or (rkf ^ kf) & layout.KF_STR
             or mv[start : start + klen] != kb
             or (c.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)
         ):
             return False
-        if c._secret is not None and not M.mac_ok(g, seg, off, end, rkf, c._secret):
+        if c._secret is not None and not record.mac_ok(g, seg, off, end, rkf, c._secret):
             return None
         now = 0
         if exp:
@@ -132,7 +124,7 @@ class TableLookup:
                 break
             if r is not False:
                 value, flags, exp, o = r
-                mtime = L.U64.unpack_from(g.idx, o + c._key_size + L.OFF_SLOT_MTIME)[0]
+                mtime = layout.U64.unpack_from(g.idx, o + c._key_size + layout.OFF_SLOT_MTIME)[0]
                 s.local[0] += 1
                 return Entry(value, flags, mtime, exp or None)
             g = s.refresh() if s.gen.retired else s.gen  # (see _get_slow)

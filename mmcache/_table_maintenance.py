@@ -12,13 +12,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _args as A
-from . import _maintenance as M
-from . import _rebuild as R
-from . import _write as W
+from . import _args as argcheck
+from . import _maintenance as maintenance
+from . import _rebuild as rebuilder
+from . import _write as writer
 
 if TYPE_CHECKING:
-    from ._table_lookup import Entry
+    from ._record import Entry
     from .table import Key, MmapCache
 
 
@@ -32,22 +32,22 @@ class TableMaintenance:
     def list(self) -> builtins.list[Key]:
         """The live keys, as they were given (str or bytes). O(occupied)."""
         c = self._me()
-        return [k for k, _ in M.iter_items(c, c._shared(), values=False)]
+        return [k for k, _ in maintenance.iter_items(c, c._shared(), values=False)]
 
     def list_items(self) -> builtins.list[tuple[Key, bytes]]:
         """(key, value) pairs of the live entries, via the roster. O(occupied)."""
         c = self._me()
-        return builtins.list(M.iter_items(c, c._shared(), values=True))
+        return builtins.list(maintenance.iter_items(c, c._shared(), values=True))
 
     def entries(self) -> Iterator[tuple[Key, Entry]]:
         """(key, Entry) of every live entry, with codec flags, mtime and
         expiry; counts no hits (for tools that inspect a table)."""
         c = self._me()
-        return M.iter_entries(c, c._shared())
+        return maintenance.iter_entries(c, c._shared())
 
     def items(self) -> Iterator[tuple[Key, bytes]]:
         c = self._me()
-        return M.iter_items(c, c._shared(), values=True)
+        return maintenance.iter_items(c, c._shared(), values=True)
 
     def keys(self) -> builtins.list[Key]:
         return self.list()
@@ -60,11 +60,11 @@ class TableMaintenance:
         c = self._me()
         s = c._shared()
         if new_size is not None:
-            A.check_size(new_size)
+            argcheck.check_size(new_size)
         if s.lock.held:  # inside a transaction: the lock cannot be let go
-            R.rebuild(c, s, new_size)
+            rebuilder.rebuild(c, s, new_size)
             return
-        while not R.rebuild_concurrently(c, s, new_size):
+        while not rebuilder.rebuild_concurrently(c, s, new_size):
             time.sleep(0.01)  # another process is rebuilding: wait, then rebuild ours
 
     def purge_expired(self) -> int:
@@ -72,7 +72,7 @@ class TableMaintenance:
         c = self._me()
         s = c._shared()
         with s.lock.hold():
-            return W.purge_expired(c, s)
+            return writer.purge_expired(c, s)
 
     def evict(self, n: int) -> int:
         """Evict ``n`` entries by this handle's policy (expired ones first).
@@ -83,30 +83,30 @@ class TableMaintenance:
         c = self._me()
         s = c._shared()
         with s.lock.hold():
-            return W.evict(c, s, n)
+            return writer.evict(c, s, n)
 
     def clear(self) -> None:
         """Remove every entry (by rebuilding into empty files)."""
         c = self._me()
         s = c._shared()
         with s.lock.hold():
-            R.rebuild(c, s, None, keep=False)
+            rebuilder.rebuild(c, s, None, keep=False)
 
     def verify(self) -> builtins.list[str]:
         """Check every invariant; returns the problems found (empty if none)."""
         c = self._me()
         s = c._shared()
         with s.lock.hold():
-            return M.verify(c, s)
+            return maintenance.verify(c, s)
 
     def repair(self) -> builtins.list[str]:
         """Fix counters, roster and damaged slots; returns what was fixed."""
         c = self._me()
         s = c._shared()
         with s.lock.hold():
-            return M.repair(c, s, s.current_for_write())
+            return maintenance.repair(c, s, s.current_for_write())
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and sizes; hits, misses etc. are summed over processes."""
         c = self._me()
-        return M.stats(c, c._shared())
+        return maintenance.stats(c, c._shared())

@@ -36,7 +36,7 @@ import glob
 import os
 import time
 
-from . import _layout as L
+from . import _layout as layout
 from ._fs import check_safe
 from ._generation import read_header
 from .errors import CorruptCacheError, FormatVersionError
@@ -46,7 +46,7 @@ def replace_other_format(path: str) -> bool:
     """Remove the table at ``path`` if it is of another format version and
     nobody has it open; True if the path is now free for a new table (also
     when another process replaced it first), False if it is in use."""
-    lock = L.lock_name(path)
+    lock = layout.lock_name(path)
     for name in (path, lock):
         check_safe(name, allow_symlink=False, allow_foreign_owner=False)
     try:
@@ -83,10 +83,10 @@ def replace_other_format(path: str) -> bool:
 def _still_other_format(path: str) -> bool:
     try:
         with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW | os.O_NONBLOCK)) as f:
-            head = f.read(L.HEADER.size)
+            head = f.read(layout.HEADER.size)
     except FileNotFoundError:
         return False
-    if len(head) < L.HEADER.size:
+    if len(head) < layout.HEADER.size:
         return False  # damaged, not another version: not ours to remove
     try:
         read_header(head, path)
@@ -135,9 +135,9 @@ def _reset_control(fd: int) -> None:
     """An empty control block of this format (no stats, no stripe owners),
     written in place: no process maps the file (checked), and its inode
     must stay, being the lock."""
-    if os.fstat(fd).st_size >= L.CTL_BYTES:
-        os.pwrite(fd, bytes(L.CTL_BYTES), 0)
-        os.pwrite(fd, L.CTL_HEADER.pack(L.CTL_MAGIC, L.FORMAT_VERSION), 0)
+    if os.fstat(fd).st_size >= layout.CTL_BYTES:
+        os.pwrite(fd, bytes(layout.CTL_BYTES), 0)
+        os.pwrite(fd, layout.CTL_HEADER.pack(layout.CTL_MAGIC, layout.FORMAT_VERSION), 0)
 
 
 def replace_or_raise(e: FormatVersionError, who: str) -> None:
@@ -148,10 +148,11 @@ def replace_or_raise(e: FormatVersionError, who: str) -> None:
         if replace_other_format(e.path):
             return
         time.sleep(0.05 * (attempt + 1))
-    pids = in_use(e.path, L.lock_name(e.path))
+    pids = in_use(e.path, layout.lock_name(e.path))
     users = "this system has no /proc to tell" if pids == [-1] else f"pids {pids}" if pids else "a writer"
     raise FormatVersionError(
-        f"{e.path!r} has format version {e.version}, this mmcache reads {L.FORMAT_VERSION}, and the table "
+        f"{e.path!r} has format version {e.version}, this mmcache reads {layout.FORMAT_VERSION}, "
+        "and the table "
         f"is in use ({users}); {who} replaces it by itself at the first open after those processes "
         "exit (it holds only a cache). Stop them, or remove the table's files by hand",
         e.path,

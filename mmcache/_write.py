@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING
 
 from xxhash import xxh3_64, xxh3_64_intdigest
 
-from . import _evict as E
-from . import _layout as L
-from . import _maintenance as M
-from . import _rebuild as R
+from . import _evict as evicting
+from . import _generation as generation
+from . import _layout as layout
+from . import _maintenance as maintenance
+from . import _rebuild as rebuilder
+from . import _record as record
+from ._capacity import EARLY_FRACTION, caps, live_cap
 from .errors import CacheFullError, CorruptCacheError, ValueTooLargeError
 
 if TYPE_CHECKING:
@@ -31,63 +34,35 @@ if TYPE_CHECKING:
     from ._shared import SharedTable
     from .table import MmapCache
 
-# Live entries per data slot before eviction or growth. Linear probing with
-# tombstones needs room between this and LOAD_FRACTION: a table kept full by
-# eviction turns every eviction into a tombstone, and only a rebuild clears
-# them, so the gap sets how often (every 35 % of the slots, here).
-LIVE_FRACTION = 0.5
-LOAD_FRACTION = 0.85  # live + tombstones per data slot before a put must rebuild
-EARLY_FRACTION = (LIVE_FRACTION + LOAD_FRACTION) / 2  # ask for a concurrent rebuild from here
-_HOT = L.HOT.unpack_from
-_OFF_HOT = L.OFF_HOT
-_RH = L.RECORD_HEADER
-_HB = L.HEADER_BYTES
-_U32 = L.U32.unpack_from
-_HOT_PACK = L.HOT.pack_into
-_REC = L.RECORD.unpack_from
-_U64_PACK = L.U64.pack_into
-_LOC = L.SLOT_LOC.unpack_from
-_LOC_MTIME_LEN_PACK = L.SLOT_LOC_MTIME_LEN.pack_into
-_OFF_RECLEN = L.OFF_SLOT_RECLEN
-_OFF_LOC = L.OFF_SLOT_LOC
-_OFF_FLAGS = L.OFF_FLAGS
-_OFF_DIRTY = L.OFF_DIRTY
-_MAC = L.MAC_BYTES
-_MAGIC = L.REC_MAGIC
-_KF_STR = L.KF_STR
-_KF_SIGNED = L.KF_SIGNED
-_KF_HASHED = L.KF_HASHED
-_OFF_LOGGING = L.OFF_LOGGING
-_OFF_LOG = L.OFF_LOG
-_OFF_LOG_ENTRIES = L.OFF_LOG_ENTRIES
-_LOG_CAP = L.LOG_CAP
-_U32_PACK = L.U32.pack_into
-_REC_BODY = struct.Struct("<" + L.RECORD.format[2:]).pack  # RECORD after its checksum
+_HOT = layout.HOT.unpack_from
+_OFF_HOT = layout.OFF_HOT
+_RH = layout.RECORD_HEADER
+_HB = layout.HEADER_BYTES
+_U32 = layout.U32.unpack_from
+_HOT_PACK = layout.HOT.pack_into
+_REC = layout.RECORD.unpack_from
+_U64_PACK = layout.U64.pack_into
+_LOC = layout.SLOT_LOC.unpack_from
+_LOC_MTIME_LEN_PACK = layout.SLOT_LOC_MTIME_LEN.pack_into
+_OFF_RECLEN = layout.OFF_SLOT_RECLEN
+_OFF_LOC = layout.OFF_SLOT_LOC
+_OFF_FLAGS = layout.OFF_FLAGS
+_OFF_DIRTY = layout.OFF_DIRTY
+_MAC = layout.MAC_BYTES
+_MAGIC = layout.REC_MAGIC
+_KF_STR = layout.KF_STR
+_KF_SIGNED = layout.KF_SIGNED
+_KF_HASHED = layout.KF_HASHED
+_OFF_LOGGING = layout.OFF_LOGGING
+_OFF_LOG = layout.OFF_LOG
+_OFF_LOG_ENTRIES = layout.OFF_LOG_ENTRIES
+_LOG_CAP = layout.LOG_CAP
+_U32_PACK = layout.U32.pack_into
+_REC_BODY = struct.Struct("<" + layout.RECORD.format[2:]).pack  # RECORD after its checksum
 _OCC_DEL = struct.Struct("<QQ").unpack_from  # occupied, deleted (the start of HOT)
-_EMPTY, _OCCUPIED, _DELETED = L.EMPTY, L.OCCUPIED, L.DELETED
-_ROSTER_HB = L.ROSTER_HEADER_BYTES
+_EMPTY, _OCCUPIED, _DELETED = layout.EMPTY, layout.OCCUPIED, layout.DELETED
+_ROSTER_HB = layout.ROSTER_HEADER_BYTES
 _monotonic_ns = time.monotonic_ns
-
-
-def live_cap(g: Generation) -> int:
-    return caps(g)[0]
-
-
-def caps(g: Generation) -> tuple[int, int]:
-    """(live cap, load cap) of ``g``, computed once per generation: the live
-    entries it may hold, and the live + tombstone slots before a put must
-    rebuild (at least one slot stays EMPTY so that every probe terminates)."""
-    c = g.caps
-    if c is None:
-        live = live_cap_for(g, None)
-        c = g.caps = (live, max(live, min(int(g.nslots * LOAD_FRACTION), g.nslots - 1)))
-    return c
-
-
-def live_cap_for(g: Generation, size: int | None) -> int:
-    """Live entries a table of ``size`` slots (default: g's) may hold."""
-    n = (size or g.params.size) - 1
-    return min(int(n * LIVE_FRACTION), n - 1)
 
 
 def begin(s: SharedTable) -> Generation:
@@ -96,8 +71,8 @@ def begin(s: SharedTable) -> Generation:
     # (runs on every staleness check, so numbers damaged on disk since the
     # open are healed within an interval; a damaged heap segment: repair
     # rebuilds the table)
-    if g.idx[L.OFF_DIRTY] or g.heap.damaged or not M.counters_sane(g):
-        M.repair(None, s, g)
+    if g.idx[layout.OFF_DIRTY] or g.heap.damaged or not generation.counters_sane(g):
+        maintenance.repair(None, s, g)
     return s.gen
 
 
@@ -111,17 +86,17 @@ def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) 
         return o, -1  # the common case: the key in its home slot
     free = -1
     for _ in range(n):
-        if mm[o : span + o] == probe and (not kf & L.KF_HASHED or M.record_key(g, o) in (kb, None)):
+        if mm[o : span + o] == probe and (not kf & layout.KF_HASHED or record.record_key(g, o) in (kb, None)):
             return o, free
         st = mm[o + K]
-        if st == L.EMPTY:
+        if st == layout.EMPTY:
             return -1, (o if free < 0 else free)
-        if st == L.DELETED and free < 0:
+        if st == layout.DELETED and free < 0:
             free = o
         i += 1
         o += ss
         if i == n:
-            i, o = 0, L.HEADER_BYTES
+            i, o = 0, layout.HEADER_BYTES
     return -1, free
 
 
@@ -142,10 +117,10 @@ def prepare(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, 
     body += kb
     if len(data) <= INLINE_VALUE:
         body += data
-        return body, b"", xxh3_64_intdigest(body), M.mac(secret, body) if secret else None
+        return body, b"", xxh3_64_intdigest(body), record.mac(secret, body) if secret else None
     h = xxh3_64(body)
     h.update(data)
-    return body, data, h.intdigest(), M.mac(secret, body + data) if secret else None
+    return body, data, h.intdigest(), record.mac(secret, body + data) if secret else None
 
 
 def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
@@ -182,7 +157,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     if not roomy:
         # A new key, an add, or a byte cap: the put may need room first.
         for _ in range(100_000):
-            if found >= 0 and only_if_absent and not M.is_expired(g, found):
+            if found >= 0 and only_if_absent and not record.is_expired(g, found):
                 return False
             if not _make_room(c, s, g, found, free, rec_len):
                 break
@@ -197,7 +172,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         # field's range once added to, or a heap position past the files), or
         # a heap segment found damaged: repair recounts everything from the
         # slots (and rebuilds past a damaged segment); then the put once more.
-        M.repair(None, s, g)
+        maintenance.repair(None, s, g)
         g = s.gen
         found, free = find(c, g, kb, kf, probe, h)
         occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
@@ -236,14 +211,14 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: in
     if found < 0:
         cap, load = g.caps or caps(g)
         if occ + 1 > cap and c.max_size is not None and g.params.size < c.max_size:
-            R.rebuild(c, s, min(c.max_size, g.params.size * 2))
+            rebuilder.rebuild(c, s, min(c.max_size, g.params.size * 2))
             return True
         limit = cap if c.max_entries is None else min(cap, c.max_entries)
         if occ + 1 > limit:
             _evict_or_raise(c, s, occ + 1 - limit, "entries")
             return True
-        if free >= 0 and occ + dele + 1 > load and g.idx[free + g.key_size] == L.EMPTY:
-            R.rebuild(c, s, None)  # purge tombstones
+        if free >= 0 and occ + dele + 1 > load and g.idx[free + g.key_size] == layout.EMPTY:
+            rebuilder.rebuild(c, s, None)  # purge tombstones
             return True
     if c.max_bytes is not None:
         old = recorded_size(g, found) if found >= 0 else 0
@@ -351,16 +326,16 @@ def _record_size_at(g: Generation, o: int) -> int:
     try:
         _c, _e, klen, vlen, _f, rkf, magic, _ = _REC(g.heap.views[seg], off)
     except (IndexError, TypeError, struct.error):
-        return M.slot_record_size(g, o)
+        return record.slot_record_size(g, o)
     if magic != _MAGIC:
         return 0
-    size: int = (_RH + klen + vlen + (_MAC if rkf & _KF_SIGNED else 0) + 7) & ~7  # L.record_size
+    size: int = (_RH + klen + vlen + (_MAC if rkf & _KF_SIGNED else 0) + 7) & ~7  # layout.record_size
     return size
 
 
 def _bump_seq(mm: mmap.mmap) -> None:
-    (seq,) = L.U64.unpack_from(mm, L.OFF_WRITE_SEQ)
-    L.U64.pack_into(mm, L.OFF_WRITE_SEQ, seq + 1)
+    (seq,) = layout.U64.unpack_from(mm, layout.OFF_WRITE_SEQ)
+    layout.U64.pack_into(mm, layout.OFF_WRITE_SEQ, seq + 1)
 
 
 def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int) -> bool:
@@ -368,8 +343,8 @@ def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: in
     found, _free = find(c, g, kb, kf, probe, h)
     if found < 0:
         return False
-    live = not M.is_expired(g, found)
-    g.idx[L.OFF_DIRTY] = 1
+    live = not record.is_expired(g, found)
+    g.idx[layout.OFF_DIRTY] = 1
     remove_slot(g, found)
     done(s, g)
     s.local[3] += 1
@@ -383,27 +358,28 @@ def remove_slot(g: Generation, o: int) -> None:
     flag is left set so that the caller's ``done`` repairs the roster."""
     mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
     size = recorded_size(g, o)
-    occ, dele, hwm = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)
-    pos = L.U32.unpack_from(mm, o + K + L.OFF_SLOT_ROSTER)[0]
-    slot = (o - L.HEADER_BYTES) // ss + 1
-    mm[o + K] = L.DELETED
+    occ, dele, hwm = layout.COUNTERS.unpack_from(mm, layout.OFF_COUNTERS)
+    pos = layout.U32.unpack_from(mm, o + K + layout.OFF_SLOT_ROSTER)[0]
+    slot = (o - layout.HEADER_BYTES) // ss + 1
+    mm[o + K] = layout.DELETED
     if mm[_OFF_LOGGING]:
         log_change(mm, slot)
-    linked = 0 <= pos < occ and L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos)[0] == slot
+    at = layout.ROSTER_HEADER_BYTES + 4 * pos
+    linked = 0 <= pos < occ and layout.U32.unpack_from(g.roster, at)[0] == slot
     if linked:
         last = occ - 1
         if pos < last:
-            moved = L.U32.unpack_from(g.roster, L.ROSTER_HEADER_BYTES + 4 * last)[0]
+            moved = layout.U32.unpack_from(g.roster, layout.ROSTER_HEADER_BYTES + 4 * last)[0]
             if 1 <= moved <= g.nslots:
-                L.U32.pack_into(g.roster, L.ROSTER_HEADER_BYTES + 4 * pos, moved)
-                L.U32.pack_into(mm, L.slot_offset(moved, ss) + K + L.OFF_SLOT_ROSTER, pos)
+                layout.U32.pack_into(g.roster, layout.ROSTER_HEADER_BYTES + 4 * pos, moved)
+                layout.U32.pack_into(mm, layout.slot_offset(moved, ss) + K + layout.OFF_SLOT_ROSTER, pos)
                 if mm[_OFF_LOGGING]:  # its roster position changed
                     log_change(mm, moved)
             else:
                 linked = False
-    L.COUNTERS.pack_into(mm, L.OFF_COUNTERS, max(occ - 1, 0), dele + 1, hwm)
-    live, dead = L.BYTES.unpack_from(mm, L.OFF_BYTES)
-    L.BYTES.pack_into(mm, L.OFF_BYTES, max(live - size, 0), dead + size)
+    layout.COUNTERS.pack_into(mm, layout.OFF_COUNTERS, max(occ - 1, 0), dele + 1, hwm)
+    live, dead = layout.BYTES.unpack_from(mm, layout.OFF_BYTES)
+    layout.BYTES.pack_into(mm, layout.OFF_BYTES, max(live - size, 0), dead + size)
     if not linked:
         g.needs_repair = True
 
@@ -413,8 +389,8 @@ def done(s: SharedTable, g: Generation) -> None:
     _bump_seq(g.idx)
     if g.needs_repair:
         g.needs_repair = False
-        M.repair(None, s, g)
-    g.idx[L.OFF_DIRTY] = 0
+        maintenance.repair(None, s, g)
+    g.idx[layout.OFF_DIRTY] = 0
 
 
 def evict(c: MmapCache, s: SharedTable, n: int) -> int:
@@ -425,9 +401,9 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     lru = c.eviction == "lru"
     now = time.time_ns()
     stamp_now = time.monotonic_ns()  # see _layout's roster
-    g.idx[L.OFF_DIRTY] = 1
-    occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
-    choose = E.oldest if n * E.SAMPLES >= occ else E.sampled
+    g.idx[layout.OFF_DIRTY] = 1
+    occ = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0]
+    choose = evicting.oldest if n * evicting.SAMPLES >= occ else evicting.sampled
     evicted = 0
     for o, expired in choose(g, n, lru, now, stamp_now):
         remove_slot(g, o)  # before a sampled choice looks for the next one
@@ -442,13 +418,13 @@ def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
     g = begin(s)
     mm = g.idx
     now = time.time_ns()
-    occ = L.COUNTERS.unpack_from(mm, L.OFF_COUNTERS)[0]
-    slots = M.roster_snapshot(g, occ)
+    occ = layout.COUNTERS.unpack_from(mm, layout.OFF_COUNTERS)[0]
+    slots = generation.roster_snapshot(g, occ)
     ss = g.params.slot_size
-    doomed = [o for o in (L.slot_offset(x, ss) for x in slots) if M.is_expired(g, o, now)]
+    doomed = [o for o in (layout.slot_offset(x, ss) for x in slots) if record.is_expired(g, o, now)]
     if not doomed:
         return 0
-    mm[L.OFF_DIRTY] = 1
+    mm[layout.OFF_DIRTY] = 1
     for o in doomed:
         remove_slot(g, o)
     done(s, g)

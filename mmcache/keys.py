@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from xxhash import xxh3_64_intdigest, xxh3_128_digest
 
-from . import _layout as L
+from . import _layout as layout
 
 
 def encode_key(key: str | bytes) -> tuple[bytes, int]:
     """(encoded bytes, KF_STR or 0); TypeError / ValueError for bad keys."""
     if isinstance(key, str):
-        kb, kf = str(key).encode("utf-8", "surrogatepass"), L.KF_STR
+        kb, kf = str(key).encode("utf-8", "surrogatepass"), layout.KF_STR
     elif isinstance(key, bytes | bytearray | memoryview):
         kb, kf = bytes(key), 0
     else:
@@ -30,7 +30,7 @@ def encode_key(key: str | bytes) -> tuple[bytes, int]:
 
 def decode_key(kb: bytes, kf: int) -> str | bytes:
     """The key as it was given: str if it was a str."""
-    return kb.decode("utf-8", "surrogatepass") if kf & L.KF_STR else kb
+    return kb.decode("utf-8", "surrogatepass") if kf & layout.KF_STR else kb
 
 
 def slot_key(kb: bytes, key_size: int) -> tuple[bytes, int, int]:
@@ -38,4 +38,4 @@ def slot_key(kb: bytes, key_size: int) -> tuple[bytes, int, int]:
     if len(kb) <= key_size:
         return kb, 0, xxh3_64_intdigest(kb)
     d = xxh3_128_digest(kb)
-    return d, L.KF_HASHED, int.from_bytes(d[:8], "little")
+    return d, layout.KF_HASHED, int.from_bytes(d[:8], "little")

@@ -19,11 +19,13 @@ from typing import Any, Literal
 
 from xxhash import xxh3_64_intdigest
 
-from . import _args as A
-from . import _layout as L
-from . import _maintenance as M
-from . import _rebuild as R
-from . import _write as W
+from . import _args as argcheck
+from . import _capacity as capacity
+from . import _generation as generation
+from . import _layout as layout
+from . import _maintenance as maintenance
+from . import _rebuild as rebuilder
+from . import _write as writer
 from ._fs import check_network_fs, check_parent, check_safe, open_checked
 from ._generation import Params, read_header
 from ._shared import SharedTable, acquire, release
@@ -32,23 +34,23 @@ from ._table_maintenance import TableMaintenance
 from .errors import ClosedCacheError, CorruptCacheError
 from .keys import encode_key, slot_key
 
-DEFAULT_MAX_SEGMENT_BYTES = L.DEFAULT_MAX_SEGMENT_BYTES
-LIVE_FRACTION = W.LIVE_FRACTION  # live entries per slot: size a table at entries / LIVE_FRACTION
+DEFAULT_MAX_SEGMENT_BYTES = layout.DEFAULT_MAX_SEGMENT_BYTES
+LIVE_FRACTION = capacity.LIVE_FRACTION  # live entries per slot: size a table at entries / LIVE_FRACTION
 Key = str | bytes
 Policy = Literal["lru", "fifo", "none"]
 
-_HB = L.HEADER_BYTES
-_RH = L.RECORD_HEADER
-_REC = L.RECORD.unpack_from
-_LOC = L.SLOT_LOC.unpack_from
+_HB = layout.HEADER_BYTES
+_RH = layout.RECORD_HEADER
+_REC = layout.RECORD.unpack_from
+_LOC = layout.SLOT_LOC.unpack_from
 _time_ns = time.time_ns
 _MISS = object()
 _monotonic_ns = time.monotonic_ns
 _SLOT_TAIL = struct.Struct("<xIII").pack  # a slot's pad, roster position, seg, off
-_COUNT = L.U64.unpack_from
-_OFF_COUNTERS = L.OFF_COUNTERS  # the first counter: occupied slots
-_REC_MAGIC = L.REC_MAGIC
-_KF_STR = L.KF_STR
+_COUNT = layout.U64.unpack_from
+_OFF_COUNTERS = layout.OFF_COUNTERS  # the first counter: occupied slots
+_REC_MAGIC = layout.REC_MAGIC
+_KF_STR = layout.KF_STR
 # Keys a process memoises per table before starting afresh (about 300 bytes
 # each): a working set up to this size is served from the memo.
 _MEMO_ENTRIES = 1 << 15
@@ -110,27 +112,27 @@ class MmapCache(TableLookup, TableMaintenance):
         real = os.path.realpath(path)  # an allowed symlink: name the files after its target
         hp = os.path.abspath(os.fspath(heap_path)) if heap_path is not None else real + ".heap"
         adopt = size is None  # no size asked: an existing table keeps the size it has grown to
-        size, max_size = A.resolve_size(size, max_size)
-        A.check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
+        size, max_size = argcheck.resolve_size(size, max_size)
+        argcheck.check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
                     max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
         key = secret.encode() if isinstance(secret, str) else secret
         if key is not None and not (isinstance(key, bytes) and 1 <= len(key) <= 64):
             raise ValueError("secret must be 1 to 64 bytes (or a str of that many UTF-8 bytes)")
         check_parent(path)
         check_parent(hp)
-        for name in (path, L.lock_name(path)):
+        for name in (path, layout.lock_name(path)):
             check_safe(name, allow_symlink=allow_symlink, allow_foreign_owner=allow_foreign_owner)
         check_network_fs(path, allow_network_fs)
         params = Params(size, slot_size, key_size, max_segment_bytes)
         if not os.path.exists(path):
-            A.create(path, hp, params, mode)
+            argcheck.create(path, hp, params, mode)
         self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval, allow_foreign_owner)
         if adopt and max_size is not None:
             have = self._s.gen.params.size
             params = Params(have, slot_size, key_size, max_segment_bytes)
             max_size = max(max_size, have)
         try:
-            A.check_params(self._s.gen, params, max_size)
+            argcheck.check_params(self._s.gen, params, max_size)
         except BaseException:
             release(self._s)
             self._s = None
@@ -153,20 +155,20 @@ class MmapCache(TableLookup, TableMaintenance):
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
         g = self._s.gen
-        if self._s.writable and (g.idx[L.OFF_DIRTY] or not M.counters_sane(g)):
+        if self._s.writable and (g.idx[layout.OFF_DIRTY] or not generation.counters_sane(g)):
             # A writer died mid-update (or the header is damaged): repair now,
             # under the lock, rather than at the next put.
             with self._s.lock.hold():
-                g = W.begin(self._s)
-                if not M.counters_sane(g):
-                    M.repair(self, self._s, g)
+                g = writer.begin(self._s)
+                if not generation.counters_sane(g):
+                    maintenance.repair(self, self._s, g)
         if self._s.writable:
-            R.cleanup_on_open(self._s)
+            rebuilder.cleanup_on_open(self._s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
         self._tails = {
-            kf: [b"\0" * (key_size - n) + bytes((L.OCCUPIED, kf, n)) for n in range(key_size + 1)]
-            for kf in (0, L.KF_STR, L.KF_HASHED, L.KF_HASHED | L.KF_STR)
+            kf: [b"\0" * (key_size - n) + bytes((layout.OCCUPIED, kf, n)) for n in range(key_size + 1)]
+            for kf in (0, layout.KF_STR, layout.KF_HASHED, layout.KF_HASHED | layout.KF_STR)
         }
         # Handle constants the probe loads as one tuple. A handle with a
         # secret never takes the fast probe (key_size 0 sends every key to
@@ -193,10 +195,10 @@ class MmapCache(TableLookup, TableMaintenance):
             foreign_ok=options.get("allow_foreign_owner", False),
         )
         try:
-            head = os.pread(fd, L.HEADER.size, 0)
+            head = os.pread(fd, layout.HEADER.size, 0)
         finally:
             os.close(fd)
-        if len(head) < L.HEADER.size:
+        if len(head) < layout.HEADER.size:
             raise CorruptCacheError(f"{p!r} is too short to be an mmcache index")
         prm, _ = read_header(head, p)
         max_size = options.pop("max_size", None)
@@ -212,7 +214,7 @@ class MmapCache(TableLookup, TableMaintenance):
         """(encoded key, kflags, probe bytes, hash): see ``keys`` for the rules."""
         t = type(key)
         if t is str:
-            kb, kf = key.encode("utf-8", "surrogatepass"), L.KF_STR  # type: ignore[union-attr]
+            kb, kf = key.encode("utf-8", "surrogatepass"), layout.KF_STR  # type: ignore[union-attr]
         elif t is bytes:
             kb, kf = key, 0
         else:
@@ -423,20 +425,20 @@ class MmapCache(TableLookup, TableMaintenance):
         if s is None:
             raise ClosedCacheError("operation on a closed MmapCache")
         kb, kf, probe, h = self._prep(key)
-        data = value if type(value) is bytes else A.as_buffer(value)
+        data = value if type(value) is bytes else argcheck.as_buffer(value)
         if flags and not 0 <= flags < 1 << 16:
             raise ValueError("flags must fit in 16 bits")
-        exp = 0 if expire is None and expire_at_ns is None else A.expire_ns(expire, expire_at_ns)
+        exp = 0 if expire is None and expire_at_ns is None else argcheck.expire_ns(expire, expire_at_ns)
         if exp < 0:
             self.delete(key)
             return
         # The record and its checksum are made before the lock is taken,
         # which is then held only to place them.
-        body, apart, csum, mac = W.prepare(self._secret, kb, kf, data, exp, flags)
+        body, apart, csum, mac = writer.prepare(self._secret, kb, kf, data, exp, flags)
         lock = s.lock
         lock.acquire()
         try:
-            W.write(self, s, kb, kf, probe, h, body, apart, csum, mac, False)
+            writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, False)
         finally:
             lock.release()
         if s.compact_wanted:
@@ -449,22 +451,22 @@ class MmapCache(TableLookup, TableMaintenance):
             return
         s.compact_wanted = False
         size, s.grow_to = s.grow_to, None
-        R.rebuild_concurrently(self, s, size, compact=size is None)
+        rebuilder.rebuild_concurrently(self, s, size, compact=size is None)
 
     def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
             *, flags: int = 0, expire_at_ns: int | None = None) -> bool:  # fmt: skip
         """Store only if ``key`` has no live entry; True if stored. Atomic."""
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
-        data = A.as_buffer(value)
+        data = argcheck.as_buffer(value)
         if flags and not 0 <= flags < 1 << 16:
             raise ValueError("flags must fit in 16 bits")
-        exp = A.expire_ns(expire, expire_at_ns)
+        exp = argcheck.expire_ns(expire, expire_at_ns)
         if exp < 0:
             return not self.contains(key)
-        body, apart, csum, mac = W.prepare(self._secret, kb, kf, data, exp, flags)
+        body, apart, csum, mac = writer.prepare(self._secret, kb, kf, data, exp, flags)
         with s.lock.hold():
-            stored = W.write(self, s, kb, kf, probe, h, body, apart, csum, mac, True)
+            stored = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, True)
         if s.compact_wanted:
             self._compact(s)
         return stored
@@ -484,7 +486,7 @@ class MmapCache(TableLookup, TableMaintenance):
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
         with s.lock.hold():
-            return W.delete(self, s, kb, kf, probe, h)
+            return writer.delete(self, s, kb, kf, probe, h)
 
     @contextmanager
     def transaction(self) -> Iterator[MmapCache]:

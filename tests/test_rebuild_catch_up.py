@@ -22,8 +22,8 @@ import pytest
 
 from mmcache import MmapCache
 from mmcache import _layout as L
-from mmcache import _maintenance as M
 from mmcache import _rebuild as R
+from mmcache import _record as record
 
 
 def _fill(c: MmapCache, n: int) -> dict[str, bytes]:
@@ -270,7 +270,7 @@ def test_record_length_in_the_slot_is_checked_and_repaired(path: str) -> None:
     K = g.params.key_size
     o = next(o for o in range(L.HEADER_BYTES, len(g.idx), g.slot_size) if g.idx[o + K] == L.OCCUPIED)
     right = L.U32.unpack_from(g.idx, o + K + L.OFF_SLOT_RECLEN)[0]
-    assert right == M.slot_record_size(g, o) > 0  # the field agrees with the record's own header
+    assert right == record.slot_record_size(g, o) > 0  # the field agrees with the record's own header
     L.U32.pack_into(g.idx, o + K + L.OFF_SLOT_RECLEN, right + 800)
     assert any("record length" in p for p in c.verify())
     c.repair()
