@@ -15,7 +15,8 @@ import import_graph
 
 # Bottom first. One line per layer; modules in one layer may import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("mmcache.errors", "mmcache._platform", "mmcache._metrics", "mmcache.serialization", "mmcache._cli_format"),
+    ("mmcache.errors", "mmcache._platform", "mmcache._metrics", "mmcache.serialization"),
+    ("mmcache._cli_format",),
     ("mmcache._layout",),  # every struct, offset and file name
     ("mmcache.keys", "mmcache._fs"),  # key encoding; checked opens, reserve, sizes
     ("mmcache._locking", "mmcache._heap", "mmcache._cli_paths"),  # owner locks; heap segments
@@ -46,9 +47,9 @@ def rank(module: str) -> int:
     best = None
     for i, layer in enumerate(LAYERS):
         for name in layer:
-            if module == name or (name != "mmcache" and module.startswith(name + ".")):
-                if best is None or len(name) > best[1]:
-                    best = (i, len(name))
+            inside = module == name or (name != "mmcache" and module.startswith(name + "."))
+            if inside and (best is None or len(name) > best[1]):
+                best = (i, len(name))
     assert best is not None, f"{module} is in no layer: add it to LAYERS in {__file__}"
     return best[0]
 
