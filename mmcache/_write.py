@@ -24,9 +24,8 @@ from . import _evict as evicting
 from . import _generation as generation
 from . import _layout as layout
 from . import _maintenance as maintenance
-from . import _rebuild as rebuilder
 from . import _record as record
-from ._capacity import EARLY_FRACTION, caps, live_cap
+from ._capacity import EVICT, Room, caps, live_cap, rebuild_wanted, room
 from .errors import CacheFullError, CorruptCacheError, ValueTooLargeError
 
 if TYPE_CHECKING:
@@ -125,9 +124,11 @@ def prepare(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, 
 
 def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
           body: bytes, value: bytes | memoryview, csum: int, mac: bytes | None,
-          only_if_absent: bool) -> bool:  # fmt: skip
+          only_if_absent: bool) -> bool | Room:  # fmt: skip
     """Store the record ``prepare`` built for ``kb``; False only for ``add``
-    on a live key."""
+    on a live key. A ``Room`` (grow or purge) means the table must be
+    rebuilt first: the caller rebuilds, still holding the lock, and calls
+    again (escalation by return value: the writer sits below the rebuild)."""
     # record_size() written out, and begin()'s common case: this is every put.
     rec_len = (8 + len(body) + len(value) + (_MAC if mac else 0) + 7) & ~7
     max_bytes = c.max_bytes
@@ -159,8 +160,12 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         for _ in range(100_000):
             if found >= 0 and only_if_absent and not record.is_expired(g, found):
                 return False
-            if not _make_room(c, s, g, found, free, rec_len):
+            need = _room(c, g, found, free, rec_len)
+            if need is None:
                 break
+            if need.action != EVICT:
+                return need
+            _evict_or_raise(c, s, need.n, need.limit)
             g = s.gen
             found, free = find(c, g, kb, kf, probe, h)
         else:  # pragma: no cover - eviction always frees something
@@ -185,47 +190,30 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         s.flush_stats()
     # Ask for a rebuild (done by the caller once it has released the lock,
     # writers waiting only for its start and commit) before a put would have
-    # to do one under the lock:
-    # - dead bytes pass the threshold fraction of the heap and are at least
-    #   the size of the index (a rebuild rewrites the index, so its cost stays
-    #   a small fraction of the bytes written meanwhile);
-    # - tombstones bring the table near the load at which a put must purge;
-    # - live entries near capacity, in a table that may still grow.
-    if (
-        (dead > c.compact_threshold * (live + dead) and dead >= max(c.compact_min_bytes, g.index_bytes))
-        or (dele and occ + dele > EARLY_FRACTION * g.nslots)
-    ):  # fmt: skip
-        s.compact_wanted = True
-    elif c.max_size is not None and g.params.size < c.max_size and occ > 0.9 * live_cap(g):
-        s.grow_to = min(c.max_size, g.params.size * 2)
-        s.compact_wanted = True
+    # to do one under the lock (capacity.rebuild_wanted says when).
+    if dead or dele or c.max_size is not None:
+        wanted, grow_to = rebuild_wanted(
+            occ, dele, live, dead, g.nslots, g.index_bytes, g.params.size, live_cap(g),
+            c.compact_threshold, c.compact_min_bytes, c.max_size,
+        )  # fmt: skip
+        if wanted:
+            s.compact_wanted = True
+            if grow_to is not None:
+                s.grow_to = grow_to
     return True
 
 
-def _make_room(c: MmapCache, s: SharedTable, g: Generation, found: int, free: int, rec_len: int) -> bool:
-    """Evict, grow or rebuild if the put needs it; True if it did something
-    (the caller probes again), False if the put can go ahead."""
+def _room(c: MmapCache, g: Generation, found: int, free: int, rec_len: int) -> Room | None:
+    """``capacity.room`` asked with this generation's numbers."""
     if found >= 0 and c.max_bytes is None:
-        return False  # an overwrite needs no room
+        return None  # an overwrite needs no room
     occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
-    if found < 0:
-        cap, load = g.caps or caps(g)
-        if occ + 1 > cap and c.max_size is not None and g.params.size < c.max_size:
-            rebuilder.rebuild(c, s, min(c.max_size, g.params.size * 2))
-            return True
-        limit = cap if c.max_entries is None else min(cap, c.max_entries)
-        if occ + 1 > limit:
-            _evict_or_raise(c, s, occ + 1 - limit, "entries")
-            return True
-        if free >= 0 and occ + dele + 1 > load and g.idx[free + g.key_size] == layout.EMPTY:
-            rebuilder.rebuild(c, s, None)  # purge tombstones
-            return True
-    if c.max_bytes is not None:
-        old = recorded_size(g, found) if found >= 0 else 0
-        if live - old + rec_len > c.max_bytes:
-            _evict_or_raise(c, s, 1, "bytes")
-            return True
-    return False
+    return room(
+        occ, dele, live, g.caps or caps(g), new_key=found < 0,
+        free_empty=free >= 0 and g.idx[free + g.key_size] == layout.EMPTY, rec_len=rec_len,
+        old_len=recorded_size(g, found) if found >= 0 and c.max_bytes is not None else 0,
+        size=g.params.size, max_size=c.max_size, max_entries=c.max_entries, max_bytes=c.max_bytes,
+    )  # fmt: skip
 
 
 def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:

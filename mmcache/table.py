@@ -26,12 +26,13 @@ from . import _layout as layout
 from . import _maintenance as maintenance
 from . import _rebuild as rebuilder
 from . import _write as writer
+from ._capacity import Room
 from ._fs import check_network_fs, check_parent, check_safe, open_checked
 from ._generation import Params, read_header
 from ._shared import SharedTable, acquire, release
 from ._table_lookup import TableLookup
 from ._table_maintenance import TableMaintenance
-from .errors import ClosedCacheError, CorruptCacheError
+from .errors import CacheFullError, ClosedCacheError, CorruptCacheError
 from .keys import encode_key, slot_key
 
 DEFAULT_MAX_SEGMENT_BYTES = layout.DEFAULT_MAX_SEGMENT_BYTES
@@ -438,7 +439,9 @@ class MmapCache(TableLookup, TableMaintenance):
         lock = s.lock
         lock.acquire()
         try:
-            writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, False)
+            done = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, False)
+            if done is not True:
+                self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, False)
         finally:
             lock.release()
         if s.compact_wanted:
@@ -466,10 +469,23 @@ class MmapCache(TableLookup, TableMaintenance):
             return not self.contains(key)
         body, apart, csum, mac = writer.prepare(self._secret, kb, kf, data, exp, flags)
         with s.lock.hold():
-            stored = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, True)
+            done = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, True)
+            stored = self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, True)
         if s.compact_wanted:
             self._compact(s)
         return stored
+
+    def _rebuild_and_write(self, need: bool | Room, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
+                           body: bytes, apart: bytes | memoryview, csum: int, mac: bytes | None,
+                           only_if_absent: bool) -> bool:  # fmt: skip
+        """The writer's answer acted on, lock held: while it asks for a
+        rebuild (``Room`` grow or purge), rebuild and write again."""
+        for _ in range(1000):
+            if isinstance(need, bool):
+                return need
+            rebuilder.rebuild(self, s, need.n if need.action == capacity.GROW else None)
+            need = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, only_if_absent)
+        raise CacheFullError("could not make room for the entry")  # pragma: no cover - a rebuild frees room
 
     def touch(self, key: Key, expire: float | None = None) -> bool:
         """Give a live entry a new expiry; True if it existed. Atomic."""
