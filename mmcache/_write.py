@@ -190,8 +190,10 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         s.flush_stats()
     # Ask for a rebuild (done by the caller once it has released the lock,
     # writers waiting only for its start and commit) before a put would have
-    # to do one under the lock (capacity.rebuild_wanted says when).
-    if dead or dele or c.max_size is not None:
+    # to do one under the lock (capacity.rebuild_wanted says when; the test
+    # before the call is a necessary condition of its answer, so that most
+    # puts skip the call).
+    if dele or dead > c.compact_threshold * (live + dead) or c.max_size is not None:
         wanted, grow_to = rebuild_wanted(
             occ, dele, live, dead, g.nslots, g.index_bytes, g.params.size, live_cap(g),
             c.compact_threshold, c.compact_min_bytes, c.max_size,
