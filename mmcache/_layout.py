@@ -1,6 +1,8 @@
 """The file format in one place: every struct, magic number and file name.
 
-Nothing else in mmcache hard-codes an offset. docs/FORMAT.md describes the
+Offsets are named here; ``_record`` is the one parser of a record, while the
+hot paths (``table._get_probe``, ``_write``, ``_builders``) unpack the same
+structs inline for speed. docs/FORMAT.md describes the
 same bytes for readers in other languages; keep the two in step and bump
 ``FORMAT_VERSION`` on any incompatible change. All integers are little-endian.
 
@@ -181,7 +183,8 @@ SEG_HEADER = struct.Struct("<8sIIQ")  # magic, version, segment number, generati
 SEG_HEADER_BYTES = 64
 
 # A record, 8-byte aligned, never rewritten once published:
-#   0: u64 checksum: xxh3_64 of bytes [8, end) (keyed when a secret is set)
+#   0: u64 checksum: xxh3_64 (seed 0, never keyed) of bytes [8, end); a table
+#      with a secret signs the record with the MAC below instead
 #   8: u64 expire_ns (CLOCK_REALTIME; 0 = never)
 #  16: u32 klen | 20: u32 vlen | 24: u16 flags (the caller's codec tag)
 #  26: u8 kflags (KF_STR, KF_SIGNED) | 27: u8 REC_MAGIC | 28: u32 reserved (0)
