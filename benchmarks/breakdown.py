@@ -129,7 +129,8 @@ def putting(put: Callable[[str, Any], object], v: Any) -> Callable[[Iterable[str
 
 def put_path(base: Path, cfg: Config, kind: ValueKind, n: int) -> Profile:
     """Overwrites of ``n`` keys: compaction's share, the lock, the record, the rest."""
-    from mmcache import MmapCache, _write
+    from mmcache import MmapCache
+    from mmcache._core import writer as _write
 
     reps = 5 if cfg.quick else 9
     keys = pool_keys(n)

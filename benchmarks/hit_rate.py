@@ -48,11 +48,12 @@ def replay_exact_lru(trace: list[int], capacity: int) -> list[bool]:
 
 
 def replay_mmcache(trace: list[int], capacity: int, policy: str, samples: int | None = None) -> list[bool]:
-    from mmcache import MmapCache, _write
+    from mmcache import MmapCache
+    from mmcache._core import evict as _evict
 
-    old = _write.SAMPLES
+    old = _evict.SAMPLES
     if samples is not None:
-        _write.SAMPLES = samples
+        _evict.SAMPLES = samples
     try:
         with tempfile.TemporaryDirectory() as d:
             size = int(capacity / 0.75) * 2 + 2
@@ -66,7 +67,7 @@ def replay_mmcache(trace: list[int], capacity: int, policy: str, samples: int | 
                     hits.append(hit)
                 return hits
     finally:
-        _write.SAMPLES = old
+        _evict.SAMPLES = old
 
 
 def rolling(hits: list[bool], window: int) -> list[float]:

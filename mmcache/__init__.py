@@ -11,7 +11,7 @@ from __future__ import annotations
 # First: on a system mmcache cannot run on (Windows), this import is the one
 # clear ImportError that says which systems are supported.
 from . import _platform  # noqa: F401
-from ._record import Entry
+from ._core.record import Entry
 from .decorators import CacheInfo, invalidate_tags, mmap_cached
 from .errors import (
     CacheFullError,

@@ -8,7 +8,7 @@ import errno
 import os
 import stat
 
-from . import _layout as layout
+from ._core import layout
 
 # Where the Django backend keeps its table inside LOCATION: the same name as
 # mmcache.contrib.django._tables.TABLE_NAME (not imported: Django is optional;

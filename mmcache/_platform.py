@@ -145,7 +145,7 @@ MADV_POPULATE_WRITE: int | None = None if PORTABLE or not LINUX else getattr(mma
 
 def populate_write(mm: mmap.mmap, start: int, end: int) -> None:
     """Fault [start, end) of a shared file map in for writing, in one call,
-    where the system can (see _fs.populate). Best effort: elsewhere, and on
+    where the system can (see _core.fs.populate). Best effort: elsewhere, and on
     kernels before 5.14, the pages fault in as they are stored."""
     if MADV_POPULATE_WRITE is None:
         return

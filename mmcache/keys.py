@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from xxhash import xxh3_64_intdigest, xxh3_128_digest
 
-from . import _layout as layout
+from ._core import layout
 
 
 def encode_key(key: str | bytes) -> tuple[bytes, int]:

@@ -1,11 +1,11 @@
 """MmapCache: a shared, persistent hash table in memory-mapped files.
 
 Open addressing with linear probing over an index file, an append-only heap
-of self-checking records, and a roster of live slots (see ``_layout`` for the
+of self-checking records, and a roster of live slots (see ``_core.layout`` for the
 bytes and ``docs/FORMAT.md`` for the same in prose). Readers take no lock and
-make no system call on a hit; writers hold one inter-process lock. Expiry,
-limits and eviction live here too; rebuild, repair and eviction sampling are
-in ``_maintenance``.
+make no system call on a hit; writers hold one inter-process lock. The layers
+below are in ``_core`` (docs/DESIGN.md lists them); this module holds the hot
+read path written out and the entry points of the writes.
 """
 
 from __future__ import annotations
@@ -19,19 +19,15 @@ from typing import Any, Literal
 
 from xxhash import xxh3_64_intdigest
 
-from . import _args as argcheck
-from . import _capacity as capacity
-from . import _generation as generation
-from . import _layout as layout
-from . import _maintenance as maintenance
-from . import _rebuild as rebuilder
-from . import _write as writer
-from ._capacity import Room
-from ._fs import check_network_fs, check_parent, check_safe, open_checked
-from ._generation import Params, read_header
-from ._shared import SharedTable, acquire, release
-from ._table_lookup import TableLookup
-from ._table_maintenance import TableMaintenance
+from ._core import args as argcheck
+from ._core import capacity, generation, layout, maintenance, writer
+from ._core import rebuild as rebuilder
+from ._core.capacity import Room
+from ._core.fs import check_network_fs, check_parent, check_safe, open_checked
+from ._core.generation import Params, read_header
+from ._core.lookup import TableLookup
+from ._core.process import SharedTable, acquire, release
+from ._core.table_maintenance import TableMaintenance
 from .errors import CacheFullError, ClosedCacheError, CorruptCacheError
 from .keys import encode_key, slot_key
 
@@ -273,7 +269,7 @@ class MmapCache(TableLookup, TableMaintenance):
                 return default
             if rec is not None:
                 # A racy store into a dense array no checksum covers (see
-                # _layout): it only steers LRU eviction. The clock read of the
+                # _core.layout): it only steers LRU eviction. The clock read of the
                 # staleness test is the stamp: exact order, no extra call.
                 rec[ri] = now
             s.local[0] += 1  # type: ignore[union-attr]

@@ -307,7 +307,7 @@ def small_tmpfs(size: str = "2m") -> Iterator[str | None]:
 def small_ext4(size_mb: int = 8) -> Iterator[str | None]:
     """Mount a small ext4 image through a loop device (root, mkfs.ext4 and
     loop devices needed); yields None where that is not possible. ext4 is
-    where heap space is fallocated and then zero-filled (mmcache._fs)."""
+    where heap space is fallocated and then zero-filled (mmcache._core.fs)."""
     d = tempfile.mkdtemp(prefix="mmcache-fulldisk-ext4-")
     image, mnt = os.path.join(d, "fs.img"), os.path.join(d, "mnt")
     os.mkdir(mnt)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmcache import MmapCache
-from mmcache._capacity import EVICT, GROW, PURGE, Room, room
+from mmcache._core.capacity import EVICT, GROW, PURGE, Room, room
 
 CAPS = (50, 85)  # a 101-slot table: live cap 50, load cap 85
 BASE = dict(new_key=True, free_empty=True, rec_len=64, old_len=0, size=101, max_size=None,

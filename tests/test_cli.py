@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mmcache import MmapCache
-from mmcache import _layout as L
+from mmcache._core import layout as L
 from mmcache.serialization import dumps
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmcache import MmapCache
-from mmcache._args import DEFAULT_INITIAL_SIZE, DEFAULT_SIZE, MIN_SIZE
+from mmcache._core.args import DEFAULT_INITIAL_SIZE, DEFAULT_SIZE, MIN_SIZE
 
 
 def _disk_bytes(directory: Path) -> int:

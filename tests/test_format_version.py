@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, run_py
 
 from mmcache import FormatVersionError, IncompatibleCacheError, MmapCache
-from mmcache import _layout as L
+from mmcache._core import layout as L
 from mmcache.cli import main as cli_main
 
 VERSION_OFFSET = 8  # u32 after the 8-byte magic (see _layout.HEADER)

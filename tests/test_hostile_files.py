@@ -25,7 +25,7 @@ from _users import IS_ROOT, NOBODY, in_child_as
 from _users import needs_root as needs_root_for
 
 from mmcache import CorruptCacheError, MmapCache, UnsafePathError
-from mmcache import _layout as L
+from mmcache._core import layout as L
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -15,20 +15,21 @@ import import_graph
 
 # Bottom first. One line per layer; modules in one layer may import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("mmcache.errors", "mmcache._platform", "mmcache._metrics", "mmcache.serialization"),
+    ("mmcache.errors", "mmcache._platform", "mmcache._metrics", "mmcache.serialization", "mmcache._core"),
     ("mmcache._cli_format",),
-    ("mmcache._layout",),  # every struct, offset and file name
-    ("mmcache.keys", "mmcache._fs"),  # key encoding; checked opens, reserve, sizes
-    ("mmcache._locking", "mmcache._heap", "mmcache._cli_paths"),  # owner locks; heap segments
-    ("mmcache._generation",),  # one generation's files, header numbers, roster snapshot
-    ("mmcache._record", "mmcache._capacity", "mmcache._upgrade"),  # parse/check a record; capacity rule
-    ("mmcache._shared", "mmcache._evict"),  # per-process state; victim choice
-    ("mmcache._builders", "mmcache._table_lookup"),  # fill a generation; the general read path
-    ("mmcache._write",),  # put / add / delete / evict under the lock
-    ("mmcache._rebuild",),  # locked and concurrent rebuilds
-    ("mmcache._args",),  # argument checks, creating a table
-    ("mmcache._maintenance",),  # listing, verify, repair, stats
-    ("mmcache._table_maintenance",),
+    ("mmcache._core.layout",),  # every struct, offset and file name
+    ("mmcache.keys", "mmcache._core.fs"),  # key encoding; checked opens, reserve, sizes
+    ("mmcache._core.lock", "mmcache._core.heap", "mmcache._cli_paths"),  # owner locks; heap segments
+    ("mmcache._core.generation",),  # one generation's files, header numbers, roster snapshot
+    # parse and check a record; the capacity rule; the format-upgrade path
+    ("mmcache._core.record", "mmcache._core.capacity", "mmcache._core.upgrade"),
+    ("mmcache._core.process", "mmcache._core.evict"),  # per-process state; victim choice
+    ("mmcache._core.builders", "mmcache._core.lookup"),  # fill a generation; the general read path
+    ("mmcache._core.writer",),  # put / add / delete / evict under the lock
+    ("mmcache._core.rebuild",),  # locked and concurrent rebuilds
+    ("mmcache._core.args",),  # argument checks, creating a table
+    ("mmcache._core.maintenance",),  # listing, verify, repair, stats
+    ("mmcache._core.table_maintenance",),
     ("mmcache.table",),  # MmapCache: the hot read path, thin delegation
     ("mmcache.tags",),
     ("mmcache.l2",),  # the Redis tier (package)
@@ -38,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
 # (importer, imported): the upward imports left (issue 18: escalation by return value).
 # The writer's grow / purge rebuilds already go so: capacity.room answers, the table acts.
 KNOWN_UPWARD = {
-    ("mmcache._write", "mmcache._maintenance"),  # begin() repairs after a writer died
+    ("mmcache._core.writer", "mmcache._core.maintenance"),  # begin() repairs after a writer died
 }
 
 
@@ -81,6 +82,6 @@ def test_the_check_catches_an_upward_import_and_a_cycle() -> None:
     """The checks above can fail: an added upward edge is found, and so is
     the cycle it closes."""
     graph = dict(import_graph.edges())
-    graph[("mmcache._layout", "mmcache.table")] = True  # a lazy import counts too
-    assert ("mmcache._layout", "mmcache.table") in upward(graph) - KNOWN_UPWARD
-    assert any("mmcache._layout" in c and "mmcache.table" in c for c in import_graph.cycles(graph))
+    graph[("mmcache._core.layout", "mmcache.table")] = True  # a lazy import counts too
+    assert ("mmcache._core.layout", "mmcache.table") in upward(graph) - KNOWN_UPWARD
+    assert any("mmcache._core.layout" in c and "mmcache.table" in c for c in import_graph.cycles(graph))

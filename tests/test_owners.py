@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from mmcache import MmapCache
-from mmcache import _layout as L
-from mmcache import _rebuild as R
+from mmcache._core import layout as L
+from mmcache._core import rebuild as R
 
 ROOT = Path(__file__).resolve().parent.parent
 # A table that compacts all the time (the issue's reproduction).
@@ -250,7 +250,8 @@ def test_dead_rebuilder_with_its_pid_reused_blocks_nothing(path: str) -> None:
             c.put(f"k{i}", b"%d|" % i + PAD)
     builder = _spawn(f"""
         import time
-        from mmcache import MmapCache, _builders
+        from mmcache import MmapCache
+        from mmcache._core import builders as _builders
         def stuck(self, slots):
             print("copying", flush=True)
             time.sleep(600)
@@ -324,7 +325,8 @@ def test_dead_stripe_owner_with_its_pid_reused_is_taken_over(path: str) -> None:
             os.close(lock)
         second = _spawn(f"""
             import os
-            from mmcache import MmapCache, _layout as L
+            from mmcache import MmapCache
+            from mmcache._core import layout as L
             c = MmapCache({path!r}, size=4096)
             for _ in range(5):
                 c.get("k")
@@ -350,7 +352,8 @@ def test_forked_child_does_not_keep_a_dead_parents_rebuild_alive(path: str) -> N
             c.put(f"k{i}", b"%d|" % i + PAD)
     parent = _spawn(f"""
         import os, threading, time
-        from mmcache import MmapCache, _builders
+        from mmcache import MmapCache
+        from mmcache._core import builders as _builders
         copying = threading.Event()
         def stuck(self, slots):
             copying.set()
@@ -395,7 +398,7 @@ def test_a_slow_reader_thread_never_moves_the_table_back(path: str, monkeypatch:
     must not then make the older, retired generation current: the putting
     thread would read there and could miss its own acknowledged write (the
     mixed stress saw such a miss). Failed before the fix (generation went back)."""
-    from mmcache import _shared
+    from mmcache._core import process
 
     with MmapCache(path, size=64, staleness_check_interval=3600) as c:
         c.put("k", b"v0")
@@ -404,7 +407,7 @@ def test_a_slow_reader_thread_never_moves_the_table_back(path: str, monkeypatch:
         subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                        check=True, timeout=HANG)  # fmt: skip
         opened, go = threading.Event(), threading.Event()
-        real_open = _shared.Generation.open
+        real_open = process.Generation.open
 
         def slow_open(*args: Any, **kwargs: Any) -> Any:
             g = real_open(*args, **kwargs)
@@ -413,7 +416,7 @@ def test_a_slow_reader_thread_never_moves_the_table_back(path: str, monkeypatch:
                 go.wait(HANG)
             return g
 
-        monkeypatch.setattr(_shared.Generation, "open", slow_open)
+        monkeypatch.setattr(process.Generation, "open", slow_open)
         reader = threading.Thread(target=s.refresh, name="slow-reader")
         reader.start()
         try:

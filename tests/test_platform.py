@@ -19,7 +19,8 @@ import pytest
 from conftest import ROOT, run_py
 from stress import small_tmpfs
 
-from mmcache import NetworkFilesystemError, NetworkFilesystemWarning, _fs, _platform
+from mmcache import NetworkFilesystemError, NetworkFilesystemWarning, _platform
+from mmcache._core import fs as _fs
 
 PORTABLE = {"MMCACHE_PORTABLE": "1", "MMCACHE_ASSUME_PAGE_SIZE": ""}
 NATIVE = {"MMCACHE_PORTABLE": "", "MMCACHE_ASSUME_PAGE_SIZE": ""}
@@ -235,7 +236,8 @@ def test_populate_aligns_to_the_assumed_page_size(page: int) -> None:
         pytest.skip("needs a tmpfs at /dev/shm")
     code = """
         import ctypes, json, mmap, os, sys, tempfile
-        from mmcache import _fs, _platform
+        from mmcache import _platform
+        from mmcache._core import fs as _fs
         fd, path = tempfile.mkstemp(dir="/dev/shm")
         os.unlink(path)
         os.posix_fallocate(fd, 0, 1 << 16)

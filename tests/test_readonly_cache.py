@@ -23,7 +23,7 @@ from _users import IS_ROOT, NOBODY, in_child_as
 from _users import needs_root as needs_root_for
 
 from mmcache import MmapCache, ReadOnlyCacheError
-from mmcache import _layout as L
+from mmcache._core import layout as L
 
 needs_root = needs_root_for("a second uid (setuid) and mounts")
 

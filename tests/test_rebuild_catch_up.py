@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from mmcache import MmapCache
-from mmcache import _layout as L
-from mmcache import _rebuild as R
-from mmcache import _record as record
+from mmcache._core import layout as L
+from mmcache._core import rebuild as R
+from mmcache._core import record as record
 
 
 def _fill(c: MmapCache, n: int) -> dict[str, bytes]:
@@ -242,7 +242,7 @@ def test_another_live_builder_is_left_alone(path: str) -> None:
     _fill(c, 100)
     other = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time\n"
-         "from mmcache import _layout as L, _locking as K\n"
+         "from mmcache._core import layout as L, lock as K\n"
          f"fd = os.open({L.lock_name(path)!r}, os.O_RDWR)\n"
          "assert K.try_own(fd, L.LOCK_REBUILD)\n"
          "print('held', flush=True)\n"

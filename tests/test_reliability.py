@@ -59,12 +59,12 @@ def test_corrupted_files_never_give_wrong_values_or_crash(tmp_path) -> None:  # 
 def _zero_fill_pays_in(directory: str) -> bool:
     """Whether reserve() zero-fills heap space for a file in ``directory``
     (asked with a file's fd, as reserve() is)."""
-    from mmcache import _fs
+    from mmcache._core import fs
 
     probe = os.path.join(directory, "probe")
     fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        return _fs._zero_fill_pays(fd)
+        return fs._zero_fill_pays(fd)
     finally:
         os.close(fd)
         os.unlink(probe)

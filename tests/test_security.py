@@ -8,7 +8,7 @@ import pytest
 from xxhash import xxh3_64_intdigest
 
 from mmcache import MmapCache, UnsafePathError
-from mmcache import _layout as L
+from mmcache._core import layout as L
 
 
 def test_signed_records_round_trip_and_unsigned_are_misses(path: str) -> None:

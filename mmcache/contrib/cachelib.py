@@ -38,7 +38,7 @@ from typing import Any
 from cachelib.base import BaseCache
 from cachelib.serializers import BaseSerializer
 
-from mmcache._fs import make_private_dirs
+from mmcache._core.fs import make_private_dirs
 from mmcache.table import LIVE_FRACTION
 from mmcache.table import MmapCache as Table
 from mmcache.tags import TAGGED, Tags

@@ -19,7 +19,7 @@ import sys
 
 from xxhash import xxh3_64_hexdigest
 
-from .._fs import make_private_dirs
+from .._core.fs import make_private_dirs
 
 __all__ = ["DIR_MODE", "ENV_VAR", "default_dir", "ensure_dir", "table_path", "user_cache_dir"]
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import cloudpickle
 
-from mmcache._upgrade import replace_or_raise
+from mmcache._core.upgrade import replace_or_raise
 from mmcache.errors import (
     CacheFullError,
     DiskFullError,
@@ -81,7 +81,7 @@ def _open(path: str, max_entries: int | None, secret: bytes | None) -> MmapCache
     """Open (or create) the table at ``path``; an existing table keeps the
     parameters in its header (it may have grown), so every process agrees.
     A table of another format version is replaced once no process has it
-    open (``mmcache._upgrade``): it holds only results to compute again."""
+    open (``mmcache._core.upgrade``): it holds only results to compute again."""
     opts: dict[str, Any] = {
         "max_size": _max_slots(max_entries),
         "max_entries": max_entries,  # the tag and leases count too: results never exceed it

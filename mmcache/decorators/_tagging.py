@@ -42,7 +42,7 @@ from typing import Any, cast
 
 from xxhash import xxh3_64_hexdigest
 
-from mmcache._record import Entry
+from mmcache._core.record import Entry
 from mmcache.table import MmapCache
 from mmcache.tags import TAGGED, Tags, check
 

@@ -24,9 +24,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from mmcache import FormatVersionError, IncompatibleCacheError, MmapCache
-from mmcache._args import MIN_SIZE
-from mmcache._fs import make_private_dirs
-from mmcache._upgrade import replace_or_raise
+from mmcache._core.args import MIN_SIZE
+from mmcache._core.fs import make_private_dirs
+from mmcache._core.upgrade import replace_or_raise
 from mmcache.serialization import DEFAULT_PROTOCOL
 from mmcache.table import LIVE_FRACTION
 
@@ -210,7 +210,7 @@ def _open(spec: TableSpec) -> MmapCache:
     needed. An existing table keeps the parameters stored in its header (it
     may have grown past ``spec.size``), so every process adopts the same. A
     table of another format version is replaced once no process has it open
-    (``mmcache._upgrade``): it holds only a cache."""
+    (``mmcache._core.upgrade``): it holds only a cache."""
     ensure_dir(spec.location)
     common: dict[str, Any] = {
         "eviction": "lru",

@@ -33,7 +33,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from mmcache._fs import is_network_fs, mount_type
+from mmcache._core.fs import is_network_fs, mount_type
 
 from ._tables import KNOWN_OPTIONS, SHAPE_OPTIONS, TABLE_NAME, Settings, slots_for
 from .backend import MmapCacheBackend

@@ -19,9 +19,9 @@ from __future__ import annotations
 import mmap
 import os
 
-from . import _layout as layout
-from ._fs import open_checked, populate, reserve
-from .errors import CorruptCacheError, DiskFullError, ValueTooLargeError
+from ..errors import CorruptCacheError, DiskFullError, ValueTooLargeError
+from . import layout
+from .fs import open_checked, populate, reserve
 
 
 class Heap:

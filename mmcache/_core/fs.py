@@ -12,8 +12,8 @@ import os
 import stat
 import warnings
 
-from . import _platform
-from .errors import (
+from .. import _platform
+from ..errors import (
     CorruptCacheError,
     DiskFullError,
     NetworkFilesystemError,

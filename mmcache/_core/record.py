@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 from xxhash import xxh3_64_intdigest
 
-from . import _layout as layout
-from ._generation import Generation
+from . import layout
+from .generation import Generation
 
 
 class Entry(NamedTuple):

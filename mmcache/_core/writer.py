@@ -3,7 +3,7 @@
 Every function here is called with the writer lock held. A mutation of the
 index runs between ``dirty = 1`` and ``dirty = 0`` in the header; a writer
 killed in between leaves dirty set, and the next lock holder repairs the
-counters and roster before doing anything else (``_maintenance.repair``).
+counters and roster before doing anything else (``maintenance.repair``).
 
 Publication order (what a lock-free reader may observe): the record is
 written in full, then the slot's location, then, for a new entry, its state
@@ -20,18 +20,15 @@ from typing import TYPE_CHECKING
 
 from xxhash import xxh3_64, xxh3_64_intdigest
 
-from . import _evict as evicting
-from . import _generation as generation
-from . import _layout as layout
-from . import _maintenance as maintenance
-from . import _record as record
-from ._capacity import EVICT, Room, caps, live_cap, rebuild_wanted, room
-from .errors import CacheFullError, CorruptCacheError, ValueTooLargeError
+from ..errors import CacheFullError, CorruptCacheError, ValueTooLargeError
+from . import evict as evicting
+from . import generation, layout, maintenance, record
+from .capacity import EVICT, Room, caps, live_cap, rebuild_wanted, room
 
 if TYPE_CHECKING:
-    from ._generation import Generation
-    from ._shared import SharedTable
-    from .table import MmapCache
+    from ..table import MmapCache
+    from .generation import Generation
+    from .process import SharedTable
 
 _HOT = layout.HOT.unpack_from
 _OFF_HOT = layout.OFF_HOT
@@ -385,12 +382,12 @@ def done(s: SharedTable, g: Generation) -> None:
 
 def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     """Evict up to ``n`` entries: expired ones first, else the least recently
-    used (``"lru"``) or oldest (``"fifo"``); ``_evict`` says how each batch
+    used (``"lru"``) or oldest (``"fifo"``); ``evict`` says how each batch
     size chooses them."""
     g = begin(s)
     lru = c.eviction == "lru"
     now = time.time_ns()
-    stamp_now = time.monotonic_ns()  # see _layout's roster
+    stamp_now = time.monotonic_ns()  # see layout's roster
     g.idx[layout.OFF_DIRTY] = 1
     occ = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0]
     choose = evicting.oldest if n * evicting.SAMPLES >= occ else evicting.sampled

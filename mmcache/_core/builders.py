@@ -18,11 +18,9 @@ from collections.abc import Collection, Iterable
 
 from xxhash import xxh3_64_intdigest
 
-from . import _generation as generation
-from . import _layout as layout
-from . import _record as record
-from ._fs import populate
-from ._generation import Generation
+from . import generation, layout, record
+from .fs import populate
+from .generation import Generation
 
 SKIP = 0xFFFFFFFF  # new_of_old marker: the record was expired or unreadable
 

@@ -15,11 +15,11 @@ import time
 import weakref
 from typing import Any
 
-from . import _layout as layout
-from ._fs import open_checked, reserve
-from ._generation import Generation
-from ._locking import WriterLock, close_owner, owned_elsewhere, try_own
-from .errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
+from ..errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
+from . import layout
+from .fs import open_checked, reserve
+from .generation import Generation
+from .lock import WriterLock, close_owner, owned_elsewhere, try_own
 
 _U64_MAX = (1 << 64) - 1
 OPEN_TRIES = 5  # a reader's tries at opening a generation that rebuilds keep replacing

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from xxhash import xxh3_64_intdigest
 
-from . import _layout as layout
-from . import _record as record
-from ._generation import Generation
-from ._record import Entry
+from . import layout, record
+from .generation import Generation
+from .record import Entry
 
 if TYPE_CHECKING:
-    from .table import Key, MmapCache
+    from ..table import Key, MmapCache
 
 _HB = layout.HEADER_BYTES
 _RH = layout.RECORD_HEADER

@@ -39,18 +39,15 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from . import _capacity as capacity
-from . import _generation as generation
-from . import _layout as layout
-from . import _write as writer
-from ._builders import Builder, HeapCopier
-from ._generation import Generation, Params
-from ._locking import disown, try_own
-from .errors import CacheFullError
+from ..errors import CacheFullError
+from . import capacity, generation, layout, writer
+from .builders import Builder, HeapCopier
+from .generation import Generation, Params
+from .lock import disown, try_own
 
 if TYPE_CHECKING:
-    from ._shared import SharedTable
-    from .table import MmapCache
+    from ..table import MmapCache
+    from .process import SharedTable
 
 
 # ----------------------------------------------------------------- files

@@ -17,9 +17,9 @@ import struct
 import threading
 import weakref
 
-from ._fs import open_checked
-from ._platform import LINUX, PORTABLE
-from .errors import CorruptCacheError, ReadOnlyCacheError
+from .._platform import LINUX, PORTABLE
+from ..errors import CorruptCacheError, ReadOnlyCacheError
+from .fs import open_checked
 
 _live: weakref.WeakSet[WriterLock] = weakref.WeakSet()
 _EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB

@@ -20,14 +20,12 @@ import random
 import struct
 from typing import TYPE_CHECKING
 
-from . import _generation as generation
-from . import _layout as layout
-from . import _record as record
+from . import generation, layout, record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from ._generation import Generation
+    from .generation import Generation
 
 SAMPLES = 8  # candidates looked at per sampled eviction (Redis uses 5)
 _HB = layout.HEADER_BYTES

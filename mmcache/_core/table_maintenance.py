@@ -12,14 +12,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _args as argcheck
-from . import _maintenance as maintenance
-from . import _rebuild as rebuilder
-from . import _write as writer
+from . import args as argcheck
+from . import maintenance, writer
+from . import rebuild as rebuilder
 
 if TYPE_CHECKING:
-    from ._record import Entry
-    from .table import Key, MmapCache
+    from ..table import Key, MmapCache
+    from .record import Entry
 
 
 class TableMaintenance:

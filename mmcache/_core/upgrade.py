@@ -36,10 +36,10 @@ import glob
 import os
 import time
 
-from . import _layout as layout
-from ._fs import check_safe
-from ._generation import read_header
-from .errors import CorruptCacheError, FormatVersionError
+from ..errors import CorruptCacheError, FormatVersionError
+from . import layout
+from .fs import check_safe
+from .generation import read_header
 
 
 def replace_other_format(path: str) -> bool:

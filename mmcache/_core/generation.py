@@ -16,10 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import _layout as layout
-from ._fs import open_checked, reserve
-from ._heap import Heap
-from .errors import CorruptCacheError, FormatVersionError
+from ..errors import CorruptCacheError, FormatVersionError
+from . import layout
+from .fs import open_checked, reserve
+from .heap import Heap
 
 if sys.byteorder != "little" or array.array("I").itemsize != 4:  # pragma: no cover
     raise ImportError("mmcache's roster snapshot needs little-endian 32-bit array('I')")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from ._generation import Generation
+    from .generation import Generation
 
 # Live entries per data slot before eviction or growth. Linear probing with
 # tombstones needs room between this and LOAD_FRACTION: a table kept full by

@@ -11,11 +11,11 @@ import os
 import time
 from typing import Any
 
-from . import _layout as layout
-from . import _rebuild as rebuilder
-from ._generation import Generation, Params
-from ._locking import WriterLock
-from .errors import IncompatibleCacheError
+from ..errors import IncompatibleCacheError
+from . import layout
+from . import rebuild as rebuilder
+from .generation import Generation, Params
+from .lock import WriterLock
 
 _time_ns = time.time_ns
 

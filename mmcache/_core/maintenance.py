@@ -12,16 +12,16 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _layout as layout
-from ._capacity import live_cap
-from ._fs import total_size
-from ._generation import Generation, heal_numbers, roster_snapshot
-from ._record import Entry, mac_ok, read_record, slot_record_size
-from .keys import decode_key, slot_key
+from ..keys import decode_key, slot_key
+from . import layout
+from .capacity import live_cap
+from .fs import total_size
+from .generation import Generation, heal_numbers, roster_snapshot
+from .record import Entry, mac_ok, read_record, slot_record_size
 
 if TYPE_CHECKING:
-    from ._shared import SharedTable
-    from .table import MmapCache
+    from ..table import MmapCache
+    from .process import SharedTable
 
 
 # ------------------------------------------------------------------ listing
@@ -199,7 +199,7 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
     used = seg * g.params.max_segment_bytes + tail
     layout.BYTES.pack_into(mm, layout.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
     mm[layout.OFF_DIRTY] = 0
-    from . import _rebuild as rebuilder
+    from . import rebuild as rebuilder
 
     if damaged_segments(g) or g.heap.damaged:
         # The writer cannot append to a damaged segment: copy what is still
