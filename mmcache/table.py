@@ -46,6 +46,9 @@ _monotonic_ns = time.monotonic_ns
 _SLOT_TAIL = struct.Struct("<xIII").pack  # a slot's pad, roster position, seg, off
 _COUNT = layout.U64.unpack_from
 _OFF_COUNTERS = layout.OFF_COUNTERS  # the first counter: occupied slots
+# The read paths below count in s.local[0] (layout.HITS) and s.local[1]
+# (layout.MISSES) by literal index: a name would cost a global lookup per get.
+assert (layout.HITS, layout.MISSES) == (0, 1)
 _REC_MAGIC = layout.REC_MAGIC
 _KF_STR = layout.KF_STR
 # Keys a process memoises per table before starting afresh (about 300 bytes

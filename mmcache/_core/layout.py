@@ -108,6 +108,8 @@ STATS_OWNER = 56  # u32 nonce, u32 pid of the stripe's owner (informative, see a
 STATS_PID = STATS_OWNER + 4  # the pid within it
 OWNER = struct.Struct("<II")  # nonce, pid
 STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "rebuilds")
+# Indices of those counters (in a stripe and in a process's local counts).
+HITS, MISSES, SETS, DELETES, EVICTIONS, EXPIRATIONS, REBUILDS = range(len(STATS_FIELDS))
 
 # ------------------------------------------------------------------ data slots
 # A slot is key_size bytes of key followed by SLOT_FIXED bytes of fields

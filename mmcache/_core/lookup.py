@@ -47,12 +47,12 @@ class TableLookup:
             if r is None:
                 break
             if r is not False:
-                s.local[0] += 1
+                s.local[layout.HITS] += 1
                 return (r[0], r[1]) if with_flags else r[0]
             # Unsure: a racing writer, or a retired generation whose files a
             # later rebuild has removed (its segments cannot be mapped now).
             g = s.refresh() if s.gen.retired else s.gen
-        s.local[1] += 1
+        s.local[layout.MISSES] += 1
         return default
 
     def _lookup(self, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> Any:
@@ -124,10 +124,10 @@ class TableLookup:
             if r is not False:
                 value, flags, exp, o = r
                 mtime = layout.U64.unpack_from(g.idx, o + c._key_size + layout.OFF_SLOT_MTIME)[0]
-                s.local[0] += 1
+                s.local[layout.HITS] += 1
                 return Entry(value, flags, mtime, exp or None)
             g = s.refresh() if s.gen.retired else s.gen  # (see _get_slow)
-        s.local[1] += 1
+        s.local[layout.MISSES] += 1
         return None
 
     def get_mtime(self, key: Key) -> int | None:

@@ -273,7 +273,7 @@ class SharedTable:
         """
         if len(self.memo) < entries:
             return True
-        hits = self.flushed_hits + self.local[0]
+        hits = self.flushed_hits + self.local[layout.HITS]
         mark_hits, mark_first = self._memo_mark
         served = (hits - mark_hits) - (self.first_reads - mark_first)  # memo hits since the mark
         self.memo.clear()
@@ -305,7 +305,7 @@ class SharedTable:
             if self.stripe is None:
                 self.stripe = self._claim_stripe()
             local, self.local = self.local, [0] * len(local)
-            self.flushed_hits += local[0]
+            self.flushed_hits += local[layout.HITS]
             off = layout.OFF_STATS + self.stripe * layout.STATS_STRIPE_BYTES
             cur = layout.STATS.unpack_from(self.ctl, off)
             # (wrapping at 2**64: a damaged count must not make every flush fail)

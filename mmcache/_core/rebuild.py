@@ -151,8 +151,8 @@ def _commit(s: SharedTable, g: Generation, ng: Generation, b: Builder | HeapCopi
         raise
     s._adopt(g, ng)
     remove_orphans(s, ng.gen)
-    s.local[5] += b.expired
-    s.local[6] += 1
+    s.local[layout.EXPIRATIONS] += b.expired
+    s.local[layout.REBUILDS] += 1
 
 
 # --------------------------------------------------------------- rebuilds

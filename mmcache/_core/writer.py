@@ -44,6 +44,7 @@ _OFF_RECLEN = layout.OFF_SLOT_RECLEN
 _OFF_LOC = layout.OFF_SLOT_LOC
 _OFF_FLAGS = layout.OFF_FLAGS
 _OFF_DIRTY = layout.OFF_DIRTY
+_SETS = layout.SETS
 _MAC = layout.MAC_BYTES
 _MAGIC = layout.REC_MAGIC
 _KF_STR = layout.KF_STR
@@ -178,7 +179,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         g = s.gen
         found, free = find(c, g, kb, kf, probe, h)
         occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
-    s.local[2] += 1
+    s.local[_SETS] += 1
     if mono >= s.flush_due:
         # Writes flush their counts at once after a quiet spell (at most once
         # per staleness interval), so a worker that writes and then idles
@@ -334,7 +335,7 @@ def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: in
     g.idx[layout.OFF_DIRTY] = 1
     remove_slot(g, found)
     done(s, g)
-    s.local[3] += 1
+    s.local[layout.DELETES] += 1
     return live
 
 
@@ -394,7 +395,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     evicted = 0
     for o, expired in choose(g, n, lru, now, stamp_now):
         remove_slot(g, o)  # before a sampled choice looks for the next one
-        s.local[5 if expired else 4] += 1
+        s.local[layout.EXPIRATIONS if expired else layout.EVICTIONS] += 1
         evicted += 1
     done(s, g)
     return evicted
@@ -415,5 +416,5 @@ def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
     for o in doomed:
         remove_slot(g, o)
     done(s, g)
-    s.local[5] += len(doomed)
+    s.local[layout.EXPIRATIONS] += len(doomed)
     return len(doomed)
