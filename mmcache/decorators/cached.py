@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, Protocol,
 
 from ._identity import MARKER, func_cells, identify
 from ._keyfns import keyfn_builder, rebinding_keyfn
-from ._memo import Memo
 from ._options import options
+from ._slowpath import SlowPath
 from ._stampede import COMPUTE, FETCH, MISS, computing
 from ._table import FunctionTable
 from ._tagging import Tagger, entry_reader, invalidate_tags, reader, spec_id
@@ -115,40 +115,40 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
         tier = Tier(l2, ft, errors=opts["l2_errors"], stale_ttl=stale, secret=opts["secret"])
     tagger = None if tags is None else Tagger(tags, lambda: os.path.dirname(ft.path))
     ft.tags = tagger
-    memo = Memo(
+    slow = SlowPath(
         func, keyfn, ft, ttl=ttl, lock_timeout=opts["lock_timeout"], lease_ttl=opts["lease_ttl"], tier=tier,
         tagger=tagger,
     )  # fmt: skip
-    wrapper = _wrapper(memo, inspect.iscoroutinefunction(func), stale is not None)
+    wrapper = _wrapper(slow, inspect.iscoroutinefunction(func), stale is not None)
     functools.update_wrapper(wrapper, func)
     setattr(wrapper, MARKER, f"{ident.table_id}|{ident.key_version}")  # how a closure capturing it keys it
     wrapper.__cache_key__ = lambda *a, **kw: keyfn(a, kw)
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
-        return memo.refresh(args, kwargs)
+        return slow.refresh(args, kwargs)
 
     async def arefresh(*args: Any, **kwargs: Any) -> Any:
-        return await memo.arefresh(args, kwargs)
+        return await slow.arefresh(args, kwargs)
 
     wrapper.refresh = arefresh if inspect.iscoroutinefunction(func) else refresh
     wrapper.uncached = func
     currsize = ft.currsize if tier is None else tier.currsize
-    wrapper.cache_info = lambda: CacheInfo(memo.stats[0], memo.stats[1], opts["max_entries"], currsize())
-    wrapper.cache_clear = memo.clear
+    wrapper.cache_info = lambda: CacheInfo(slow.stats[0], slow.stats[1], opts["max_entries"], currsize())
+    wrapper.cache_clear = slow.clear
     wrapper.invalidate_tags = lambda *names: invalidate_tags(*names, path=os.path.dirname(ft.path))
     params = {**opts, "table_id": ident.table_id, "key_version": ident.key_version, "code_hash": ident.code}
     wrapper.cache_parameters = lambda: {**params, "path": ft.path}
     return wrapper
 
 
-def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
+def _wrapper(slow: SlowPath, is_async: bool, swr: bool) -> Any:
     """The hit path, written four times (sync/async x plain/stale_ttl) so that
     each is a few local lookups: key, one table read, one unpickle."""
-    keyfn, stats, loads, ft, func = memo.keyfn, memo.stats, pickle.loads, memo.ft, memo.func
-    begin, end, sleep = memo.begin, memo.end, time.sleep
-    fresh_ns = memo.fresh_ns or 0
+    keyfn, stats, loads, ft, func = slow.keyfn, slow.stats, pickle.loads, slow.ft, slow.func
+    begin, end, sleep = slow.begin, slow.end, time.sleep
+    fresh_ns = slow.fresh_ns or 0
     now_ns = time.time_ns
-    tagger = memo.tagger
+    tagger = slow.tagger
 
     def get(key: bytes, default: Any) -> Any:  # the first call opens the table, then rebinds
         nonlocal get
@@ -205,10 +205,10 @@ def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
             try:
                 value = loads(data)
             except Exception:
-                return await memo.amiss(k, args, kwargs)
+                return await slow.amiss(k, args, kwargs)
             stats[0] += 1
             return value
-        return await memo.amiss(k, args, kwargs)
+        return await slow.amiss(k, args, kwargs)
 
     def swr_wrapper(*args: Any, **kwargs: Any) -> Any:
         k = keyfn(args, kwargs)
@@ -217,12 +217,12 @@ def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
             try:
                 value = loads(e.value)
             except Exception:
-                return memo.miss(k, args, kwargs)
+                return slow.miss(k, args, kwargs)
             stats[0] += 1
             if now_ns() - e.mtime_ns >= fresh_ns:
-                memo.revalidate(k, args, kwargs)
+                slow.revalidate(k, args, kwargs)
             return value
-        return memo.miss(k, args, kwargs)
+        return slow.miss(k, args, kwargs)
 
     async def aswr_wrapper(*args: Any, **kwargs: Any) -> Any:
         k = keyfn(args, kwargs)
@@ -231,12 +231,12 @@ def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
             try:
                 value = loads(e.value)
             except Exception:
-                return await memo.amiss(k, args, kwargs)
+                return await slow.amiss(k, args, kwargs)
             stats[0] += 1
             if now_ns() - e.mtime_ns >= fresh_ns:
-                memo.arevalidate(k, args, kwargs)
+                slow.arevalidate(k, args, kwargs)
             return value
-        return await memo.amiss(k, args, kwargs)
+        return await slow.amiss(k, args, kwargs)
 
     return ((wrapper, awrapper), (swr_wrapper, aswr_wrapper))[swr][is_async]
 

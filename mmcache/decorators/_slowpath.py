@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._l2 import Tier
     from ._tagging import Tagger
 
-__all__ = ["Memo"]
+__all__ = ["SlowPath"]
 
 log = logging.getLogger("mmcache.decorators")
 
@@ -43,7 +43,7 @@ def _save_stamped(ft: FunctionTable, stamp: bytes | None, key: bytes, value: Any
     return ft.save(key, value, lease, stamp)
 
 
-class Memo:
+class SlowPath:
     """State shared by a cached function's wrapper and its controls."""
 
     def __init__(
