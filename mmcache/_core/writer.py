@@ -126,7 +126,11 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     """Store the record ``prepare`` built for ``kb``; False only for ``add``
     on a live key. A ``Room`` (grow or purge) means the table must be
     rebuilt first: the caller rebuilds, still holding the lock, and calls
-    again (escalation by return value: the writer sits below the rebuild)."""
+    again (escalation by return value: the writer sits below the rebuild).
+
+    Every put runs this, so its common case is written out (record size,
+    staleness test, the capacity test of a new key) rather than called:
+    a complexity of about 25, where the rare paths are functions of their own."""
     # record_size() written out, and begin()'s common case: this is every put.
     rec_len = (8 + len(body) + len(value) + (_MAC if mac else 0) + 7) & ~7
     max_bytes = c.max_bytes
@@ -155,19 +159,9 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         roomy = found >= 0 and max_bytes is None and not only_if_absent  # an overwrite
     if not roomy:
         # A new key, an add, or a byte cap: the put may need room first.
-        for _ in range(100_000):
-            if found >= 0 and only_if_absent and not record.is_expired(g, found):
-                return False
-            need = _room(c, g, found, free, rec_len)
-            if need is None:
-                break
-            if need.action != EVICT:
-                return need
-            _evict_or_raise(c, s, need.n, need.limit)
-            g = s.gen
-            found, free = find(c, g, kb, kf, probe, h)
-        else:  # pragma: no cover - eviction always frees something
-            raise CacheFullError("could not make room for the entry")
+        g, found, free, answer = _make_room(c, s, g, kb, kf, probe, h, found, free, rec_len, only_if_absent)
+        if answer is not None:
+            return answer
     try:
         occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
     except (struct.error, OverflowError, CorruptCacheError):
@@ -192,15 +186,41 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     # before the call is a necessary condition of its answer, so that most
     # puts skip the call).
     if dele or dead > c.compact_threshold * (live + dead) or c.max_size is not None:
-        wanted, grow_to = rebuild_wanted(
-            occ, dele, live, dead, g.nslots, g.index_bytes, g.params.size, live_cap(g),
-            c.compact_threshold, c.compact_min_bytes, c.max_size,
-        )  # fmt: skip
-        if wanted:
-            s.compact_wanted = True
-            if grow_to is not None:
-                s.grow_to = grow_to
+        _ask_rebuild(c, s, g, occ, dele, live, dead)
     return True
+
+
+def _make_room(c: MmapCache, s: SharedTable, g: Generation, kb: bytes, kf: int, probe: bytes, h: int,
+               found: int, free: int, rec_len: int,
+               only_if_absent: bool) -> tuple[Generation, int, int, bool | Room | None]:  # fmt: skip
+    """Evict until capacity.room lets the write go ahead: (generation, found,
+    free, None) to place it there; else the answer ``write`` returns: False
+    (an add on a live key) or a Room for a rebuild (grow, purge)."""
+    for _ in range(100_000):
+        if found >= 0 and only_if_absent and not record.is_expired(g, found):
+            return g, found, free, False
+        need = _room(c, g, found, free, rec_len)
+        if need is None:
+            return g, found, free, None
+        if need.action != EVICT:
+            return g, found, free, need
+        _evict_or_raise(c, s, need.n, need.limit)
+        g = s.gen
+        found, free = find(c, g, kb, kf, probe, h)
+    raise CacheFullError("could not make room for the entry")  # pragma: no cover - eviction frees
+
+
+def _ask_rebuild(c: MmapCache, s: SharedTable, g: Generation,
+                 occ: int, dele: int, live: int, dead: int) -> None:  # fmt: skip
+    """Flag a concurrent rebuild (and the size to grow to) if capacity wants one."""
+    wanted, grow_to = rebuild_wanted(
+        occ, dele, live, dead, g.nslots, g.index_bytes, g.params.size, live_cap(g),
+        c.compact_threshold, c.compact_min_bytes, c.max_size,
+    )  # fmt: skip
+    if wanted:
+        s.compact_wanted = True
+        if grow_to is not None:
+            s.grow_to = grow_to
 
 
 def _room(c: MmapCache, g: Generation, found: int, free: int, rec_len: int) -> Room | None:
