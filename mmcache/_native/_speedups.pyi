@@ -1,0 +1,16 @@
+from typing import Any
+
+FALLBACK: object
+
+def get(
+    hot: tuple[Any, ...],
+    views: list[Any],
+    key: object,
+    key_size: int,
+    track: bool,
+    next_check: int,
+    local: list[int],
+    default: Any,
+    with_flags: bool,
+) -> Any: ...
+def xxh3_64(data: bytes | bytearray | memoryview, seed: int = 0) -> int: ...
