@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import threading
@@ -220,3 +221,88 @@ def test_native_and_pure_processes_agree_on_random_operations(path: str, seed: i
         pure.close()
         native.close()
     assert not errors, errors[:5]
+
+
+# -------------------------------------------------- hostile bytes, in the C get
+@needs_native
+def test_native_get_on_a_well_formed_buffer_hits_counts_and_stamps() -> None:
+    from _native_craft import call, table
+
+    idx, heap, roster, i = table(b"key", b"value", flags=7)
+    local = [0] * 7
+    before = time.monotonic_ns()
+    assert call(_native.get, idx, [memoryview(heap)], roster, b"key", local=local, with_flags=True) == (b"value", 7)
+    assert call(_native.get, idx, [memoryview(heap)], roster, b"other", local=local) == "MISS"
+    assert call(_native.get, idx, [memoryview(heap)], roster, "key", local=local) == "MISS"  # str != bytes
+    assert local[:2] == [1, 2]
+    assert memoryview(roster).cast("Q")[8 + i] >= before  # the LRU stamp
+    expired, h2, r2, _ = table(b"key", b"value", expire=time.time_ns() - 1)
+    assert call(_native.get, expired, [memoryview(h2)], r2, b"key") == "MISS"
+
+
+@needs_native
+def test_native_get_falls_back_on_every_out_of_range_field() -> None:
+    from _native_craft import HB, KEY_SIZE, NSLOTS, SLOT_SIZE, call, table
+
+    F = _native.FALLBACK
+    idx, heap, roster, i = table(b"key", b"v" * 50)
+    o = HB + i * SLOT_SIZE + KEY_SIZE
+    ok = call(_native.get, idx, [memoryview(heap)], roster, b"key")
+    assert ok == b"v" * 50
+
+    def get_with(idx: bytearray = idx, heap: Any = heap, **kw: Any) -> Any:
+        return call(_native.get, idx, [heap if heap is None else memoryview(heap)], roster, b"key", **kw)
+
+    short = idx[: HB + (NSLOTS - 1) * SLOT_SIZE]  # the header claims more slots than the map has
+    assert call(_native.get, short, [memoryview(heap)], roster, b"key") is F
+    retired = bytearray(idx)
+    retired[12] = 1
+    assert get_with(retired) is F
+    assert get_with(next_check=time.monotonic_ns() - 1) is F  # a staleness check is due
+    assert get_with(heap=None) is F  # segment not mapped
+    for field, value in [(8, 1), (8, 2**32 - 1), (12, len(heap)), (12, len(heap) - 8), (12, 2**32 - 8)]:
+        bad = bytearray(idx)
+        struct.pack_into("<I", bad, o + field, value)  # segment, offset out of range
+        assert get_with(bad) is F, (field, value)
+    for at, value in [(16, 2**32 - 1), (20, 2**32 - 1), (20, 51), (16, 2), (27, 0xA6)]:
+        bad = bytearray(heap)
+        struct.pack_into("<I" if at < 24 else "<B", bad, 64 + at, value)  # klen, vlen, magic
+        assert get_with(heap=bad) is F, (at, value)
+    flipped = bytearray(heap)
+    flipped[64 + 32 + 3 + 10] ^= 1  # a value byte: the checksum no longer matches
+    assert get_with(heap=flipped) is F
+    # a stamp index past the roster is not stored, the hit still answered
+    assert get_with(rec_base=2**40) == b"v" * 50
+    assert call(_native.get, idx, [memoryview(heap)], bytearray(8), b"key") == b"v" * 50
+
+
+@needs_native
+def test_native_get_probe_ends_on_an_index_with_no_empty_slot() -> None:
+    from _native_craft import HB, KEY_SIZE, NSLOTS, SLOT_SIZE, call, table
+
+    idx, heap, roster, _ = table(b"key", b"v")
+    for s in range(NSLOTS):
+        o = HB + s * SLOT_SIZE
+        if idx[o + KEY_SIZE] == 0:
+            idx[o : o + 4] = b"zzz%d" % s
+            idx[o + KEY_SIZE : o + KEY_SIZE + 3] = bytes((2, 0, 4))  # tombstones everywhere
+    assert call(_native.get, idx, [memoryview(heap)], roster, b"absent") == "MISS"
+    assert call(_native.get, idx, [memoryview(heap)], roster, b"key") == b"v"
+
+
+@needs_native
+def test_native_get_survives_random_damage_to_slot_and_record() -> None:
+    # A fixed-seed sweep of what the fuzzer (tests/fuzz_native.py) explores:
+    # every answer is the default, FALLBACK, or the intact value.
+    from _native_craft import HB, call, table
+
+    rng = random.Random(5)
+    idx0, heap0, roster, _ = table(b"key", b"value" * 20)
+    for _ in range(20_000):
+        idx, heap = bytearray(idx0), bytearray(heap0)
+        for _ in range(rng.randrange(1, 6)):
+            buf = rng.choice((idx, heap))
+            at = rng.randrange(HB if buf is idx else 0, len(buf))
+            buf[at] = rng.randrange(256)
+        r = call(_native.get, idx, [memoryview(heap)], roster, rng.choice([b"key", "key", b"k"]))
+        assert r == "MISS" or r is _native.FALLBACK or r == b"value" * 20, r
