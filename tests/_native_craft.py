@@ -36,8 +36,10 @@ def table(key: bytes, value: bytes, **rec: Any) -> tuple[bytearray, bytearray, b
     return idx, heap, roster, i
 
 
-def call(get: Any, idx: Any, views: list[Any], roster: Any, key: object, *, rec_base: int = 8,
-         next_check: int | None = None, local: list[int] | None = None, with_flags: bool = False) -> Any:  # fmt: skip
+def call(
+    get: Any, idx: Any, views: list[Any], roster: Any, key: object, *, rec_base: int = 8,
+    next_check: int | None = None, local: list[int] | None = None, with_flags: bool = False,
+) -> Any:  # fmt: skip
     """The native get on these buffers (``hot`` shaped like Generation.hot)."""
     hot = (idx, NSLOTS, SLOT_SIZE, rec_base, memoryview(roster).cast("Q"), [])
     nc = time.monotonic_ns() + 10**9 if next_check is None else next_check

@@ -149,7 +149,9 @@ def _keys(rng: random.Random) -> list[str | bytes]:
         (4, {"size": 1024, "key_size": 32, "max_bytes": 20_000, "compact_min_bytes": 4096}),
     ],
 )
-def test_native_and_pure_processes_agree_on_random_operations(path: str, seed: int, options: dict[str, Any]) -> None:
+def test_native_and_pure_processes_agree_on_random_operations(
+    path: str, seed: int, options: dict[str, Any]
+) -> None:
     rng = random.Random(seed)
     keys = _keys(rng)
     exact = "max_entries" not in options and "max_bytes" not in options
@@ -231,7 +233,8 @@ def test_native_get_on_a_well_formed_buffer_hits_counts_and_stamps() -> None:
     idx, heap, roster, i = table(b"key", b"value", flags=7)
     local = [0] * 7
     before = time.monotonic_ns()
-    assert call(_native.get, idx, [memoryview(heap)], roster, b"key", local=local, with_flags=True) == (b"value", 7)
+    hit = call(_native.get, idx, [memoryview(heap)], roster, b"key", local=local, with_flags=True)
+    assert hit == (b"value", 7)
     assert call(_native.get, idx, [memoryview(heap)], roster, b"other", local=local) == "MISS"
     assert call(_native.get, idx, [memoryview(heap)], roster, "key", local=local) == "MISS"  # str != bytes
     assert local[:2] == [1, 2]
