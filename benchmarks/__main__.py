@@ -39,8 +39,9 @@ SUITES = {
     "tiered": "benchmarks.tiered",
     "breakdown": "benchmarks.breakdown",
     "integration": "benchmarks.integration",
+    "native": "benchmarks.native",
 }
-DEFAULT = ("kv", "django", "decorator", "scale", "procs", "tiered", "breakdown", "integration")
+DEFAULT = ("kv", "native", "django", "decorator", "scale", "procs", "tiered", "breakdown", "integration")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

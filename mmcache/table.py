@@ -50,8 +50,6 @@ _COUNT = L.U64.unpack_from
 _OFF_COUNTERS = L.OFF_COUNTERS  # the first counter: occupied slots
 _REC_MAGIC = L.REC_MAGIC
 _KF_STR = L.KF_STR
-_nget = _native.get
-_FALLBACK = _native.FALLBACK
 # Keys a process memoises per table before starting afresh (about 300 bytes
 # each): a working set up to this size is served from the memo.
 _MEMO_ENTRIES = 1 << 15
@@ -155,8 +153,9 @@ class MmapCache(TableLookup, TableMaintenance):
         self._secret = key
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
-        elif _native.AVAILABLE:  # the compiled get answers what it can; no memo needed
-            self.get = self._get_view = self._get_native  # type: ignore[method-assign]
+        elif _native.Getter is not None:  # the compiled get answers what it can; no memo needed
+            # (it calls _get_probe, the pure path, for what it does not answer)
+            self.get = self._get_view = _native.Getter(self)  # type: ignore[method-assign]
         g = self._s.gen
         if self._s.writable and (g.idx[L.OFF_DIRTY] or not M.counters_sane(g)):
             # A writer died mid-update (or the header is damaged): repair now,
@@ -316,19 +315,6 @@ class MmapCache(TableLookup, TableMaintenance):
             s.local[0] += 1  # type: ignore[union-attr]
             return memoryview(m)[vs:ve] if ve - vs >= VIEW_MIN else m[vs:ve]
         return self._get_probe(key, default, False)
-
-    def _get_native(self, key: Key, default: Any = None, *, with_flags: bool = False) -> Any:
-        """``get`` through the compiled path (``mmcache._native``); what it
-        does not answer (long keys, a due staleness check, a racing writer,
-        damage) goes to the pure path, the reference."""
-        s = self._s
-        if s is not None:
-            g = s.gen
-            r = _nget(g.hot, g.heap.views, key, self._key_size, self._track_recency, s.next_check,
-                      s.local, default, with_flags)  # fmt: skip
-            if r is not _FALLBACK:
-                return r
-        return self._get_probe(key, default, with_flags)
 
     def _get_unmemoised(self, key: Key, default: Any = None, *, with_flags: bool = False) -> Any:
         # ``get`` of a handle with a secret (the memo is shared by every handle

@@ -37,7 +37,7 @@ def main() -> None:
             got = c.get(_key(cmd[1]), with_flags=True)
             r = None if got is None else [got[0].hex(), got[1]]
         elif op == "mode":
-            r = "native" if _native.AVAILABLE and c.get.__name__ == "_get_native" else "pure"
+            r = "native" if _native.AVAILABLE and type(c.get).__name__ == "Getter" else "pure"
         out.write(json.dumps(r) + "\n")
         out.flush()
     c.close()

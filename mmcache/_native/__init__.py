@@ -1,6 +1,7 @@
 """The compiled fast path, when there is one (see ``_speedups.c``).
 
-``get`` is the native MmapCache get (or None): the same probe, record
+``Getter(handle)`` makes a handle's native ``get`` (``get`` is the same for
+explicit arguments, for tests and the fuzzer): the same probe, record
 checks, expiry and LRU stamp as the pure path, on the same bytes, so native
 and pure-Python processes share one table. Missing extension (nothing
 compiled at install): one RuntimeWarning at import, then pure Python.
@@ -25,6 +26,8 @@ def _pure(*args: Any) -> Any:
 
 get: Callable[..., Any] = _pure
 xxh3_64: Callable[..., int] | None = None
+# Getter(handle) -> the handle's compiled ``get`` (a callable without a Python frame)
+Getter: Callable[[Any], Callable[..., Any]] | None = None
 REASON = "native"
 
 if os.environ.get("MMCACHE_PURE_PYTHON", "") not in ("", "0"):
@@ -43,6 +46,7 @@ else:
         )
     else:
         get = _speedups.get
+        Getter = _speedups.Getter
         xxh3_64 = _speedups.xxh3_64
         FALLBACK = _speedups.FALLBACK
 

@@ -63,20 +63,9 @@ static PyObject *fallback(void) {
  *   local: SharedTable.local, hits at [0] and misses at [1] are counted here
  * Returns the value (bytes), (value, flags) with with_flags, `default` on a
  * miss, or FALLBACK. */
-static PyObject *native_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "get() takes 9 arguments");
-        return NULL;
-    }
-    PyObject *hot = args[0], *views = args[1], *key = args[2], *local = args[6], *dflt = args[7];
+static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_size, int track,
+                        long long next_check, PyObject *local, PyObject *dflt, int with_flags) {
     if (!PyTuple_CheckExact(hot) || PyTuple_GET_SIZE(hot) < 5 || !PyList_CheckExact(views)) return fallback();
-    long key_size = PyLong_AsLong(args[3]);
-    int track = PyObject_IsTrue(args[4]);
-    int with_flags = PyObject_IsTrue(args[8]);
-    long long next_check = PyLong_AsLongLong(args[5]);
-    if (PyErr_Occurred() || track < 0 || with_flags < 0) return fallback();
-
     const char *kb;
     Py_ssize_t n;
     unsigned kf;
@@ -200,6 +189,151 @@ done:
     return result;
 }
 
+static PyObject *native_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "get() takes 9 arguments");
+        return NULL;
+    }
+    long key_size = PyLong_AsLong(args[3]);
+    int track = PyObject_IsTrue(args[4]);
+    int with_flags = PyObject_IsTrue(args[8]);
+    long long next_check = PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred() || track < 0 || with_flags < 0) return fallback();
+    return do_get(args[0], args[1], args[2], key_size, track, next_check, args[6], args[7], with_flags);
+}
+
+/* ------------------------------------------------------------------ Getter
+ * Getter(handle): what MmapCache installs as its `get` (and `_get_view`):
+ * get(key, default=None, *, with_flags=False), called without a Python
+ * frame. Each call reads handle._s, then s.gen, s.next_check, s.local,
+ * gen.hot and gen.heap.views (nothing is cached across calls: a closed
+ * handle keeps no map alive); what do_get does not answer goes to
+ * handle._get_probe, the pure path.
+ * It holds the handle (a reference cycle through the handle's __dict__),
+ * hence the GC support. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *handle;
+    long key_size;
+    int track;
+    vectorcallfunc vectorcall;
+} Getter;
+
+static PyObject *S_s, *S_gen, *S_next_check, *S_local, *S_hot, *S_heap, *S_views, *S_get_probe,
+    *S_key_size, *S_track_recency, *S_with_flags, *S_default;
+
+static PyObject *getter_probe(Getter *g, PyObject *key, PyObject *dflt, int with_flags) {
+    return PyObject_CallMethodObjArgs(g->handle, S_get_probe, key, dflt, with_flags ? Py_True : Py_False, NULL);
+}
+
+static PyObject *getter_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Getter *g = (Getter *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *key, *dflt = Py_None;
+    int with_flags = 0;
+    if (nargs < 1 || nargs > 2) goto usage;
+    key = args[0];
+    if (nargs == 2) dflt = args[1];
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
+            if (PyUnicode_Compare(name, S_with_flags) == 0) {
+                if ((with_flags = PyObject_IsTrue(v)) < 0) return NULL;
+            } else if (PyUnicode_Compare(name, S_default) == 0 && nargs == 1) {
+                dflt = v;
+            } else {
+                goto usage;
+            }
+        }
+    }
+    PyObject *s = PyObject_GetAttr(g->handle, S_s);
+    if (s == NULL) return NULL;
+    if (s == Py_None) {
+        Py_DECREF(s);
+        return getter_probe(g, key, dflt, with_flags); /* raises ClosedCacheError */
+    }
+    PyObject *gen = PyObject_GetAttr(s, S_gen);
+    PyObject *nc = PyObject_GetAttr(s, S_next_check);
+    PyObject *local = PyObject_GetAttr(s, S_local);
+    Py_DECREF(s);
+    PyObject *r = NULL, *views = NULL, *hot = NULL, *heap = NULL;
+    if (gen == NULL || nc == NULL || local == NULL) goto out;
+    if ((hot = PyObject_GetAttr(gen, S_hot)) == NULL || (heap = PyObject_GetAttr(gen, S_heap)) == NULL ||
+        (views = PyObject_GetAttr(heap, S_views)) == NULL)
+        goto out;
+    long long next_check = PyLong_AsLongLong(nc);
+    if (next_check == -1 && PyErr_Occurred()) PyErr_Clear();
+    r = do_get(hot, views, key, g->key_size, g->track, next_check, local, dflt, with_flags);
+    if (r == FALLBACK) {
+        Py_DECREF(r);
+        r = getter_probe(g, key, dflt, with_flags);
+    }
+out:
+    Py_XDECREF(views);
+    Py_XDECREF(heap);
+    Py_XDECREF(hot);
+    Py_XDECREF(gen);
+    Py_XDECREF(nc);
+    Py_XDECREF(local);
+    return r;
+usage:
+    PyErr_SetString(PyExc_TypeError, "get(key, default=None, *, with_flags=False)");
+    return NULL;
+}
+
+static PyObject *getter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *handle;
+    static char *kwlist[] = {"handle", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &handle)) return NULL;
+    PyObject *ks = PyObject_GetAttr(handle, S_key_size);
+    if (ks == NULL) return NULL;
+    long key_size = PyLong_AsLong(ks);
+    Py_DECREF(ks);
+    PyObject *tr = PyObject_GetAttr(handle, S_track_recency);
+    if (tr == NULL) return NULL;
+    int track = PyObject_IsTrue(tr);
+    Py_DECREF(tr);
+    if ((key_size == -1 || track < 0) && PyErr_Occurred()) return NULL;
+    Getter *g = (Getter *)type->tp_alloc(type, 0);
+    if (g == NULL) return NULL;
+    Py_INCREF(handle);
+    g->handle = handle;
+    g->key_size = key_size;
+    g->track = track;
+    g->vectorcall = getter_call;
+    return (PyObject *)g;
+}
+
+static int getter_traverse(Getter *g, visitproc visit, void *arg) {
+    Py_VISIT(g->handle);
+    return 0;
+}
+
+static int getter_clear(Getter *g) {
+    Py_CLEAR(g->handle);
+    return 0;
+}
+
+static void getter_dealloc(Getter *g) {
+    PyObject_GC_UnTrack(g);
+    getter_clear(g);
+    Py_TYPE(g)->tp_free((PyObject *)g);
+}
+
+static PyTypeObject GetterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mmcache._native._speedups.Getter",
+    .tp_basicsize = sizeof(Getter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Getter(handle): MmapCache.get through the compiled path.",
+    .tp_new = getter_new,
+    .tp_traverse = (traverseproc)getter_traverse,
+    .tp_clear = (inquiry)getter_clear,
+    .tp_dealloc = (destructor)getter_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Getter, vectorcall),
+};
+
 static PyObject *native_xxh3_64(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer b;
@@ -222,9 +356,24 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     FALLBACK = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
-    if (FALLBACK == NULL || PyModule_AddObjectRef(m, "FALLBACK", FALLBACK) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
+    if (FALLBACK == NULL || PyModule_AddObjectRef(m, "FALLBACK", FALLBACK) < 0) goto fail;
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) goto fail
+    INTERN(S_s, "_s");
+    INTERN(S_gen, "gen");
+    INTERN(S_next_check, "next_check");
+    INTERN(S_local, "local");
+    INTERN(S_hot, "hot");
+    INTERN(S_heap, "heap");
+    INTERN(S_views, "views");
+    INTERN(S_get_probe, "_get_probe");
+    INTERN(S_key_size, "_key_size");
+    INTERN(S_track_recency, "_track_recency");
+    INTERN(S_with_flags, "with_flags");
+    INTERN(S_default, "default");
+    if (PyType_Ready(&GetterType) < 0 || PyModule_AddObjectRef(m, "Getter", (PyObject *)&GetterType) < 0)
+        goto fail;
     return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
 }
