@@ -12,6 +12,7 @@ extension keeps the GIL; free-threaded CPython is not supported.
 from __future__ import annotations
 
 import os
+import sysconfig
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,10 @@ REASON = "native"
 
 if os.environ.get("MMCACHE_PURE_PYTHON", "") not in ("", "0"):
     REASON = "pure Python: MMCACHE_PURE_PYTHON is set"
+elif sysconfig.get_config_var("Py_GIL_DISABLED"):
+    # The C get relies on the GIL (its reads of the handle's state, the stats
+    # list); free-threaded CPython is not supported: it runs pure Python.
+    REASON = "pure Python: free-threaded CPython is not supported by the compiled get"
 else:
     try:
         from . import _speedups
