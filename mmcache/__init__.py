@@ -12,7 +12,7 @@ from __future__ import annotations
 # clear ImportError that says which systems are supported.
 from . import _platform  # noqa: F401
 from ._table_lookup import Entry
-from .decorators import CacheInfo, mmap_cached
+from .decorators import CacheInfo, invalidate_tags, mmap_cached
 from .errors import (
     CacheFullError,
     ClosedCacheError,
@@ -48,5 +48,6 @@ __all__ = [
     "ReadOnlyCacheError",
     "UnsafePathError",
     "ValueTooLargeError",
+    "invalidate_tags",
     "mmap_cached",
 ]

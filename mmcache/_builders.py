@@ -187,7 +187,7 @@ class Builder:
         dead = self.written - self.live
         L.HOT.pack_into(self.ng.idx, L.OFF_HOT, self.occ, self.dele, self.hwm, self.seg, 0,
                         self.tail, self.live, dead, created, 0)  # fmt: skip
-        L.BUILD.pack_into(self.ng.idx, L.OFF_BUILD, next_gen, 0, 0)
+        L.BUILD.pack_into(self.ng.idx, L.OFF_BUILD, next_gen, 0, 0, 0)
 
 
 class HeapCopier:
@@ -307,4 +307,4 @@ class HeapCopier:
         created = L.HOT.unpack_from(ng.idx, L.OFF_HOT)[8]
         L.HOT.pack_into(ng.idx, L.OFF_HOT, occ, dele, hwm, self.seg, 0, self.tail, live,
                         max(self.written - live, 0), created, 0)  # fmt: skip
-        L.BUILD.pack_into(ng.idx, L.OFF_BUILD, next_gen, 0, 0)
+        L.BUILD.pack_into(ng.idx, L.OFF_BUILD, next_gen, 0, 0, 0)

@@ -210,7 +210,7 @@ def numbers_sane(g: Generation) -> bool:
 
 def build_sane(g: Generation) -> bool:
     """The rebuild fields: next_gen, the builder's pid and generation."""
-    next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    next_gen, bpid, _nonce, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)  # (any nonce is plausible)
     return bool(next_gen < GEN_LIMIT and bpid < PID_LIMIT and bgen < GEN_LIMIT)
 
 
@@ -221,7 +221,7 @@ def heal_numbers(g: Generation) -> None:
     if L.U64.unpack_from(g.idx, L.OFF_WRITE_SEQ)[0] >= NUM_LIMIT:
         L.U64.pack_into(g.idx, L.OFF_WRITE_SEQ, 0)
     if not build_sane(g):
-        L.BUILD.pack_into(g.idx, L.OFF_BUILD, g.gen, 0, 0)
+        L.BUILD.pack_into(g.idx, L.OFF_BUILD, g.gen, 0, 0, 0)
         g.idx[L.OFF_LOGGING] = 0
 
 

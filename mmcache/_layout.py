@@ -10,7 +10,7 @@ Files of one table (``gen`` is the generation, bumped by every rebuild):
     <path>.roster.<gen>     roster: header + uint32 slot numbers of live entries
                             + uint64 recency stamps (LRU)
     <heap_path>.<gen>.<seg> heap segments: header + append-only records
-    <path>.lock             empty; holds the writer's flock
+    <path>.lock             control file: the writer's flock, owner locks, stats stripes
 
 The index is the commit point: a rebuild writes a whole new generation of
 roster and heap beside the old one, then renames a new index over <path>.
@@ -54,9 +54,11 @@ OFF_WRITE_SEQ = 112
 # heap_seg, dirty, heap_tail, live_bytes, dead_bytes, created_ns, write_seq.
 HOT = struct.Struct("<QQQIIQQQQQ")
 OFF_HOT = 48
-# 120: u64 next_gen (highest generation number handed out) | 128: u32 pid of a
-# concurrent rebuild in progress (0: none) | 132: pad | 136: u64 its generation
-BUILD = struct.Struct("<QI4xQ")
+# 120: u64 next_gen (highest generation number handed out) | 128: u32 pid and
+# 132: u32 random nonce of a concurrent rebuild in progress (0, 0: none; they
+# name it for people and tools, never prove it alive: its OFD lock on the
+# control file's byte LOCK_REBUILD does, see below) | 136: u64 its generation
+BUILD = struct.Struct("<QIIQ")
 OFF_BUILD = 120
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
@@ -82,10 +84,18 @@ LOG_CAP = (HEADER_BYTES - OFF_LOG_ENTRIES) // 4
 # Each process counts in local variables and adds them into a 64-byte stripe
 # of its own now and then (every staleness check and at close, never per
 # operation), so no reader writes a shared cache line per get. A process
-# claims a stripe by writing its pid at STATS_PID (under the writer lock); a
-# dead process's stripe is taken over with its counts kept. With more than
-# STATS_STRIPES live processes some share a stripe, and the sums become
-# approximate (a racing increment can be lost).
+# owns stripe i while it holds the OFD lock on byte LOCK_STRIPES + i (taken
+# without waiting and without the writer lock: readers flush stats too); it
+# writes its pid and a random nonce at STATS_OWNER for people and tools. A
+# dead process's lock is gone, so its stripe is taken over with its counts
+# kept. With more than STATS_STRIPES live processes some share a stripe, and
+# the sums become approximate (a racing increment can be lost).
+#
+# Owner locks: OFD byte-range locks (fcntl F_OFD_SETLK, one byte each) at
+# these offsets of the control file, past its end (a lock needs no bytes).
+# One open file description per owner: a thread's rebuild, a process's stripe.
+LOCK_REBUILD = 1 << 20  # held by the table's one concurrent rebuild in progress
+LOCK_STRIPES = LOCK_REBUILD + 64  # + i: held by the owner of stats stripe i
 CTL_MAGIC = b"MMCLOCK\x00"
 CTL_HEADER = struct.Struct("<8sI")  # magic, version
 CTL_BYTES = 4096
@@ -93,7 +103,9 @@ OFF_STATS = 64
 STATS_STRIPES = 32
 STATS_STRIPE_BYTES = 64
 STATS = struct.Struct("<7Q")  # hits, misses, sets, deletes, evictions, expirations, rebuilds
-STATS_PID = 60  # u32 owner pid within the stripe
+STATS_OWNER = 56  # u32 nonce, u32 pid of the stripe's owner (informative, see above)
+STATS_PID = STATS_OWNER + 4  # the pid within it
+OWNER = struct.Struct("<II")  # nonce, pid
 STATS_FIELDS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "rebuilds")
 
 # ------------------------------------------------------------------ data slots

@@ -13,10 +13,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 import threading
 import weakref
 
 from ._fs import open_checked
+from ._platform import LINUX, PORTABLE
 from .errors import CorruptCacheError, ReadOnlyCacheError
 
 _live: weakref.WeakSet[WriterLock] = weakref.WeakSet()
@@ -97,6 +99,16 @@ class WriterLock:
         self._depth += 1
         return True
 
+    def open_owner(self) -> int:
+        """A new owner description of the lock file (see ``open_owner``)."""
+        return open_owner(self.fileno(), self.path)
+
+    def fileno(self) -> int:
+        """The lock file's descriptor."""
+        if self._fd == -2:
+            self._fd = self._open()  # after a fork that could not reopen it: try again
+        return self._fd
+
     def release(self) -> None:
         self._depth -= 1
         if self._depth == 0:
@@ -127,7 +139,18 @@ class WriterLock:
 
         Without this a process would go on locking a deleted file while
         others lock the new one: two writers at once on the same table.
+        A reader thread calls this too: it leaves the move to the writers
+        while another thread of this process holds or takes the lock (moving
+        the descriptor under it would drop its flock), and never waits.
         """
+        if not self._tlock.acquire(blocking=False):
+            return False
+        try:
+            return self._rebind()
+        finally:
+            self._tlock.release()
+
+    def _rebind(self) -> bool:
         if self._fd < 0:
             return False  # not open (a read-only table, or after a failed reopen)
         try:
@@ -164,8 +187,98 @@ class WriterLock:
 
 
 def _reinit_all_in_child() -> None:
+    _close_owners_in_child()
     for lock in list(_live):
         lock._after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_reinit_all_in_child)
+
+
+# ------------------------------------------------------------ owner locks
+# Who owns a rebuild or a stats stripe is proven by a byte-range lock on the
+# control file, one byte per role (offsets in _layout), taken through the
+# process's own open of the file (``open_owner``), and by a thread lock
+# inside the process: the kernel drops a byte lock when its owner dies,
+# kill -9 included, so a held lock names a live owner, and no pid is ever
+# trusted (a reused pid means nothing). Locks are taken and probed without
+# waiting.
+#
+# On Linux these are open-file-description (OFD) locks: they belong to that
+# one open of the file, so closing some other descriptor of it drops nothing.
+# Elsewhere (macOS, BSD; MMCACHE_PORTABLE=1) they are POSIX record locks
+# (``lockf``), which belong to the process and are dropped when it closes
+# *any* descriptor of the file: mmcache keeps one open of the control file
+# for the writer lock and one for the owner locks, and closes neither while
+# their locks matter. Either kind conflicts only between processes; threads
+# of one process are told apart by the caller's thread lock.
+_OFD = LINUX and not PORTABLE and hasattr(fcntl, "F_OFD_SETLK")
+# struct flock of 64-bit Linux (native alignment): type, whence, start, len, pid (0 for OFD locks)
+_FLOCK = struct.Struct("hhqqi4x")
+_owner_fds: set[int] = set()  # every open owner description of this process (closed in a fork's child)
+
+
+def open_owner(fd: int, path: str) -> int:
+    """A new open of the file ``fd`` refers to, for owner locks: on Linux
+    through /proc (the same file whatever its path names now), elsewhere
+    through ``path``, checked to be that same file."""
+    if _OFD:
+        new = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    else:
+        new = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    a, b = os.fstat(new), os.fstat(fd)
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        os.close(new)
+        raise OSError(f"{path!r} is no longer the control file this table has open")
+    _owner_fds.add(new)
+    return new
+
+
+def close_owner(fd: int) -> None:
+    """Close an owner description: every lock it holds is dropped."""
+    _owner_fds.discard(fd)
+    os.close(fd)
+
+
+def try_own(fd: int, offset: int) -> bool:
+    """Take the write lock on byte ``offset`` through ``fd`` without waiting;
+    False if another process (or, on Linux, another description) holds it."""
+    try:
+        if _OFD:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def disown(fd: int, offset: int) -> None:
+    """Let go of byte ``offset`` (the description stays open)."""
+    if _OFD:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+
+
+def owned_elsewhere(fd: int, offset: int) -> bool:
+    """Does another process hold byte ``offset``? Only for a byte that no
+    thread of this process holds through ``fd`` (the caller's thread lock
+    says so): the portable probe takes and drops the lock."""
+    if _OFD:
+        res = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+        return bool(_FLOCK.unpack(res)[0] != fcntl.F_UNLCK)
+    if not try_own(fd, offset):
+        return True
+    disown(fd, offset)
+    return False
+
+
+def _close_owners_in_child() -> None:
+    # A forked child shares its parent's open descriptions: keeping them open
+    # would keep the parent's OFD locks (its rebuild, its stripe) held after
+    # the parent died.
+    for fd in list(_owner_fds):
+        close_owner(fd)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import array
 import glob
 import os
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ from . import _maintenance as M
 from . import _write as W
 from ._builders import Builder, HeapCopier
 from ._generation import Generation, Params
-from ._shared import alive
+from ._locking import disown, try_own
 from .errors import CacheFullError
 
 if TYPE_CHECKING:
@@ -73,19 +74,21 @@ def generation_files(path: str, heap_path: str, gen: int) -> list[str]:
 
 def orphans(s: SharedTable, keep_gen: int) -> list[str]:
     """Files of other generations and temporary indexes left by killed
-    writers, except those of a concurrent rebuild still in progress."""
-    next_gen, bpid, bgen = L.BUILD.unpack_from(s.gen.idx, L.OFF_BUILD)
-    busy = bgen if bpid and alive(bpid) else -1
-    tmp_of_busy = f"{s.path}.rebuild.{bpid}.{busy}"
-    doomed = [n for n in glob.glob(glob.escape(s.path) + ".rebuild.*") if n != tmp_of_busy]
+    writers. While a concurrent rebuild runs (its lock is held: see
+    ``rebuild_concurrently``), its files are spared: every temporary index
+    and every generation above ``keep_gen`` (it may have registered in a
+    header that a locked rebuild has replaced since, so the header cannot
+    say which is its own); they go at a cleanup when none runs."""
+    running = s.rebuild_running()
+    doomed = [] if running else glob.glob(glob.escape(s.path) + ".rebuild.*")
     doomed += glob.glob(glob.escape(s.path) + ".new.*")
     for name in glob.glob(glob.escape(s.path) + ".roster.*"):
         gen = name.rsplit(".", 1)[1]
-        if gen not in (str(keep_gen), str(busy)):
+        if gen != str(keep_gen) and not (running and gen.isdigit() and int(gen) > keep_gen):
             doomed.append(name)
     for name in glob.glob(glob.escape(s.heap_path) + ".*.*"):
         gen, _, seg = name[len(s.heap_path) + 1 :].partition(".")
-        if gen.isdigit() and seg.isdigit() and int(gen) not in (keep_gen, busy):
+        if gen.isdigit() and seg.isdigit() and int(gen) != keep_gen and not (running and int(gen) > keep_gen):
             doomed.append(name)
     return doomed
 
@@ -109,9 +112,9 @@ def cleanup_on_open(s: SharedTable) -> None:
 
 def _alloc_gen(g: Generation) -> int:
     """A generation number no other rebuild of this table has used."""
-    next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    next_gen, bpid, nonce, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
     gen: int = max(next_gen, g.gen, bgen) + 1
-    L.BUILD.pack_into(g.idx, L.OFF_BUILD, gen, bpid, bgen)
+    L.BUILD.pack_into(g.idx, L.OFF_BUILD, gen, bpid, nonce, bgen)
     return gen
 
 
@@ -179,22 +182,40 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
     or ours lost a race with a locked rebuild (nothing changed then).
 
     ``compact``: the caller only wants dead heap space back, so a
-    ``HeapCopier`` may do it (see ``_heap_copy_will_do``)."""
-    if _busy(s, s.gen):
+    ``HeapCopier`` may do it (see ``_heap_copy_will_do``).
+
+    At most one runs per table: it holds, from start to end, the process's
+    ``rebuilding`` thread lock (no other thread of it starts one) and the
+    byte lock LOCK_REBUILD of the control file (no other process does; a
+    builder killed by any signal lets go of it at once)."""
+    if _busy(s, s.gen) or not s.rebuilding.acquire(blocking=False):
         return False
+    try:
+        fd = s.owner()
+        if not try_own(fd, L.LOCK_REBUILD):
+            return False
+        try:
+            return _rebuild_claimed(s, new_size, compact)
+        finally:
+            disown(fd, L.LOCK_REBUILD)
+    finally:
+        s.rebuilding.release()
+
+
+def _rebuild_claimed(s: SharedTable, new_size: int | None, compact: bool) -> bool:
+    """``rebuild_concurrently`` once it holds the rebuild lock."""
     lock = s.lock
     with lock.hold():
         g = W.begin(s)
-        next_gen, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
-        if bpid and bpid != os.getpid() and alive(bpid):
-            return False
         occ = L.COUNTERS.unpack_from(g.idx, L.OFF_COUNTERS)[0]
         slots = M.roster_snapshot(g, occ)
         if len(slots) > W.live_cap_for(g, new_size):
             raise CacheFullError(f"{len(slots)} live entries do not fit in a table of size {new_size}")
         heap_only = compact and _heap_copy_will_do(s, g, new_size)
         ng, tmp = _start(s, g, new_size)
-        L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], os.getpid(), ng.gen)
+        # Who builds (for people and tools; the lock is the proof of life).
+        L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0],
+                          os.getpid(), random.getrandbits(32) | 1, ng.gen)  # fmt: skip
         # From here every writer logs the slots it changes (see _layout).
         L.U32.pack_into(g.idx, L.OFF_LOG, 0)
         g.idx[L.OFF_LOGGING] = L.FLAG_LOGGING >> 8
@@ -224,16 +245,16 @@ def rebuild_concurrently(c: MmapCache | None, s: SharedTable, new_size: int | No
             if b.occ > W.live_cap(ng):
                 return False
             g.idx[L.OFF_LOGGING] = 0
-            L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], 0, 0)
+            L.BUILD.pack_into(g.idx, L.OFF_BUILD, L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0], 0, 0, 0)
             _commit(s, g, ng, b, tmp)
             committed = True
             return True
     finally:
         if not committed:
             with lock.hold():
-                nxt, bp, _bg = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
-                if bp == os.getpid():
-                    L.BUILD.pack_into(g.idx, L.OFF_BUILD, nxt, 0, 0)
+                nxt, _pid, _nonce, bg = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+                if bg == ng.gen:  # generation numbers are never handed out twice
+                    L.BUILD.pack_into(g.idx, L.OFF_BUILD, nxt, 0, 0, 0)
                     g.idx[L.OFF_LOGGING] = 0
                 _remove([tmp, *generation_files(s.path, s.heap_path, ng.gen)])
 
@@ -257,21 +278,22 @@ FEW_CHANGES = 32  # changes few enough to copy in phase 2, under the lock
 
 
 def _busy(s: SharedTable, g: Generation) -> bool:
-    """Another live process is rebuilding ``g`` (a look without the lock).
+    """A rebuild of the table is running, in any thread of any process (a
+    look at its lock, without waiting and without the writer lock).
 
-    While it does, each put here would ask for a compaction again; this
-    answers without the lock, and checks the builder's liveness (a system
-    call) at most once per staleness interval."""
-    _n, bpid, bgen = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
-    if not bpid:
-        return False
+    While one does, each put here would ask for a compaction again; a yes
+    is trusted for one staleness interval while ``g``'s header names the
+    same registered rebuild, so that this costs a system call at most that
+    often. (An unregistered one, starting or ending, is looked at afresh.)"""
+    _n, *build = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)
+    who = (build[0], build[1], build[2])
     now = time.monotonic_ns()
     seen, until = s.builder_seen
-    if seen == (bpid, bgen) and now < until:
+    if who[2] and seen == who and now < until:
         return True
-    if bpid == os.getpid() or not alive(bpid):
+    if not s.rebuild_running():
         return False
-    s.builder_seen = ((bpid, bgen), now + s.interval_ns)
+    s.builder_seen = (who, now + s.interval_ns)
     return True
 
 

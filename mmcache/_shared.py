@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import random
 import threading
 import time
 import weakref
@@ -17,10 +18,11 @@ from typing import Any
 from . import _layout as L
 from ._fs import open_checked, reserve
 from ._generation import Generation
-from ._locking import WriterLock
+from ._locking import WriterLock, close_owner, owned_elsewhere, try_own
 from .errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
 
 _U64_MAX = (1 << 64) - 1
+OPEN_TRIES = 5  # a reader's tries at opening a generation that rebuilds keep replacing
 _registry: dict[str, SharedTable] = {}
 _registry_lock = threading.Lock()
 _all: weakref.WeakSet[SharedTable] = weakref.WeakSet()
@@ -41,6 +43,14 @@ class SharedTable:
         # user's files): gets are served from read-only maps, and nothing is
         # created, locked or written; every write raises ReadOnlyCacheError.
         self.writable = True
+        # This process's own open of the control file, for its owner locks
+        # (see _layout and _locking): our stats stripe's, the rebuild's.
+        self.owner_fd: int | None = None
+        # Held by the thread of this process that rebuilds (or looks whether
+        # one does): byte locks tell processes apart, this tells threads.
+        self.rebuilding = threading.Lock()
+        self._flushing = threading.Lock()  # one flushing thread at a time (the others skip)
+        self._adopting = threading.Lock()  # held for the few stores that switch generations
         self.gen = self._open_retrying()
         refuse = None if self.writable else f"{path!r} is read-only for this process: it serves reads only"
         self.lock = WriterLock(L.lock_name(path), mode, foreign_ok=foreign_ok, refuse=refuse)
@@ -60,9 +70,9 @@ class SharedTable:
         self.flushed_hits = 0  # hits already added to the stats stripe
         self._memo_mark = (0, 0)  # (hits, first_reads) when the memo last started afresh
         self.grow_to: int | None = None  # the size that rebuild should have
-        # ((pid, generation) of another process's rebuild seen in progress,
-        # monotonic_ns until which it is taken to be alive): see _rebuild._busy
-        self.builder_seen: tuple[tuple[int, int], int] = ((0, 0), 0)
+        # (the BUILD fields of a rebuild seen in progress, monotonic_ns until
+        # which it is taken to be still running): see _rebuild._busy
+        self.builder_seen: tuple[tuple[int, int, int], int] = ((0, 0, 0), 0)
         self.compactions = 0  # automatic compactions this process started (see _rebuild)
         self.full_rebuild_next = False
         # time.monotonic_ns() of the next staleness check (an int: the get hot
@@ -103,7 +113,33 @@ class SharedTable:
         """The files were created anew: counts go to a stripe of the new file."""
         self.flush_stats()
         self.ctl = self._map_control()
-        self.stripe = None
+        self._drop_owner()
+
+    def owner(self) -> int:
+        """This process's own open file description of the control file."""
+        fd = self.owner_fd
+        if fd is None:
+            fd = self.owner_fd = self.lock.open_owner()
+        return fd
+
+    def rebuild_running(self) -> bool:
+        """Is a rebuild of the table running, in a thread of this process or
+        in another process (a look, never a wait)? (A read-only process has
+        no owner locks, and never tidies up: no.)"""
+        if not self.writable:
+            return False
+        if not self.rebuilding.acquire(blocking=False):
+            return True  # a thread here rebuilds (or is looking too)
+        try:
+            return owned_elsewhere(self.owner(), L.LOCK_REBUILD)
+        finally:
+            self.rebuilding.release()
+
+    def _drop_owner(self) -> None:
+        """Close our description: our stripe's lock goes with it."""
+        fd, self.owner_fd, self.stripe = self.owner_fd, None, None
+        if fd is not None:
+            close_owner(fd)
 
     def _map_control(self) -> mmap.mmap | bytes:
         """Map <path>.lock, sizing it (once, under the lock) for the stats stripes.
@@ -143,7 +179,9 @@ class SharedTable:
         Flushes this process's statistics, and follows a rebuild by another
         process: the old index is marked retired and a new one renamed over
         the path. No lock is taken; a reader keeps using the old maps (still
-        valid, just stale) until the new files can be opened.
+        valid, just stale) until the new files can be opened. (A rebuild
+        that replaces the files again while we open them makes the open fail:
+        it is tried again at once, a few times, never waiting.)
         """
         g = self.gen
         self.next_check = time.monotonic_ns() + self.interval_ns
@@ -154,13 +192,31 @@ class SharedTable:
             return g
         if ino == g.ino:
             return g
-        try:
-            new = self._open_generation()
-        except FileNotFoundError:
+        for _ in range(OPEN_TRIES):
+            try:
+                new = self._open_generation()
+                break
+            except FileNotFoundError:
+                continue
+        else:
             return g
         if not self.lock.held and self.lock.rebind_if_replaced():
             self._remap_control()
-        self._adopt(g, new)
+        # Only from the generation this check started from: another thread
+        # (a writer, or a faster reader) may have moved on to a newer one
+        # while we opened ``new``, which may by now be older than that. Going
+        # back would make a thread read a retired generation that lacks what
+        # it has just written. A switch under way elsewhere: leave it to it.
+        if not self._adopting.acquire(blocking=False):
+            new.close()
+            return self.gen
+        try:
+            if self.gen is g:
+                self._switch(new)
+            else:
+                new.close()
+        finally:
+            self._adopting.release()
         return self.gen
 
     def current_for_write(self) -> Generation:
@@ -184,6 +240,14 @@ class SharedTable:
         return self.gen
 
     def _adopt(self, old: Generation, new: Generation) -> None:
+        """Make ``new`` (opened or committed under the writer lock, so the
+        newest there is) the current generation, in place of ``old``."""
+        with self._adopting:
+            self._switch(new)
+
+    def _switch(self, new: Generation) -> None:
+        """Replace the current generation by ``new`` (``_adopting`` held)."""
+        old = self.gen
         p, q = old.params, new.params
         if (p.slot_size, p.key_size) != (q.slot_size, q.key_size):
             raise IncompatibleCacheError(f"{self.path!r} was replaced by a table with other slot/key sizes")
@@ -225,37 +289,40 @@ class SharedTable:
     def flush_stats(self) -> None:
         """Add local counts into this process's stripe.
 
-        Each process claims a stripe of its own (its pid in the stripe's
-        last 4 bytes), so counts are exact while at most STATS_STRIPES
+        Each process owns a stripe while it holds that stripe's OFD lock
+        (see _layout), so counts are exact while at most STATS_STRIPES
         processes are alive; past that, processes share stripes and an
         increment can be lost in a race (the sums are then approximate).
+        Never waits: readers flush too. A thread that finds another one
+        flushing leaves its counts for the next flush.
         """
         local = self.local
         if not any(local) or not self.writable:
             return  # (read-only: the counts stay local, total_stats adds them)
-        if self.stripe is None:
-            self.stripe = self._claim_stripe()
-        self.local = [0] * len(local)
-        self.flushed_hits += local[0]
-        off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
-        cur = L.STATS.unpack_from(self.ctl, off)
-        # (wrapping at 2**64: a damaged count must not make every flush fail)
-        L.STATS.pack_into(self.ctl, off, *((a + b) & _U64_MAX for a, b in zip(cur, local, strict=True)))
+        if not self._flushing.acquire(blocking=False):
+            return
+        try:
+            if self.stripe is None:
+                self.stripe = self._claim_stripe()
+            local, self.local = self.local, [0] * len(local)
+            self.flushed_hits += local[0]
+            off = L.OFF_STATS + self.stripe * L.STATS_STRIPE_BYTES
+            cur = L.STATS.unpack_from(self.ctl, off)
+            # (wrapping at 2**64: a damaged count must not make every flush fail)
+            L.STATS.pack_into(self.ctl, off, *((a + b) & _U64_MAX for a, b in zip(cur, local, strict=True)))
+        finally:
+            self._flushing.release()
 
     def _claim_stripe(self) -> int:
-        pid = os.getpid()
-        with self.lock.hold():
-            owners = [
-                L.U32.unpack_from(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID)[0]
-                for i in range(L.STATS_STRIPES)
-            ]
-            if pid in owners:
-                return owners.index(pid)
-            for i, owner in enumerate(owners):
-                if owner == 0 or not alive(owner):
-                    L.U32.pack_into(self.ctl, L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_PID, pid)
-                    return i
-        return pid % L.STATS_STRIPES
+        """The first stripe whose lock we can take (free, or its owner died:
+        its counts stay and ours add to them); with none free, a shared one."""
+        fd = self.owner()
+        for i in range(L.STATS_STRIPES):
+            if try_own(fd, L.LOCK_STRIPES + i):
+                at = L.OFF_STATS + i * L.STATS_STRIPE_BYTES + L.STATS_OWNER
+                L.OWNER.pack_into(self.ctl, at, random.getrandbits(32), os.getpid())
+                return i
+        return os.getpid() % L.STATS_STRIPES
 
     def total_stats(self) -> dict[str, int]:
         tot = list(self.local)
@@ -270,19 +337,8 @@ class SharedTable:
         except (ValueError, OSError):
             pass
         self.gen.close()
+        self._drop_owner()
         self.lock.close()
-
-
-def alive(pid: int) -> bool:
-    if not 0 < pid < 1 << 22:  # past Linux's largest pid_max: a damaged field, no process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def acquire(path: str, heap_path: str, mode: int, interval: float, foreign_ok: bool = False) -> SharedTable:
@@ -315,6 +371,10 @@ def _after_fork_in_child() -> None:
     for t in list(_all):
         t.local = [0] * len(t.local)
         t.stripe = None
+        t.owner_fd = None  # closed by _locking: the parent's, not ours
+        t._flushing = threading.Lock()
+        t._adopting = threading.Lock()
+        t.rebuilding = threading.Lock()  # (a parent's thread may have held it)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

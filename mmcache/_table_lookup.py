@@ -58,7 +58,9 @@ class TableLookup:
             if r is not False:
                 s.local[0] += 1
                 return (r[0], r[1]) if with_flags else r[0]
-            g = s.gen
+            # Unsure: a racing writer, or a retired generation whose files a
+            # later rebuild has removed (its segments cannot be mapped now).
+            g = s.refresh() if s.gen.retired else s.gen
         s.local[1] += 1
         return default
 
@@ -133,7 +135,7 @@ class TableLookup:
                 mtime = L.U64.unpack_from(g.idx, o + c._key_size + L.OFF_SLOT_MTIME)[0]
                 s.local[0] += 1
                 return Entry(value, flags, mtime, exp or None)
-            g = s.gen
+            g = s.refresh() if s.gen.retired else s.gen  # (see _get_slow)
         s.local[1] += 1
         return None
 

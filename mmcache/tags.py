@@ -90,17 +90,20 @@ class Tags:
 
         With no tags, returns its input unchanged (an untagged record).
         """
+        return seal(self.stamp(tags), data, flags)
+
+    def stamp(self, tags: Iterable[str]) -> bytes | None:
+        """The envelope's head with the tags' tokens *now* (made if missing),
+        or None for no tags. Taken before computing a value and sealed onto it
+        afterwards (``seal``), an invalidation that lands while the value is
+        computed makes the stored entry a miss: it may predate the change."""
         names = _names(tags)
         if not names:
-            return data, flags
-        if flags & TAGGED or not 0 <= flags < 1 << 16:
-            raise ValueError("flags already mark a tag envelope (or do not fit 16 bits)")
+            return None
         parts = [bytes((len(names),))]
         for name in names:
             parts.append(self._token_or_new(name) + _U16.pack(len(name)) + name)
-        parts.append(_U16.pack(flags))
-        parts.append(data)
-        return b"".join(parts), flags | TAGGED
+        return b"".join(parts)
 
     def unwrap(self, data: bytes | memoryview, flags: int) -> tuple[bytes | memoryview, int] | None:
         """The value and its own flags if every tag still has the token the
@@ -125,6 +128,27 @@ class Tags:
         if n == 0 or inner & TAGGED:
             return None
         return data[pos + _U16.size :], inner
+
+    def value_of(self, data: bytes) -> bytes | None:
+        """``unwrap`` for a hot path that knows the inner flags (the decorator:
+        always cloudpickle): the value bytes if every tag still has the
+        envelope's token, else None (also for a damaged envelope). Plain
+        slicing, one token read per tag: about half ``unwrap``'s cost."""
+        get, prefix = self.table.get, TAG_KEY_PREFIX
+        try:
+            n, pos = data[0], 1
+            for _ in range(n):
+                start = pos + 10
+                end = start + (data[pos + 8] | data[pos + 9] << 8)
+                if end > len(data) or get(prefix + data[start:end]) != data[pos : pos + 8]:
+                    return None
+                pos = end
+            inner = data[pos] | data[pos + 1] << 8
+        except IndexError:
+            return None
+        if n == 0 or inner & TAGGED:
+            return None
+        return data[pos + 2 :]
 
     def tags_of(self, data: bytes | memoryview, flags: int) -> list[str]:
         """The tag names an envelope carries (empty for an untagged record)."""
@@ -151,4 +175,20 @@ class Tags:
         return len(names)
 
 
-__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "TAGGED", "TAG_KEY_PREFIX", "Tags"]
+def check(tags: Iterable[str]) -> list[str]:
+    """``tags`` deduplicated, in order; TypeError/ValueError as ``wrap`` would
+    raise them (for a caller that checks tags before any table is open)."""
+    return [name.decode("utf-8") for name in _names(tags)]
+
+
+def seal(stamp: bytes | None, data: bytes, flags: int) -> tuple[bytes, int]:
+    """``(data, flags)`` in an envelope whose head is ``stamp`` (from
+    ``Tags.stamp``); unchanged if ``stamp`` is None."""
+    if stamp is None:
+        return data, flags
+    if flags & TAGGED or not 0 <= flags < 1 << 16:
+        raise ValueError("flags already mark a tag envelope (or do not fit 16 bits)")
+    return b"".join((stamp, _U16.pack(flags), data)), flags | TAGGED
+
+
+__all__ = ["MAX_TAGS", "MAX_TAG_BYTES", "TAGGED", "TAG_KEY_PREFIX", "Tags", "check", "seal"]

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stress  # noqa: E402
+import stress_mixed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +39,19 @@ def main(argv: list[str] | None = None) -> int:
                          f"{r['operations']:,} operations held", f"wrong values: {r['wrong']}, "
                          f"inconsistent tables: {r['inconsistent']}"))  # fmt: skip
             bad += r["wrong"] + r["inconsistent"] + r["exit_failures"]
+        for nprocs, nthreads in ((2, 4), (4, 3)):
+            sub = os.path.join(d, f"mixed{nprocs}x{nthreads}")
+            os.makedirs(sub)
+            r = stress_mixed.mixed(sub, nprocs, nthreads, duration=8.0 * scale, chaos=2, kill_every=0.8)
+            rows.append((f"threads: {nprocs} processes x {nthreads} threads checked against a model, "
+                         f"2 more processes x {nthreads} threads killed (get/put/delete/incr in a "
+                         "transaction/evict/compact/rebuild)",
+                         f"{r['ops']:,} operations ({r['incr']:,} increments), {r['kills']} kills, "
+                         f"{r['rebuilds']} rebuilds, {r['evictions']:,} evictions",
+                         f"lost: {r['lost']}, increments lost: {r['incr_lost']}, deletes undone: "
+                         f"{r['resurrected']}, wrong values: {r['wrong']}, exceptions to callers: "
+                         f"{r['errors']}, inconsistent tables: {r['inconsistent']}"))  # fmt: skip
+            bad += stress_mixed.failures(r)
         for label, every, seed in (("during puts/deletes", 1000, 11), ("during atomic_rebuild", 3, 12)):
             sub = os.path.join(d, f"crash{every}")
             os.makedirs(sub)
@@ -72,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Figures of the last run of `{cmd}` ({time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{elapsed:.0f} s). The test suite runs the same harness (`tests/stress.py`) smaller.",
+        f"{elapsed:.0f} s). The test suite runs the same harness (`tests/stress.py`, "
+        "`tests/stress_mixed.py`) smaller.",
         "",
         "| trial | held | outcome |",
         "|---|---|---|",
@@ -83,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "- *wrong value*: a value that was never put under the key it was read from (every value",
         "  starts with its own key, so this is checked without a model).",
+        "- *threads*: each checked thread owns keys and remembers what it last put or deleted under",
+        "  them; every read of its own key, and the final table, must agree exactly (*lost*: an",
+        "  older value or a miss where a put was acknowledged; *deletes undone*: a deleted key back).",
+        "  In the evicting table a miss is allowed (evicted), an older value is not. The shared",
+        "  counter must equal the acknowledged `put(k, get(k) + 1)` transactions. The killed",
+        "  processes (SIGKILL, replaced at once) do the same work unchecked, with more rebuilds.",
         "- *repaired*: `verify()` found a problem (a writer killed mid-update, damaged counters or",
         "  roster) and `repair()` (or the next opener) fixed it; entries whose records were damaged",
         "  are dropped, never returned.",

@@ -22,6 +22,7 @@ import pytest
 
 import mmcache
 from mmcache import CacheInfo, MmapCache, mmap_cached
+from mmcache.decorators import _versions
 
 # -- basics -------------------------------------------------------------------
 
@@ -284,7 +285,10 @@ def _same_name(func: Any) -> Any:
     return func
 
 
-def test_version_change_invalidates_and_empties_the_table(tmp_path: Path) -> None:
+def test_version_change_never_serves_the_old_results_and_keeps_a_live_versions(tmp_path: Path) -> None:
+    """Two versions in use side by side (a rolling deploy) share the table:
+    each reads only its own results, and neither empties the other's."""
+
     def v1(x: int) -> str:
         return "one"
 
@@ -295,6 +299,26 @@ def test_version_change_invalidates_and_empties_the_table(tmp_path: Path) -> Non
     assert f1(0) == "one" and f1(1) == "one" and f1.cache_info().currsize == 2
     f2 = mmap_cached(path=tmp_path, version=2)(_same_name(v2))
     assert f2.cache_parameters()["path"] == f1.cache_parameters()["path"]  # one table per function
+    assert f2.cache_info().currsize == 2  # version 1 was in use a moment ago: its results stay
+    assert f2(0) == "two" and f2.cache_info().misses == 1
+    assert f1(0) == "one" and f1.cache_info().hits == 1
+
+
+def test_opening_with_a_new_version_empties_the_table_once_the_others_are_abandoned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_versions, "GRACE", 0.2)
+
+    def v1(x: int) -> str:
+        return "one"
+
+    def v2(x: int) -> str:
+        return "two"
+
+    f1 = mmap_cached(path=tmp_path, version=1)(_same_name(v1))
+    assert f1(0) == "one" and f1(1) == "one" and f1.cache_info().currsize == 2
+    time.sleep(0.3)  # version 1 not confirmed for longer than GRACE: abandoned
+    f2 = mmap_cached(path=tmp_path, version=2)(_same_name(v2))
     assert f2.cache_info().currsize == 0  # opening it with version 2 emptied it
     assert f2(0) == "two"
 

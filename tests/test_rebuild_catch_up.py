@@ -236,23 +236,28 @@ def test_no_log_is_kept_once_the_rebuild_is_done(path: str) -> None:
 
 
 def test_another_live_builder_is_left_alone(path: str) -> None:
-    """While another process's rebuild is registered and alive, a rebuild here
-    gives way (without waiting); once that process is gone, it goes ahead."""
+    """While another process holds the rebuild lock, a rebuild here gives
+    way (without waiting); once that process is killed, it goes ahead."""
     c = MmapCache(path, size=4096)
     _fill(c, 100)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\n"
+         "from mmcache import _layout as L, _locking as K\n"
+         f"fd = os.open({L.lock_name(path)!r}, os.O_RDWR)\n"
+         "assert K.try_own(fd, L.LOCK_REBUILD)\n"
+         "print('held', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
         s = c._shared()
         g = s.gen
-        with s.lock.hold():
-            nxt = L.BUILD.unpack_from(g.idx, L.OFF_BUILD)[0]
-            L.BUILD.pack_into(g.idx, L.OFF_BUILD, nxt, other.pid, nxt + 1)
         assert not R.rebuild_concurrently(c, s)
         assert s.gen is g
     finally:
         other.kill()
         other.wait()
-    s.builder_seen = ((0, 0), 0)  # forget the last look (it is trusted for one interval)
     assert R.rebuild_concurrently(c, s)
     assert c.get_stats()["generation"] > g.gen
     c.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._location import default_dir
+from ._tagging import invalidate_tags
 from .cached import CachedFunction, CacheInfo, mmap_cached
 
-__all__ = ["CacheInfo", "CachedFunction", "default_dir", "mmap_cached"]
+__all__ = ["CacheInfo", "CachedFunction", "default_dir", "invalidate_tags", "mmap_cached"]

@@ -17,10 +17,11 @@ identity (a persistent cache outlives the code that filled it):
   that name shares, whatever its module and path); ``namespace=`` replaces
   the path (``module:qualname@ns=<namespace>``: the same module of two
   checkouts, or of two releases deployed side by side, shares).
-* The *tag* (``KEYSPACE``, ``version=`` and, by default, the code hash of
-  ``_codehash``) goes into every key and is stored in the table: opening a
-  table with another tag empties it (``_table``), so an edited function never
-  reads its old body's results and they do not fill the disk.
+* The *tag* (``KEYSPACE``, ``version=``, by default the code hash of
+  ``_codehash``, and which ``tags=`` it gives) goes into every key, so an
+  edited function never reads its old body's results; the table records the
+  versions using it and empties itself of abandoned ones (``_versions``), so
+  they do not fill the disk.
 * Captured closure values are keyed too, but not in the tag (closures of one
   factory share a table): ``closure_salt`` encodes them; ``cached`` re-reads
   the cells on each call, so rebinding a captured variable gives fresh keys.
@@ -139,11 +140,13 @@ def identify(
     hash_code: bool | None,
     name: str | None = None,
     namespace: str | None = None,
+    tags: str | None = None,
 ) -> Identity:
     """Name ``func`` for its table and keys (rules: module docstring).
 
     ``hash_code``: True hashes the code (a function without Python code is
     refused), None (the default) hashes it unless ``version=`` is given.
+    ``tags``: what of ``tags=`` the keys depend on (``_tagging.spec_id``).
     """
     if isinstance(version, bool) or not isinstance(version, str | int | None):
         raise TypeError(f"mmap_cached: version must be a str or an int, not {version!r}")
@@ -175,8 +178,9 @@ def identify(
             where = ("" if where is None else where + "#") + "code=" + str(code)
         table_id = f"{module}:{qualname}@{where}"
     hashed = code if (hash_code or (hash_code is None and version is None)) else None
-    tags = [KEYSPACE] + ([] if version is None else [f"v={version}"]) + ([f"code={hashed}"] if hashed else [])
-    tag = "|".join(tags)
+    parts = [KEYSPACE] + ([] if version is None else [f"v={version}"])
+    parts += [f"code={hashed}"] if hashed else []
+    tag = "|".join(parts + ([] if tags is None else [f"tags={tags}"]))
     names, cells = func_cells(func)
     return Identity(table_id, closure_version(tag, names, [cell_value(c) for c in cells]), tag, hashed)
 

@@ -54,6 +54,7 @@ from mmcache.table import MmapCache
 from ._location import table_path
 from ._stampede import MISS
 from ._table import TAG_KEY, FunctionTable
+from ._versions import VERSIONS_KEY
 
 __all__ = ["SEEN_KEY", "Tier", "check_l2", "client_for"]
 
@@ -305,7 +306,7 @@ class Tier:
             )
 
     def currsize(self) -> int:
-        """Results in L1: the tag, the guard's epochs and the token not counted."""
+        """Results in L1: the tag, the versions, the guard's epochs and the token not counted."""
         t = self.ft.table()
-        own: list[str | bytes] = [TAG_KEY, SEEN_KEY, *guard._EPOCH_KEYS]
+        own: list[str | bytes] = [TAG_KEY, VERSIONS_KEY, SEEN_KEY, *guard._EPOCH_KEYS]
         return max(0, len(t) - sum(t.get(k) is not None for k in own))

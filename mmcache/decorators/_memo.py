@@ -31,10 +31,16 @@ from ._table import FunctionTable
 
 if TYPE_CHECKING:
     from ._l2 import Tier
+    from ._tagging import Tagger
 
 __all__ = ["Memo"]
 
 log = logging.getLogger("mmcache.decorators")
+
+
+def _save_stamped(ft: FunctionTable, stamp: bytes | None, key: bytes, value: Any, lease: Lease | None) -> Any:
+    """``flight``'s save for a tagged result: the tokens taken before computing."""
+    return ft.save(key, value, lease, stamp)
 
 
 class Memo:
@@ -50,8 +56,9 @@ class Memo:
         lock_timeout: float | None,
         lease_ttl: float,
         tier: Tier | None = None,
+        tagger: Tagger | None = None,
     ) -> None:
-        self.func, self.keyfn, self.ft, self.tier = func, keyfn, ft, tier
+        self.func, self.keyfn, self.ft, self.tier, self.tagger = func, keyfn, ft, tier, tagger
         # hits, misses: counted without a lock (as functools' pure-Python lru_cache
         # does), so under heavy thread contention an increment could be lost.
         self.stats = [0, 0]
@@ -59,15 +66,22 @@ class Memo:
         self.lock_timeout, self.lease_ttl = lock_timeout, lease_ttl
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def begin(self, key: bytes) -> tuple[Any, Callable[[], Any], list[bytes] | None]:
+    def begin(
+        self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, Callable[[], Any], list[bytes] | None]:
         """A miss of ``key`` starts: its flight (``_stampede``), the second
         tier's fetch and the list ``_saver`` fills for it (None without l2).
         A key this thread or task is already computing is computed at once
-        (lock_timeout 0): waiting would be for our own lease."""
+        (lock_timeout 0): waiting would be for our own lease. With ``tags=``
+        the tags' tokens are taken now, before anything is computed."""
         ft, tier = self.ft, self.tier
         timeout = 0.0 if key in computing.get() else self.lock_timeout
         if tier is None:
-            return flight(ft.table(), key, ft.lookup, ft.save, self.lease_ttl, timeout), no_fetch, None
+            save: Callable[..., Any] = ft.save
+            if self.tagger is not None:
+                stamp = self.tagger.stamp(args, kwargs)
+                save = partial(_save_stamped, ft, stamp)
+            return flight(ft.table(), key, ft.lookup, save, self.lease_ttl, timeout), no_fetch, None
         tier.ensure_listening()
         saved, save = self._saver()
         fl = flight(ft.table(), key, ft.lookup, save, self.lease_ttl, timeout, True)
@@ -86,12 +100,12 @@ class Memo:
     def miss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The sync miss path of the stale_ttl wrapper (the plain one inlines it)."""
         func = self.func
-        fl, fetch, saved = self.begin(key)
+        fl, fetch, saved = self.begin(key, args, kwargs)
         return self.end(key, run_sync(fl, key, lambda: func(*args, **kwargs), fetch), saved)
 
     async def amiss(self, key: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         func, tier = self.func, self.tier
-        fl, fetch, saved = self.begin(key)
+        fl, fetch, saved = self.begin(key, args, kwargs)
         outcome = await run_async(fl, key, lambda: func(*args, **kwargs), fetch)
         value, computed = outcome
         self.stats[1 if computed else 0] += 1
@@ -112,11 +126,16 @@ class Memo:
         return saved, save
 
     # ---------------------------------------------------------- controls
+    def stamp(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+        """The tags' tokens for a result about to be computed (None: untagged)."""
+        return None if self.tagger is None else self.tagger.stamp(args, kwargs)
+
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         key = self.keyfn(args, kwargs)
+        stamp = self.stamp(args, kwargs)
         value = self.func(*args, **kwargs)
         if self.tier is None:
-            self.ft.save(key, value)
+            self.ft.save(key, value, stamp=stamp)
         else:
             self.tier.ensure_listening()
             self.tier.refresh(key, value)
@@ -124,9 +143,10 @@ class Memo:
 
     async def arefresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         key = self.keyfn(args, kwargs)
+        stamp = self.stamp(args, kwargs)
         value = await self.func(*args, **kwargs)
         if self.tier is None:
-            self.ft.save(key, value)
+            self.ft.save(key, value, stamp=stamp)
         else:
             self.tier.ensure_listening()
             await asyncio.to_thread(self.tier.refresh, key, value)
@@ -174,12 +194,13 @@ class Memo:
         try:
             if self._fetched(lease, key):
                 return
+            stamp = self.stamp(args, kwargs)
             value = self.func(*args, **kwargs)
         except BaseException as exc:
             self._revalidation_failed(lease, exc)
             return
         self.stats[1] += 1
-        self._save_all(key, value, lease)
+        self._save_all(key, value, lease, stamp)
 
     def _revalidation_failed(self, lease: Any, exc: BaseException) -> None:
         """A background recompute raised: give the lease back; log an error,
@@ -189,8 +210,8 @@ class Memo:
             raise exc
         log.error("mmap_cached %s: background revalidation failed", self.ft.identity.table_id, exc_info=exc)
 
-    def _save_all(self, key: bytes, value: Any, lease: Any) -> None:
-        data = self.ft.save(key, value, lease)
+    def _save_all(self, key: bytes, value: Any, lease: Any, stamp: bytes | None = None) -> None:
+        data = self.ft.save(key, value, lease, stamp)
         if self.tier is not None and data is not None:
             self.tier.store(key, data, quiet=True)  # in the background: a failure is logged, never raised
 
@@ -206,12 +227,13 @@ class Memo:
         try:
             if self.tier is not None and await asyncio.to_thread(self._fetched, lease, key):
                 return
+            stamp = self.stamp(args, kwargs)
             value = await self.func(*args, **kwargs)
         except BaseException as exc:
             self._revalidation_failed(lease, exc)
             return
         self.stats[1] += 1
         if self.tier is None:
-            self.ft.save(key, value, lease)
+            self.ft.save(key, value, lease, stamp)
         else:
             await asyncio.to_thread(self._save_all, key, value, lease)

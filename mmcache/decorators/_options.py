@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._tagging import check_spec
+
 __all__ = ["L2_ERRORS", "options"]
 
 L2_ERRORS = ("log", "raise")
@@ -62,6 +64,7 @@ def options(
     secret: bytes | str | None,
     l2: Any,
     l2_errors: str,
+    tags: Any = None,
 ) -> dict[str, Any]:
     """The validated, normalised options (what ``cache_parameters()`` shows)."""
     ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
@@ -78,6 +81,9 @@ def options(
     if stale_ttl is not None and ttl is None:
         raise ValueError("mmap_cached: stale_ttl= needs ttl= (how long a result stays fresh)")
     _l2(l2, l2_errors)
+    tags = check_spec(tags)
+    if tags is not None and l2 is not None:
+        raise ValueError("mmap_cached: tags= cannot be used with l2= (tokens are per host; Redis is shared)")
     return {
         "path": path,
         "ttl": ttl,
@@ -95,4 +101,5 @@ def options(
         "secret": _secret(secret),
         "l2": l2,
         "l2_errors": l2_errors,
+        "tags": tags,
     }

@@ -12,12 +12,15 @@ cloudpickle under the ``CLOUDPICKLE`` codec flag of ``mmcache.serialization``.
 
 Besides the 16-byte argument keys a table holds its *tag* (under the str key
 ``"mmcache:tag"``, which no bytes key can equal): the key scheme
-(``_identity.KEYSPACE``), the function's ``version=`` and code hash. Opening
-a table whose tag differs empties it first, so old versions do not fill the
-disk (two versions running at once each empty it when they open it: never a
-wrong result, since keys carry the tag too). (Under ``max_entries`` pressure the tag may be
-evicted like any entry; keys carry the version too, so that costs only the
-clean-up.) Leases (``_stampede``) are 17-byte keys.
+(``_identity.KEYSPACE``), ``version=`` and code hash of the version that
+created (or last emptied) it, which ``mmcache prune-decorator-tables``
+reads; and the record of the versions using it (``_versions``: when a table
+is emptied for another version, and why side-by-side versions share it).
+(Under ``max_entries`` pressure either may be evicted like any entry; keys
+carry the version, so that costs at most a clean-up.) Leases (``_stampede``)
+are 17-byte keys. A result stored with tags (``_tagging``) is a tag envelope
+(``mmcache.tags``) around the pickle, its tokens kept in the directory's tag
+table.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 import os
 import pickle
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -43,21 +47,25 @@ from mmcache.errors import (
 )
 from mmcache.serialization import CLOUDPICKLE
 from mmcache.table import MmapCache
+from mmcache.tags import TAGGED, seal
 
 from ..table import LIVE_FRACTION as _LIVE_FRACTION
 from ._identity import Identity
 from ._location import default_dir, ensure_dir, table_path
 from ._stampede import MISS, Lease, drop
+from ._versions import CONFIRM_EVERY, VERSIONS_KEY, dump, load, must_clear
 
-__all__ = ["TAG_KEY", "FunctionTable", "close_all"]
+__all__ = ["RECORDED", "TAG_KEY", "FunctionTable", "close_all", "handle"]
 
 TAG_KEY = "mmcache:tag"
+RECORDED = b"|versions"  # ends TAG_KEY's value in tables that keep a versions record
 INITIAL_SLOTS = 1024
 DEFAULT_MAX_SLOTS = 1 << 21
 KEY_SIZE = 24  # argument keys are 16 bytes, leases 17
 SLOT_SIZE = KEY_SIZE + 32  # the core's fixed slot fields take 32 bytes
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_CANNOT_STORE = (ValueTooLargeError, DiskFullError, CacheFullError)
 
 _handles: dict[tuple[str, int | None, bytes | None], MmapCache] = {}
 _registry_lock = threading.Lock()
@@ -98,7 +106,8 @@ def _open(path: str, max_entries: int | None, secret: bytes | None) -> MmapCache
     return MmapCache.open(path, **opts)
 
 
-def _handle(path: str, max_entries: int | None, secret: bytes | None) -> MmapCache:
+def handle(path: str, max_entries: int | None = None, secret: bytes | None = None) -> MmapCache:
+    """This process's handle on the decorator-shaped table at ``path`` (opened once)."""
     with _registry_lock:
         t = _handles.get((path, max_entries, secret))
         if t is None:
@@ -136,6 +145,8 @@ class FunctionTable:
         self._lock = threading.Lock()
         self._warned = False
         self.on_open: Callable[[MmapCache], None] | None = None  # run once the table is first opened
+        self.tags: Any = None  # a _tagging.Tagger if results are tagged: reads unwrap envelopes
+        self._confirm_due = 0.0  # time.monotonic() of the next confirmation of our version
 
     @property
     def path(self) -> str:
@@ -151,7 +162,7 @@ class FunctionTable:
             if self._table is None:
                 path = self.path
                 ensure_dir(os.path.dirname(path))
-                t = _handle(path, self.max_entries, self.secret)
+                t = handle(path, self.max_entries, self.secret)
                 self._check_tag(t)
                 self._table = t
                 if self.on_open is not None:
@@ -159,38 +170,69 @@ class FunctionTable:
             return self._table
 
     def _check_tag(self, t: MmapCache) -> None:
+        """Record our version in the table, emptying it first if ``_versions`` says so."""
+        mine = self.identity.tag
         with t.transaction():
+            raw = t.get(VERSIONS_KEY)
+            versions = load(raw)
             stored = t.get(TAG_KEY)
-            if stored != self._tag:
-                if stored is not None:
-                    t.clear()  # entries of another version= / code: never read again
-                self.put_tag(t)
+            if raw is None and isinstance(stored, bytes) and not stored.endswith(RECORDED):
+                # A table of the earlier scheme (a tag, no record): one version of unknown age.
+                old = stored.decode("utf-8", "replace")
+                versions[old] = time.time() if old == mine else 0.0
+            if must_clear(versions, mine, time.time()):
+                t.clear()  # entries of versions no process runs any more: never read again
+                versions, stored = {}, None
+            if stored is None:
+                t.put(TAG_KEY, self._tag)
+            self._confirm(t, versions)
+
+    def _confirm(self, t: MmapCache, versions: dict[str, float] | None = None) -> None:
+        """Record that our version uses the table now (writer lock held)."""
+        if versions is None:
+            versions = load(t.get(VERSIONS_KEY))
+        versions[self.identity.tag] = time.time()
+        t.put(VERSIONS_KEY, dump(versions))
+        self._confirm_due = time.monotonic() + CONFIRM_EVERY
 
     @property
     def _tag(self) -> bytes:
-        return self.identity.tag.encode("utf-8", "surrogatepass")
+        """What TAG_KEY holds: the tag, and a mark that the table keeps a
+        versions record (so a record lost to eviction is not taken for a
+        table of the earlier scheme)."""
+        return self.identity.tag.encode("utf-8", "surrogatepass") + RECORDED
 
     def put_tag(self, t: MmapCache) -> None:
-        """Store the tag (again: after ``t.clear()``)."""
+        """Store the tag and a record of our version alone (after ``t.clear()``)."""
         t.put(TAG_KEY, self._tag)
+        self._confirm(t, {})
 
     def lookup(self, key: bytes) -> Any:
-        """The value under ``key``, or MISS (also for a value that no longer unpickles)."""
-        data = self.table().get(key)
-        if data is None:
+        """The value under ``key``, or MISS (also for a value that no longer
+        unpickles, or a tagged one whose tags were invalidated)."""
+        found = self.table().get(key, with_flags=True)
+        if found is None:
             return MISS
+        data, flags = found
+        if flags & TAGGED:
+            data = None if self.tags is None else self.tags.unwrap(data, flags)
+            if data is None:
+                return MISS
         try:
             return pickle.loads(data)
         except Exception:
             return MISS
 
-    def save(self, key: bytes, value: Any, lease: Lease | None = None) -> bytes | None:
+    def save(
+        self, key: bytes, value: Any, lease: Lease | None = None, stamp: bytes | None = None
+    ) -> bytes | None:
         """Store ``value`` and release ``lease`` under one hold of the writer
         lock (pickled before taking it). A value that cannot be pickled or
-        stored is not cached, with one warning per function. Returns the
+        stored is not cached, with one warning per function. ``stamp``: the
+        tag envelope's head, taken before the value was computed. Returns the
         pickle (None if there is none)."""
         data = self.encode(value)
-        self.store(key, data, lease)
+        self.store(key, data, lease, stamp)
         return data
 
     def encode(self, value: Any) -> bytes | None:
@@ -201,14 +243,20 @@ class FunctionTable:
             self._warn(f"the result could not be pickled, so it was not cached: {exc!r}")
             return None
 
-    def store(self, key: bytes, data: bytes | None, lease: Lease | None = None) -> None:
-        """Put ``data`` (if any) and release ``lease``, under one hold of the lock."""
+    def store(
+        self, key: bytes, data: bytes | None, lease: Lease | None = None, stamp: bytes | None = None
+    ) -> None:
+        """Put ``data`` (if any, in a tag envelope if ``stamp``) and release
+        ``lease``, under one hold of the lock."""
         t = self.table()
         with t.transaction():
             try:
                 if data is not None:
-                    t.put(key, data, self.expire, flags=CLOUDPICKLE)
-            except (ValueTooLargeError, DiskFullError, CacheFullError) as exc:
+                    value, flags = seal(stamp, data, CLOUDPICKLE)
+                    t.put(key, value, self.expire, flags=flags)
+                if time.monotonic() >= self._confirm_due:
+                    self._confirm(t)
+            except _CANNOT_STORE as exc:
                 self._warn(f"not cached: {exc}")
             finally:
                 if lease is not None:
@@ -220,9 +268,9 @@ class FunctionTable:
             warnings.warn(f"mmap_cached {self.identity.table_id}: {what}", RuntimeWarning, stacklevel=4)
 
     def currsize(self) -> int:
-        """Live entries, the tag not counted (leases being computed are)."""
+        """Live entries, the tag and record not counted (leases being computed are)."""
         t = self.table()
-        return max(0, len(t) - (t.get(TAG_KEY) is not None))
+        return max(0, len(t) - (t.get(TAG_KEY) is not None) - (t.get(VERSIONS_KEY) is not None))
 
     def clear(self) -> None:
         """Empty the table for every process; keep the tag."""

@@ -41,6 +41,7 @@ from ._memo import Memo
 from ._options import options
 from ._stampede import COMPUTE, FETCH, MISS, computing
 from ._table import FunctionTable
+from ._tagging import Tagger, entry_reader, invalidate_tags, reader, spec_id
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -79,6 +80,7 @@ class CachedFunction(Protocol[P, R_co]):
     def cache_info(self) -> CacheInfo: ...
     def cache_clear(self) -> None: ...
     def cache_parameters(self) -> dict[str, Any]: ...
+    def invalidate_tags(self, *tags: str) -> int: ...
 
     # Binding as a method: ParamSpec cannot drop ``self``, so a bound method's
     # arguments are not checked, but its result type is.
@@ -94,7 +96,11 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
         return type(func)(_make(func.__func__, opts))
     if not callable(func):
         raise TypeError(f"mmap_cached decorates functions, not {func!r}")
-    ident = identify(func, opts["version"], opts["hash_code"], opts["name"], opts["namespace"])
+    tags = opts["tags"]
+    ident = identify(
+        func, opts["version"], opts["hash_code"], opts["name"], opts["namespace"],
+        None if tags is None else spec_id(tags),
+    )  # fmt: skip
     build = keyfn_builder(func, opts, ident.table_id)
     keyfn = rebinding_keyfn(func, ident, build) if func_cells(func)[1] else build(ident.key_version)
     ttl, stale = opts["ttl"], opts["stale_ttl"]
@@ -107,9 +113,12 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
     ft = FunctionTable(opts["path"], ident, l1_max, None if expire == math.inf else expire, opts["secret"])
     if l2 is not None:
         tier = Tier(l2, ft, errors=opts["l2_errors"], stale_ttl=stale, secret=opts["secret"])
+    tagger = None if tags is None else Tagger(tags, lambda: os.path.dirname(ft.path))
+    ft.tags = tagger
     memo = Memo(
-        func, keyfn, ft, ttl=ttl, lock_timeout=opts["lock_timeout"], lease_ttl=opts["lease_ttl"], tier=tier
-    )
+        func, keyfn, ft, ttl=ttl, lock_timeout=opts["lock_timeout"], lease_ttl=opts["lease_ttl"], tier=tier,
+        tagger=tagger,
+    )  # fmt: skip
     wrapper = _wrapper(memo, inspect.iscoroutinefunction(func), stale is not None)
     functools.update_wrapper(wrapper, func)
     setattr(wrapper, MARKER, f"{ident.table_id}|{ident.key_version}")  # how a closure capturing it keys it
@@ -126,6 +135,7 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
     currsize = ft.currsize if tier is None else tier.currsize
     wrapper.cache_info = lambda: CacheInfo(memo.stats[0], memo.stats[1], opts["max_entries"], currsize())
     wrapper.cache_clear = memo.clear
+    wrapper.invalidate_tags = lambda *names: invalidate_tags(*names, path=os.path.dirname(ft.path))
     params = {**opts, "table_id": ident.table_id, "key_version": ident.key_version, "code_hash": ident.code}
     wrapper.cache_parameters = lambda: {**params, "path": ft.path}
     return wrapper
@@ -138,15 +148,19 @@ def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
     begin, end, sleep = memo.begin, memo.end, time.sleep
     fresh_ns = memo.fresh_ns or 0
     now_ns = time.time_ns
+    tagger = memo.tagger
 
     def get(key: bytes, default: Any) -> Any:  # the first call opens the table, then rebinds
         nonlocal get
-        get = ft.table()._get_view  # a large result is unpickled straight from the map
+        t = ft.table()
+        # A large result is unpickled straight from the map; a tagged one is checked first.
+        get = t._get_view if tagger is None else reader(t, tagger)
         return get(key, default)
 
     def get_entry(key: bytes) -> Any:
         nonlocal get_entry
-        get_entry = ft.table().get_entry
+        t = ft.table()
+        get_entry = t.get_entry if tagger is None else entry_reader(t, tagger)
         return get_entry(key)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -163,7 +177,7 @@ def _wrapper(memo: Memo, is_async: bool, swr: bool) -> Any:
         # A miss. The flight (_stampede.run_sync) is driven here, not in a
         # helper, so the function runs one frame below this one: a cold
         # memoised recursion goes as deep as functools.lru_cache's.
-        fl, fetch, saved = begin(k)
+        fl, fetch, saved = begin(k, args, kwargs)
         try:
             cmd = next(fl)
             while True:
@@ -250,6 +264,7 @@ def mmap_cached(
     secret: bytes | str | None = None,
     l2: str | Redis | RedisL2 | None = None,
     l2_errors: Literal["log", "raise"] = "log",
+    tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 def mmap_cached(
     func: Callable[..., Any] | None = None,
@@ -271,6 +286,7 @@ def mmap_cached(
     secret: bytes | str | None = None,
     l2: str | Redis | RedisL2 | None = None,
     l2_errors: Literal["log", "raise"] = "log",
+    tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
 ) -> Any:
     """Memoise a function in a table shared by every process, kept across runs.
 
@@ -311,11 +327,16 @@ def mmap_cached(
     host (``docs/TIERED.md``). ``l2_errors``: what a write (a result stored,
     ``refresh``, ``cache_clear``) does when Redis fails: ``"log"`` a warning
     or ``"raise"`` redis-py's error; reads always fall back to computing here.
+    ``tags``: tag every result (a list of str), or each call's result (a
+    function of the call's arguments returning a list of str);
+    ``mmcache.invalidate_tags(tag, path=...)`` or ``f.invalidate_tags(tag)``
+    then makes every result with that tag a miss, in O(1), for every function
+    of that directory and every process (``_tagging``; not with ``l2=``).
     """
     opts = options(
         path=path, ttl=ttl, typed=typed, ignore=ignore, max_entries=max_entries, key=key, version=version,
         hash_code=hash_code, name=name, namespace=namespace, stale_ttl=stale_ttl, lock_timeout=lock_timeout,
-        lease_ttl=lease_ttl, secret=secret, l2=l2, l2_errors=l2_errors,
+        lease_ttl=lease_ttl, secret=secret, l2=l2, l2_errors=l2_errors, tags=tags,
     )  # fmt: skip
     if func is None:
         return lambda f: _make(f, opts)
