@@ -309,3 +309,29 @@ def test_native_get_survives_random_damage_to_slot_and_record() -> None:
             buf[at] = rng.randrange(256)
         r = call(_native.get, idx, [memoryview(heap)], roster, rng.choice([b"key", "key", b"k"]))
         assert r == "MISS" or r is _native.FALLBACK or r == b"value" * 20, r
+
+
+def test_get_keeps_its_signature_and_errors_native_or_pure(path: str) -> None:
+    # Runs under both paths (make test-pure): the same answers and exceptions.
+    from mmcache import ClosedCacheError
+
+    c = MmapCache(path, size=64)
+    c.put("a", b"1", flags=3)
+    assert c.get("a") == b"1" and c.get(key="a") == b"1"
+    assert c.get("b", "D") == "D" and c.get("b", default="E") == "E"
+    assert c.get("a", with_flags=True) == (b"1", 3)
+    assert c.get("a", None, with_flags=True) == (b"1", 3)
+    assert c._get_view("a", None) == b"1" and c._get_view("b", 5) == 5
+    for bad in ((), ("a", 1, 2), ("a", "x")):
+        kw = {"default": "y"} if bad == ("a", "x") else {}
+        with pytest.raises(TypeError):
+            c.get(*bad, **kw)
+    with pytest.raises(TypeError):
+        c.get("a", foo=1)
+    with pytest.raises(TypeError, match="str or bytes"):
+        c.get(["unhashable"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        c.get("")
+    c.close()
+    with pytest.raises(ClosedCacheError):
+        c.get("a")

@@ -221,7 +221,7 @@ typedef struct {
 } Getter;
 
 static PyObject *S_s, *S_gen, *S_next_check, *S_local, *S_hot, *S_heap, *S_views, *S_get_probe,
-    *S_key_size, *S_track_recency, *S_with_flags, *S_default;
+    *S_key_size, *S_track_recency, *S_with_flags, *S_default, *S_key;
 
 static PyObject *getter_probe(Getter *g, PyObject *key, PyObject *dflt, int with_flags) {
     return PyObject_CallMethodObjArgs(g->handle, S_get_probe, key, dflt, with_flags ? Py_True : Py_False, NULL);
@@ -230,23 +230,25 @@ static PyObject *getter_probe(Getter *g, PyObject *key, PyObject *dflt, int with
 static PyObject *getter_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Getter *g = (Getter *)self;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *key, *dflt = Py_None;
+    PyObject *key = nargs > 0 ? args[0] : NULL, *dflt = nargs > 1 ? args[1] : NULL;
     int with_flags = 0;
-    if (nargs < 1 || nargs > 2) goto usage;
-    key = args[0];
-    if (nargs == 2) dflt = args[1];
+    if (nargs > 2) goto usage;
     if (kwnames != NULL) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
             PyObject *name = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
-            if (PyUnicode_Compare(name, S_with_flags) == 0) {
+            if (name == S_with_flags || PyUnicode_Compare(name, S_with_flags) == 0) {
                 if ((with_flags = PyObject_IsTrue(v)) < 0) return NULL;
-            } else if (PyUnicode_Compare(name, S_default) == 0 && nargs == 1) {
+            } else if ((name == S_default || PyUnicode_Compare(name, S_default) == 0) && dflt == NULL) {
                 dflt = v;
+            } else if ((name == S_key || PyUnicode_Compare(name, S_key) == 0) && key == NULL) {
+                key = v;
             } else {
                 goto usage;
             }
         }
     }
+    if (key == NULL) goto usage;
+    if (dflt == NULL) dflt = Py_None;
     PyObject *s = PyObject_GetAttr(g->handle, S_s);
     if (s == NULL) return NULL;
     if (s == Py_None) {
@@ -370,6 +372,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(S_track_recency, "_track_recency");
     INTERN(S_with_flags, "with_flags");
     INTERN(S_default, "default");
+    INTERN(S_key, "key");
     if (PyType_Ready(&GetterType) < 0 || PyModule_AddObjectRef(m, "Getter", (PyObject *)&GetterType) < 0)
         goto fail;
     return m;
