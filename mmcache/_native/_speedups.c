@@ -95,8 +95,9 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
     Py_buffer ib;
     if (PyObject_GetBuffer(PyTuple_GET_ITEM(hot, 0), &ib, PyBUF_SIMPLE) < 0) return fallback();
     PyObject *result = NULL;
-    Py_buffer hb;
+    Py_buffer hb, rb;
     hb.obj = NULL;
+    rb.obj = NULL;
     const uint8_t *idx = (const uint8_t *)ib.buf;
     const uint64_t K = (uint64_t)key_size;
     /* The whole slot array must lie inside the index map (<= 2^32 * 2^16). */
@@ -107,6 +108,17 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
     }
 
     uint64_t i = mmx_xxh3_64(kb, (size_t)n, 0) % nslots;
+    if (track) {
+        /* The roster map, for the LRU stamp of a hit: a writable map only.
+         * Its line is fetched now, while the slot's is (both are cache
+         * misses on a large table; a hint only, never a read). */
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(hot, 4), &rb, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            rb.obj = NULL;
+        } else if ((uint64_t)rb.len / 8 > rec_base + i) {
+            __builtin_prefetch((uint64_t *)rb.buf + rec_base + i, 1);
+        }
+    }
     const uint8_t *slot = NULL;
     for (uint64_t left = nslots;; left--) {
         const uint8_t *sp = idx + HEADER_BYTES + i * ss;
@@ -156,18 +168,13 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
         result = dflt;
         goto done;
     }
-    if (track) {
+    if (rb.obj != NULL) {
         /* The racy, lock-free u64 store the pure path makes (see _layout's
          * roster): only into a writable map, only inside it, 8-aligned. */
-        Py_buffer rb;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(hot, 4), &rb, PyBUF_WRITABLE) == 0) {
-            uint64_t at = rec_base + i;
-            if ((uint64_t)rb.len / 8 > at && ((uintptr_t)rb.buf & 7) == 0)
-                ((uint64_t *)rb.buf)[at] = now;
-            PyBuffer_Release(&rb);
-        } else {
-            PyErr_Clear();
-        }
+        uint64_t at = rec_base + i;
+        if ((uint64_t)rb.len / 8 > at && ((uintptr_t)rb.buf & 7) == 0) ((uint64_t *)rb.buf)[at] = now;
+        PyBuffer_Release(&rb);
+        rb.obj = NULL;
     }
     PyObject *value = PyBytes_FromStringAndSize((const char *)heap + vs, (Py_ssize_t)vlen);
     if (value == NULL) goto done;
@@ -184,6 +191,7 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
         result = value;
     }
 done:
+    if (rb.obj != NULL) PyBuffer_Release(&rb);
     if (hb.obj != NULL) PyBuffer_Release(&hb);
     PyBuffer_Release(&ib);
     return result;
