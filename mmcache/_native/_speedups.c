@@ -108,17 +108,6 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
     }
 
     uint64_t i = mmx_xxh3_64(kb, (size_t)n, 0) % nslots;
-    if (track) {
-        /* The roster map, for the LRU stamp of a hit: a writable map only.
-         * Its line is fetched now, while the slot's is (both are cache
-         * misses on a large table; a hint only, never a read). */
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(hot, 4), &rb, PyBUF_WRITABLE) < 0) {
-            PyErr_Clear();
-            rb.obj = NULL;
-        } else if ((uint64_t)rb.len / 8 > rec_base + i) {
-            __builtin_prefetch((uint64_t *)rb.buf + rec_base + i, 1);
-        }
-    }
     const uint8_t *slot = NULL;
     for (uint64_t left = nslots;; left--) {
         const uint8_t *sp = idx + HEADER_BYTES + i * ss;
@@ -138,6 +127,17 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
         Py_INCREF(dflt);
         result = dflt;
         goto done;
+    }
+    if (track) {
+        /* The roster map, for the LRU stamp of a hit: a writable map only.
+         * The stamp's line is fetched now, while the record's is (both are
+         * cache misses on a large table; a hint, never a read or a fault). */
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(hot, 4), &rb, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            rb.obj = NULL;
+        } else if ((uint64_t)rb.len / 8 > rec_base + i) {
+            __builtin_prefetch((uint64_t *)rb.buf + rec_base + i, 1);
+        }
     }
     uint64_t seg = mmx_le32(slot + K + 8), off = mmx_le32(slot + K + 12);
     if (seg >= (uint64_t)PyList_GET_SIZE(views) || !PyMemoryView_Check(PyList_GET_ITEM(views, seg)) ||
