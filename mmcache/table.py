@@ -155,7 +155,8 @@ class MmapCache(TableLookup, TableMaintenance):
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
         elif _native.Getter is not None:  # the compiled get answers what it can; no memo needed
             # (it calls _get_probe, the pure path, for what it does not answer)
-            self.get = self._get_view = _native.Getter(self)  # type: ignore[method-assign]
+            self.get = _native.Getter(self)  # type: ignore[method-assign]
+            self._get_view = _native.Getter(self, view_min=VIEW_MIN)  # type: ignore[method-assign]
         g = self._s.gen
         if self._s.writable and (g.idx[L.OFF_DIRTY] or not M.counters_sane(g)):
             # A writer died mid-update (or the header is damaged): repair now,

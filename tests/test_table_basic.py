@@ -18,8 +18,8 @@ from mmcache import (
     _native,
 )
 
-# The memo and memoryview answers belong to the pure-Python get (the compiled
-# one needs neither): these run in `make test-pure`.
+# The memo belongs to the pure-Python get (the compiled one needs none):
+# these run in `make test-pure`.
 pure_get = pytest.mark.skipif(_native.AVAILABLE, reason="a pure-Python get feature (make test-pure)")
 
 
@@ -456,7 +456,6 @@ def test_memo_follows_a_working_set_that_moves(path: str, monkeypatch: pytest.Mo
         assert _memo_hits(c, new) == 50
 
 
-@pure_get
 def test_get_view_is_a_view_of_an_immutable_record_for_large_values(path: str) -> None:
     """``_get_view`` (the decorator's read) gives a memoryview of the mapped
     record for a large memoised value and bytes otherwise; a view taken

@@ -27,8 +27,8 @@ def _pure(*args: Any) -> Any:
 
 get: Callable[..., Any] = _pure
 xxh3_64: Callable[..., int] | None = None
-# Getter(handle) -> the handle's compiled ``get`` (a callable without a Python frame)
-Getter: Callable[[Any], Callable[..., Any]] | None = None
+# Getter(handle, view_min=0) -> the handle's compiled ``get`` (a callable without a Python frame)
+Getter: Callable[..., Callable[..., Any]] | None = None
 REASON = "native"
 
 if os.environ.get("MMCACHE_PURE_PYTHON", "") not in ("", "0"):

@@ -64,7 +64,8 @@ static PyObject *fallback(void) {
  * Returns the value (bytes), (value, flags) with with_flags, `default` on a
  * miss, or FALLBACK. */
 static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_size, int track,
-                        long long next_check, PyObject *local, PyObject *dflt, int with_flags) {
+                        long long next_check, PyObject *local, PyObject *dflt, int with_flags,
+                        uint64_t view_min) {
     if (!PyTuple_CheckExact(hot) || PyTuple_GET_SIZE(hot) < 5 || !PyList_CheckExact(views)) return fallback();
     const char *kb;
     Py_ssize_t n;
@@ -176,7 +177,11 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
         PyBuffer_Release(&rb);
         rb.obj = NULL;
     }
-    PyObject *value = PyBytes_FromStringAndSize((const char *)heap + vs, (Py_ssize_t)vlen);
+    PyObject *value;
+    if (view_min && vlen >= view_min) /* a memoryview of the mapped record, as _get_view's */
+        value = PySequence_GetSlice(PyList_GET_ITEM(views, seg), (Py_ssize_t)vs, (Py_ssize_t)ve);
+    else
+        value = PyBytes_FromStringAndSize((const char *)heap + vs, (Py_ssize_t)vlen);
     if (value == NULL) goto done;
     if (count(local, 0) < 0) {
         Py_DECREF(value);
@@ -208,11 +213,15 @@ static PyObject *native_get(PyObject *self, PyObject *const *args, Py_ssize_t na
     int with_flags = PyObject_IsTrue(args[8]);
     long long next_check = PyLong_AsLongLong(args[5]);
     if (PyErr_Occurred() || track < 0 || with_flags < 0) return fallback();
-    return do_get(args[0], args[1], args[2], key_size, track, next_check, args[6], args[7], with_flags);
+    return do_get(args[0], args[1], args[2], key_size, track, next_check, args[6], args[7], with_flags, 0);
 }
 
 /* ------------------------------------------------------------------ Getter
- * Getter(handle): what MmapCache installs as its `get` (and `_get_view`):
+ * Getter(handle, view_min=0): what MmapCache installs as its `get` (and,
+ * with view_min=VIEW_MIN, as `_get_view`: a value of at least view_min
+ * bytes comes back as a memoryview of the mapped record, sound for as long
+ * as it is held: records are immutable within a generation and maps are
+ * never closed, only dropped):
  * get(key, default=None, *, with_flags=False), called without a Python
  * frame. Each call reads handle._s, then s.gen, s.next_check, s.local,
  * gen.hot and gen.heap.views (nothing is cached across calls: a closed
@@ -225,6 +234,7 @@ typedef struct {
     PyObject *handle;
     long key_size;
     int track;
+    uint64_t view_min; /* values this long come back as memoryviews (0: never) */
     vectorcallfunc vectorcall;
 } Getter;
 
@@ -274,7 +284,7 @@ static PyObject *getter_call(PyObject *self, PyObject *const *args, size_t nargs
         goto out;
     long long next_check = PyLong_AsLongLong(nc);
     if (next_check == -1 && PyErr_Occurred()) PyErr_Clear();
-    r = do_get(hot, views, key, g->key_size, g->track, next_check, local, dflt, with_flags);
+    r = do_get(hot, views, key, g->key_size, g->track, next_check, local, dflt, with_flags, g->view_min);
     if (r == FALLBACK) {
         Py_DECREF(r);
         r = getter_probe(g, key, dflt, with_flags);
@@ -294,8 +304,13 @@ usage:
 
 static PyObject *getter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *handle;
-    static char *kwlist[] = {"handle", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &handle)) return NULL;
+    Py_ssize_t view_min = 0;
+    static char *kwlist[] = {"handle", "view_min", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n", kwlist, &handle, &view_min)) return NULL;
+    if (view_min < 0) {
+        PyErr_SetString(PyExc_ValueError, "view_min must be >= 0");
+        return NULL;
+    }
     PyObject *ks = PyObject_GetAttr(handle, S_key_size);
     if (ks == NULL) return NULL;
     long key_size = PyLong_AsLong(ks);
@@ -311,6 +326,7 @@ static PyObject *getter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     g->handle = handle;
     g->key_size = key_size;
     g->track = track;
+    g->view_min = (uint64_t)view_min;
     g->vectorcall = getter_call;
     return (PyObject *)g;
 }
