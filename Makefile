@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-core demo-flask test test-django42 lint bench bench-quick reliability clean pins
+.PHONY: demo demo-core demo-flask test test-django42 lint bench bench-quick reliability clean pins \
+	native test-pure test-asan fuzz-native
 
 # Every tool and peer comes from the pinned set in requirements/ (refresh with
 # `make pins`); the library's own dependencies stay ranges in pyproject.toml.
@@ -13,11 +14,16 @@ PINS := requirements/constraints.txt
 BUILD_PINS := requirements/build-constraints.txt
 PIP_INSTALL = -m pip install --quiet -c $(PINS) --build-constraint $(BUILD_PINS)
 
-$(STAMP): pyproject.toml $(PINS) $(BUILD_PINS)
+$(STAMP): pyproject.toml setup.py mmcache/_native/_speedups.c mmcache/_native/xxh3.h $(PINS) $(BUILD_PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c $(PINS) pip
 	$(PY) $(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
+
+# (Re)build the compiled get in place (pip install -e . does it on first use;
+# this is for after editing mmcache/_native/*.c or *.h).
+native: $(STAMP)
+	$(PY) $(PIP_INSTALL) --no-deps -e .
 
 demo: $(STAMP)
 	$(PY) example_project/run_demo.py
@@ -32,6 +38,26 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The core tests again with the compiled get switched off: the pure-Python
+# path is the reference and must stay complete (make test runs them native).
+PURE_TESTS := tests/test_table_basic.py tests/test_table_processes.py tests/test_table_model.py \
+	tests/test_hostile_files.py tests/test_native.py tests/test_security.py tests/test_expiry_eviction.py \
+	tests/test_expiry_clamp.py tests/test_readonly_cache.py tests/test_rebuild_catch_up.py \
+	tests/test_decorator.py tests/test_django_backend.py
+test-pure: $(STAMP)
+	MMCACHE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)
+
+# The compiled get under AddressSanitizer: rebuilt in place with ASan, the
+# native, hostile-file and core tests run with libasan preloaded, then the
+# normal build is put back (so do not run `make test` beside it).
+ASAN_TESTS := tests/test_native.py tests/test_hostile_files.py tests/test_table_basic.py \
+	tests/test_table_processes.py tests/test_table_model.py
+test-asan: $(STAMP)
+	MMCACHE_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" $(PY) $(PIP_INSTALL) --no-deps -e .
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+		$(PY) -m pytest -q -p no:cacheprovider $(ASAN_TESTS); rc=$$?; \
+		$(PY) $(PIP_INSTALL) --no-deps -e .; exit $$rc
 
 # The portable answers of mmcache/_platform.py (what macOS and other POSIX
 # systems get: no posix_fallocate, no /proc, no MADV_POPULATE_WRITE), run here
@@ -70,8 +96,19 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check mmcache
 
-reliability: $(STAMP)
+reliability: $(STAMP) fuzz-native
 	$(PY) tests/reliability_report.py
+
+# The fuzzer over the native get's slot and record parsing (tests/fuzz_native.py),
+# for FUZZ_SECONDS: the extension rebuilt with gcc's comparison hooks, atheris'
+# libFuzzer preloaded; then the normal build is put back.
+FUZZ_SECONDS ?= 60
+fuzz-native: $(STAMP)
+	$(PY) $(PIP_INSTALL) atheris  # the fuzz extra, at its pinned version
+	MMCACHE_CFLAGS="-fsanitize-coverage=trace-cmp" $(PY) $(PIP_INSTALL) --no-deps -e .
+	ATH=$$($(PY) -c "import atheris, os; print(os.path.dirname(os.path.dirname(atheris.__file__)))"); \
+		LD_PRELOAD=$$ATH/ubsan_with_fuzzer.so $(PY) tests/fuzz_native.py -max_total_time=$(FUZZ_SECONDS) \
+		-print_final_stats=1; rc=$$?; $(PY) $(PIP_INSTALL) --no-deps -e .; exit $$rc
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick

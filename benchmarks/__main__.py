@@ -1,7 +1,7 @@
 """``python -m benchmarks [--quick] [--only NAME,...] [--chart]``: run the suites.
 
-Suites: kv, django, decorator, scale, procs, tiered, breakdown, integration
-(all by default) and core (issue 2's first benchmark, only with ``--only core``).
+Suites: kv, native, django, decorator, scale, procs, tiered, breakdown,
+integration (all by default) and core (issue 2's first benchmark, only with ``--only core``).
 Each runs in a subprocess of its own (Django is configured once per
 process, and tables a suite leaves open must not follow the next one into
 its forks), prints its tables and writes
@@ -39,8 +39,9 @@ SUITES = {
     "tiered": "benchmarks.tiered",
     "breakdown": "benchmarks.breakdown",
     "integration": "benchmarks.integration",
+    "native": "benchmarks.native",
 }
-DEFAULT = ("kv", "django", "decorator", "scale", "procs", "tiered", "breakdown", "integration")
+DEFAULT = ("kv", "native", "django", "decorator", "scale", "procs", "tiered", "breakdown", "integration")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

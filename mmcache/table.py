@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from xxhash import xxh3_64_intdigest
 
+from . import _native
 from ._core import args as argcheck
 from ._core import capacity, generation, layout, maintenance, writer
 from ._core import rebuild as rebuilder
@@ -154,6 +155,10 @@ class MmapCache(TableLookup, TableMaintenance):
         self._secret = key
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
+        elif _native.Getter is not None:  # the compiled get answers what it can; no memo needed
+            # (it calls _get_probe, the pure path, for what it does not answer)
+            self.get = _native.Getter(self)  # type: ignore[method-assign]
+            self._get_view = _native.Getter(self, view_min=VIEW_MIN)  # type: ignore[method-assign]
         g = self._s.gen
         if self._s.writable and (g.idx[layout.OFF_DIRTY] or not generation.counters_sane(g)):
             # A writer died mid-update (or the header is damaged): repair now,

@@ -17,11 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_core_and_breakdown_write_their_results(tmp_path: Path) -> None:
     pytest.importorskip("diskcache")
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "core,breakdown", "--out", str(out)]
+    only = "core,breakdown,native"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", only, "--out", str(out)]
     r = subprocess.run([*cmd, "--tmp", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     core = json.loads((out / "core-quick.json").read_text())
     assert {row["workload"] for row in core["rows"] if row["peer"] == "mmcache"} >= {"get hit", "put"}
+    native = json.loads((out / "native-quick.json").read_text())
+    peers = {row["peer"] for row in native["rows"]}
+    assert {"mmcache native", "mmcache pure"} <= peers, peers
+    assert len({row["workload"] for row in native["rows"]}) == 4
     profile = json.loads((out / "breakdown-quick.json").read_text())
     paths = {row["path"]: row for row in profile["rows"]}
     expected = {

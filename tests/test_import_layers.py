@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mmcache._core.args",),  # argument checks, creating a table
     ("mmcache._core.maintenance",),  # listing, verify, repair, stats
     ("mmcache._core.table_maintenance",),
+    ("mmcache._native",),  # the compiled get (reads the handle's state; imports nothing of ours)
     ("mmcache.table",),  # MmapCache: the hot read path, thin delegation
     ("mmcache.tags",),
     ("mmcache.l2",),  # the Redis tier (package)

@@ -15,7 +15,12 @@ from mmcache import (
     MmapCache,
     UnsafePathError,
     ValueTooLargeError,
+    _native,
 )
+
+# The memo belongs to the pure-Python get (the compiled one needs none):
+# these run in `make test-pure`.
+pure_get = pytest.mark.skipif(_native.AVAILABLE, reason="a pure-Python get feature (make test-pure)")
 
 
 def test_round_trip_overwrite_delete(cache: MmapCache) -> None:
@@ -375,6 +380,7 @@ def test_repair_moves_the_heap_tail_past_published_records(path: str) -> None:
         assert c.verify() == []
 
 
+@pure_get
 def test_memo_false_handles_neither_use_nor_fill_the_memo(path: str) -> None:
     with MmapCache(path, size=256, memo=False) as lean, MmapCache(path, size=256) as c:
         memo = c._s.memo  # type: ignore[union-attr]  # shared by both handles
@@ -397,6 +403,7 @@ def _memo_hits(c: MmapCache, keys: list[str]) -> int:
     return len(keys) - (s.first_reads - first)
 
 
+@pure_get
 def test_memo_pauses_when_keys_come_from_a_set_much_larger_than_it(
     path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -428,6 +435,7 @@ def test_memo_pauses_when_keys_come_from_a_set_much_larger_than_it(
         assert _memo_hits(c, hot) == len(hot)  # ... and the small working set is served from the memo
 
 
+@pure_get
 def test_memo_follows_a_working_set_that_moves(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full memo of yesterday's keys serves nothing today: after one window
     of first reads it is dropped and refilled with the new working set."""

@@ -1,0 +1,58 @@
+"""The compiled fast path, when there is one (see ``_speedups.c``).
+
+``Getter(handle)`` makes a handle's native ``get`` (``get`` is the same for
+explicit arguments, for tests and the fuzzer): the same probe, record
+checks, expiry and LRU stamp as the pure path, on the same bytes, so native
+and pure-Python processes share one table. Missing extension (nothing
+compiled at install): one RuntimeWarning at import, then pure Python.
+``MMCACHE_PURE_PYTHON=1`` forces pure Python without a warning. The
+extension keeps the GIL; free-threaded CPython is not supported.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+FALLBACK: object = object()
+
+
+def _pure(*args: Any) -> Any:
+    """Stands in for ``get`` without the extension: always "not answered"."""
+    return FALLBACK
+
+
+get: Callable[..., Any] = _pure
+xxh3_64: Callable[..., int] | None = None
+# Getter(handle, view_min=0) -> the handle's compiled ``get`` (a callable without a Python frame)
+Getter: Callable[..., Callable[..., Any]] | None = None
+REASON = "native"
+
+if os.environ.get("MMCACHE_PURE_PYTHON", "") not in ("", "0"):
+    REASON = "pure Python: MMCACHE_PURE_PYTHON is set"
+elif sysconfig.get_config_var("Py_GIL_DISABLED"):
+    # The C get relies on the GIL (its reads of the handle's state, the stats
+    # list); free-threaded CPython is not supported: it runs pure Python.
+    REASON = "pure Python: free-threaded CPython is not supported by the compiled get"
+else:
+    try:
+        from . import _speedups
+    except ImportError as e:
+        REASON = f"pure Python: the compiled extension is missing ({e})"
+        warnings.warn(
+            f"mmcache runs without its compiled fast path ({e}); gets are several times slower. "
+            "Reinstall where a C compiler and Python's headers exist, or set MMCACHE_PURE_PYTHON=1 "
+            "to choose pure Python and silence this warning",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        get = _speedups.get
+        Getter = _speedups.Getter
+        xxh3_64 = _speedups.xxh3_64
+        FALLBACK = _speedups.FALLBACK
+
+AVAILABLE = get is not _pure

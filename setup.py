@@ -1,0 +1,27 @@
+"""The optional compiled get path (mmcache/_native/_speedups.c).
+
+Everything else is in pyproject.toml. ``optional=True``: where no C compiler
+or no Python headers exist the build of this one extension fails with a
+warning and the install goes on; mmcache then runs pure Python (and says so
+once, at import). ``MMCACHE_CFLAGS`` adds compiler flags (``make test-asan``
+builds with AddressSanitizer that way).
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+extra = os.environ.get("MMCACHE_CFLAGS", "").split()
+
+setup(
+    ext_modules=[
+        Extension(
+            "mmcache._native._speedups",
+            sources=["mmcache/_native/_speedups.c"],
+            depends=["mmcache/_native/xxh3.h"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
+            extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
+            optional=True,
+        )
+    ]
+)
