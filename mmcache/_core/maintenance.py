@@ -12,12 +12,14 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..keys import decode_key, slot_key
+from ..keys import decode_key
 from . import layout
+from . import rebuild as rebuilder
 from .capacity import live_cap
 from .fs import total_size
-from .generation import Generation, heal_numbers, roster_snapshot
+from .generation import Generation, roster_snapshot
 from .record import Entry, mac_ok, read_record, slot_record_size
+from .repair import damaged_segments, fix, scan
 
 if TYPE_CHECKING:
     from ..table import MmapCache
@@ -84,47 +86,9 @@ def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
 
 # ------------------------------------------------------------------ rebuild
 # ------------------------------------------------------------ verify, repair
-def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
-    """(live slot offsets, tombstones, highest used slot, problems, bad slots)."""
-    mm, ss, K, n = g.idx, g.params.slot_size, g.params.key_size, g.nslots
-    live: list[int] = []
-    bad: list[int] = []
-    problems: list[str] = []
-    dele = hwm = 0
-    for slot in range(1, n + 1):
-        o = layout.slot_offset(slot, ss)
-        st = mm[o + K]
-        if st == layout.EMPTY:
-            continue
-        hwm = slot
-        if st == layout.DELETED:
-            dele += 1
-            continue
-        if st != layout.OCCUPIED:
-            problems.append(f"slot {slot}: unknown state {st}")
-            bad.append(o)
-            continue
-        r = read_record(g, o)
-        if r is None:
-            problems.append(f"slot {slot}: record unreadable or checksum mismatch")
-            bad.append(o)
-            continue
-        seg, off, _e, klen, _v, _f, rkf, _ = r
-        start = off + layout.RECORD_HEADER
-        kb = g.heap.maps[seg][start : start + klen]
-        skey, hashed, _h = slot_key(kb, K)
-        kf, sklen = mm[o + K + 1], mm[o + K + 2]
-        if mm[o : o + sklen] != skey or sklen != len(skey) or kf != hashed | (rkf & layout.KF_STR):
-            problems.append(f"slot {slot}: slot key does not match its record")
-            bad.append(o)
-            continue
-        live.append(o)
-    return live, dele, hwm, problems, bad
-
-
 def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
     g = s.current_for_write()
-    live, dele, hwm, problems, _bad = _scan(g)
+    live, dele, hwm, problems, _bad = scan(g)
     occ, hdel, hhwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
     if g.idx[layout.OFF_DIRTY]:
         problems.append("header: a writer died mid-update (dirty flag set)")
@@ -155,56 +119,13 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
     return problems
 
 
-def damaged_segments(g: Generation) -> list[str]:
-    last = layout.HEAP_POS.unpack_from(g.idx, layout.OFF_HEAP_SEG)[0]
-    return [
-        f"heap segment {seg}: missing or damaged header"
-        for seg in range(min(last, 1 << 16) + 1)
-        if g.heap.view(seg, layout.SEG_HEADER_BYTES) is None
-    ]
-
-
 def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
-    """Make counters, roster and bytes match the slots; drop damaged slots."""
+    """Make counters, roster and bytes match the slots; drop damaged slots;
+    rebuild past a damaged heap segment; remove leftover files."""
     problems = verify(c, s) if g is s.gen else []
-    live, dele, hwm, _p, bad = _scan(g)
-    mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
-    mm[layout.OFF_DIRTY] = 1
-    heal_numbers(g)
-    if mm[layout.OFF_LOGGING]:  # a concurrent rebuild must look at every slot again
-        layout.U32.pack_into(mm, layout.OFF_LOG, layout.LOG_CAP + 1)
-    for o in bad:
-        mm[o + K] = layout.DELETED
-    live_bytes = 0
-    for pos, o in enumerate(live):
-        slot = (o - layout.HEADER_BYTES) // ss + 1
-        layout.U32.pack_into(g.roster, layout.ROSTER_HEADER_BYTES + 4 * pos, slot)
-        layout.U32.pack_into(mm, o + K + layout.OFF_SLOT_ROSTER, pos)
-        size = slot_record_size(g, o)
-        layout.U32.pack_into(mm, o + K + layout.OFF_SLOT_RECLEN, size)
-        live_bytes += size
-    layout.COUNTERS.pack_into(mm, layout.OFF_COUNTERS, len(live), dele + len(bad), hwm)
-    seg, _d, tail = layout.HEAP_POS.unpack_from(mm, layout.OFF_HEAP_SEG)
-    if not (seg < 1 << 20 and layout.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes):
-        seg, tail = 0, layout.SEG_HEADER_BYTES  # damaged: found from the live records alone
-    # A writer killed after publishing a slot but before moving the heap
-    # tail leaves a live record past the tail: move the tail past it, so that
-    # no record a slot (or a reader's memo) points at is ever overwritten.
-    for o in live:
-        rseg, roff = layout.SLOT_LOC.unpack_from(mm, o + K + layout.OFF_SLOT_LOC)
-        rend = roff + slot_record_size(g, o)
-        if (rseg, rend) > (seg, tail):
-            seg, tail = rseg, rend
-    layout.HEAP_POS.pack_into(mm, layout.OFF_HEAP_SEG, seg, 1, tail)
-    used = seg * g.params.max_segment_bytes + tail
-    layout.BYTES.pack_into(mm, layout.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
-    mm[layout.OFF_DIRTY] = 0
-    from . import rebuild as rebuilder
-
-    if damaged_segments(g) or g.heap.damaged:
+    if fix(g):
         # The writer cannot append to a damaged segment: copy what is still
         # readable into a fresh generation (entries in damaged parts are lost).
-        g.heap.damaged = set()  # (known now: the rebuild's own begin() must not repair again)
         rebuilder.rebuild(c, s, None)
         g = s.gen
     removed = rebuilder.remove_orphans(s, g.gen)

@@ -2,8 +2,10 @@
 
 Every function here is called with the writer lock held. A mutation of the
 index runs between ``dirty = 1`` and ``dirty = 0`` in the header; a writer
-killed in between leaves dirty set, and the next lock holder repairs the
-counters and roster before doing anything else (``maintenance.repair``).
+killed in between leaves dirty set, and the next lock holder fixes the
+counters and roster before doing anything else (``repair.fix``). A damaged
+heap segment needs a rebuild, which sits above the writer: ``write`` answers
+``Room(PURGE)`` and its caller rebuilds (escalation by return value).
 
 Publication order (what a lock-free reader may observe): the record is
 written in full, then the slot's location, then, for a new entry, its state
@@ -22,8 +24,8 @@ from xxhash import xxh3_64, xxh3_64_intdigest
 
 from ..errors import CacheFullError, CorruptCacheError, ValueTooLargeError
 from . import evict as evicting
-from . import generation, layout, maintenance, record
-from .capacity import EVICT, Room, caps, live_cap, rebuild_wanted, room
+from . import generation, layout, record, repair
+from .capacity import EVICT, PURGE, Room, caps, live_cap, rebuild_wanted, room
 
 if TYPE_CHECKING:
     from ..table import MmapCache
@@ -63,14 +65,15 @@ _monotonic_ns = time.monotonic_ns
 
 
 def begin(s: SharedTable) -> Generation:
-    """The generation to write to; repairs first if a writer died mid-update."""
+    """The generation to write to; its numbers fixed first if a writer died
+    mid-update. A damaged heap segment stays in ``g.heap.damaged`` after the
+    fix (``write`` answers ``Room(PURGE)`` for it: the caller rebuilds)."""
     g = s.current_for_write()
     # (runs on every staleness check, so numbers damaged on disk since the
-    # open are healed within an interval; a damaged heap segment: repair
-    # rebuilds the table)
-    if g.idx[layout.OFF_DIRTY] or g.heap.damaged or not generation.counters_sane(g):
-        maintenance.repair(None, s, g)
-    return s.gen
+    # open are healed within an interval)
+    if g.idx[layout.OFF_DIRTY] or not generation.counters_sane(g, heap=False):
+        repair.fix(g)
+    return g
 
 
 def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
@@ -124,9 +127,10 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
           body: bytes, value: bytes | memoryview, csum: int, mac: bytes | None,
           only_if_absent: bool) -> bool | Room:  # fmt: skip
     """Store the record ``prepare`` built for ``kb``; False only for ``add``
-    on a live key. A ``Room`` (grow or purge) means the table must be
-    rebuilt first: the caller rebuilds, still holding the lock, and calls
-    again (escalation by return value: the writer sits below the rebuild).
+    on a live key. A ``Room`` (grow or purge; purge too past a damaged
+    heap segment) means the table must be rebuilt first: the caller
+    rebuilds, still holding the lock, and calls again (escalation by return
+    value: the writer sits below the rebuild).
 
     Every put runs this, so its common case is written out (record size,
     staleness test, the capacity test of a new key) rather than called:
@@ -143,6 +147,8 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     mono = _monotonic_ns()
     if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or mono >= s.next_check:
         g = begin(s)
+        if g.heap.damaged:
+            return Room(PURGE)  # a rebuild copies what is readable (the caller's to do)
         idx = g.idx
     found, free = find(c, g, kb, kf, probe, h)
     if found < 0 and free >= 0 and not only_if_absent and max_bytes is None:
@@ -167,10 +173,10 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     except (struct.error, OverflowError, CorruptCacheError):
         # A header number damaged on disk since the last check (out of its
         # field's range once added to, or a heap position past the files), or
-        # a heap segment found damaged: repair recounts everything from the
-        # slots (and rebuilds past a damaged segment); then the put once more.
-        maintenance.repair(None, s, g)
-        g = s.gen
+        # a heap segment found damaged: fix recounts everything from the
+        # slots; past a damaged segment the caller rebuilds; else the put once more.
+        if repair.fix(g):
+            return Room(PURGE)
         found, free = find(c, g, kb, kf, probe, h)
         occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
     s.local[_SETS] += 1
@@ -393,11 +399,12 @@ def remove_slot(g: Generation, o: int) -> None:
 
 
 def done(s: SharedTable, g: Generation) -> None:
-    """End a mutation: bump the write sequence, clear dirty (or repair)."""
+    """End a mutation: bump the write sequence, clear dirty (or fix the
+    numbers; a damaged heap segment found so is rebuilt past by the next put)."""
     _bump_seq(g.idx)
     if g.needs_repair:
         g.needs_repair = False
-        maintenance.repair(None, s, g)
+        repair.fix(g)
     g.idx[layout.OFF_DIRTY] = 0
 
 
