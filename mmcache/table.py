@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 from xxhash import xxh3_64_intdigest
 
@@ -26,6 +26,7 @@ from ._core.capacity import Room
 from ._core.fs import check_network_fs, check_parent, check_safe, open_checked
 from ._core.generation import Params, read_header
 from ._core.lookup import TableLookup
+from ._core.options import Options, OptionsView, Policy
 from ._core.process import SharedTable, acquire, release
 from ._core.table_maintenance import TableMaintenance
 from .errors import CacheFullError, ClosedCacheError, CorruptCacheError
@@ -34,7 +35,6 @@ from .keys import encode_key, slot_key
 DEFAULT_MAX_SEGMENT_BYTES = layout.DEFAULT_MAX_SEGMENT_BYTES
 LIVE_FRACTION = capacity.LIVE_FRACTION  # live entries per slot: size a table at entries / LIVE_FRACTION
 Key = str | bytes
-Policy = Literal["lru", "fifo", "none"]
 
 _HB = layout.HEADER_BYTES
 _RH = layout.RECORD_HEADER
@@ -59,7 +59,7 @@ _MEMO_ENTRIES = 1 << 15
 VIEW_MIN = 4096
 
 
-class MmapCache(TableLookup, TableMaintenance):
+class MmapCache(TableLookup, TableMaintenance, OptionsView):
     """A shared, persistent, process-safe key/value table in mapped files.
 
     Keys are ``str`` or ``bytes`` (a str and a bytes key are different keys,
@@ -139,19 +139,15 @@ class MmapCache(TableLookup, TableMaintenance):
             raise
         self.path = path
         self.heap_path = hp
-        self.verify_checksums = verify_checksums
-        self.max_size = max_size
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.eviction: Policy = eviction
-        self.compact_threshold = compact_threshold
-        self.compact_min_bytes = compact_min_bytes
         self._key_size = key_size
-        # (a read-only table keeps no recency stamps: its maps cannot be written)
-        self._track_recency = eviction == "lru" and self._s.writable
+        # The policy, one frozen object the writer and listings are given.
         # With a secret every record this handle writes is signed with a keyed
-        # BLAKE2b MAC, and records without a valid MAC are misses for it.
-        self._secret = key
+        # BLAKE2b MAC, and records without a valid MAC are misses for it. A
+        # read-only table keeps no recency stamps: its maps cannot be written.
+        self._opts = Options(
+            max_size, max_entries, max_bytes, eviction, compact_threshold, compact_min_bytes,
+            max_segment_bytes, verify_checksums, key, eviction == "lru" and self._s.writable,
+        )  # fmt: skip
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
         g = self._s.gen
@@ -174,10 +170,10 @@ class MmapCache(TableLookup, TableMaintenance):
         # secret never takes the fast probe (key_size 0 sends every key to
         # the general path, which checks MACs).
         self._hot = (
-            key_size if self._secret is None else 0,
+            key_size if key is None else 0,
             self._tails,
             struct.Struct(f"<{key_size + 3}sxIII").unpack_from,
-            self._track_recency,
+            self._opts.track_recency,
             bool(memo),
         )
 
@@ -434,11 +430,12 @@ class MmapCache(TableLookup, TableMaintenance):
             return
         # The record and its checksum are made before the lock is taken,
         # which is then held only to place them.
-        body, apart, csum, mac = writer.prepare(self._secret, kb, kf, data, exp, flags)
+        opts = self._opts
+        body, apart, csum, mac = writer.prepare(opts.secret, kb, kf, data, exp, flags)
         lock = s.lock
         lock.acquire()
         try:
-            done = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, False)
+            done = writer.write(opts, s, kb, kf, probe, h, body, apart, csum, mac, False)
             if done is not True:
                 self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, False)
         finally:
@@ -466,9 +463,9 @@ class MmapCache(TableLookup, TableMaintenance):
         exp = argcheck.expire_ns(expire, expire_at_ns)
         if exp < 0:
             return not self.contains(key)
-        body, apart, csum, mac = writer.prepare(self._secret, kb, kf, data, exp, flags)
+        body, apart, csum, mac = writer.prepare(self._opts.secret, kb, kf, data, exp, flags)
         with s.lock.hold():
-            done = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, True)
+            done = writer.write(self._opts, s, kb, kf, probe, h, body, apart, csum, mac, True)
             stored = self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, True)
         if s.compact_wanted:
             self._compact(s)
@@ -483,7 +480,7 @@ class MmapCache(TableLookup, TableMaintenance):
             if isinstance(need, bool):
                 return need
             rebuilder.rebuild(self, s, need.n if need.action == capacity.GROW else None)
-            need = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, only_if_absent)
+            need = writer.write(self._opts, s, kb, kf, probe, h, body, apart, csum, mac, only_if_absent)
         raise CacheFullError("could not make room for the entry")  # pragma: no cover - a rebuild frees room
 
     def touch(self, key: Key, expire: float | None = None) -> bool:
@@ -501,7 +498,7 @@ class MmapCache(TableLookup, TableMaintenance):
         s = self._shared()
         kb, kf, probe, h = self._prep(key)
         with s.lock.hold():
-            return writer.delete(self, s, kb, kf, probe, h)
+            return writer.delete(self._opts, s, kb, kf, probe, h)
 
     @contextmanager
     def transaction(self) -> Iterator[MmapCache]:

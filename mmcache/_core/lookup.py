@@ -97,17 +97,17 @@ class TableLookup:
             or klen != len(kb)
             or (rkf ^ kf) & layout.KF_STR
             or mv[start : start + klen] != kb
-            or (c.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)
+            or (c._opts.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)
         ):
             return False
-        if c._secret is not None and not record.mac_ok(g, seg, off, end, rkf, c._secret):
+        if (key := c._opts.secret) is not None and not record.mac_ok(g, seg, off, end, rkf, key):
             return None
         now = 0
         if exp:
             now = _time_ns()
             if exp <= now:
                 return None
-        if c._track_recency:
+        if c._opts.track_recency:
             g.touch_recency((o - _HB) // ss + 1, _monotonic_ns())
         return heap.maps[seg][start + klen : end], flags, exp, o
 

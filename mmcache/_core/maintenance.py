@@ -23,6 +23,7 @@ from .repair import damaged_segments, fix, scan
 
 if TYPE_CHECKING:
     from ..table import MmapCache
+    from .options import Options
     from .process import SharedTable
 
 
@@ -40,7 +41,7 @@ def _listing_snapshot(s: SharedTable) -> tuple[Generation, array.array[int]]:
         return g, roster_snapshot(g, layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0])
 
 
-def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
+def iter_items(opts: Options, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
     """Live (key, value-or-None) pairs from a roster snapshot taken under the
     lock (so no entry is seen twice or skipped by a concurrent swap-remove)."""
     g, slots = _listing_snapshot(s)
@@ -51,13 +52,13 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
         o = layout.slot_offset(slot, ss)
         if g.idx[o + K] != layout.OCCUPIED:
             continue  # deleted since the snapshot
-        r = read_record(g, o, verify=c.verify_checksums)
+        r = read_record(g, o, verify=opts.verify_checksums)
         if r is None:
             continue
         seg, off, exp, klen, vlen, _flags, rkf, _ = r
         if exp and exp <= now:
             continue
-        if not mac_ok(g, seg, off, off + layout.RECORD_HEADER + klen + vlen, rkf, c._secret):
+        if not mac_ok(g, seg, off, off + layout.RECORD_HEADER + klen + vlen, rkf, opts.secret):
             continue
         mm = g.heap.maps[seg]
         start = off + layout.RECORD_HEADER
@@ -65,18 +66,18 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
         yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)
 
 
-def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
+def iter_entries(opts: Options, s: SharedTable) -> Iterator[tuple[Any, Any]]:
     """(key, Entry) pairs, like ``iter_items`` plus each slot's mtime."""
     g, slots = _listing_snapshot(s)
     K, now = g.params.key_size, time.time_ns()
     for slot in slots:
         o = layout.slot_offset(slot, g.slot_size)
-        r = read_record(g, o, verify=c.verify_checksums) if g.idx[o + K] == layout.OCCUPIED else None
+        r = read_record(g, o, verify=opts.verify_checksums) if g.idx[o + K] == layout.OCCUPIED else None
         if r is None:
             continue
         seg, off, exp, klen, vlen, flags, rkf, _ = r
         start = off + layout.RECORD_HEADER
-        if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, c._secret):
+        if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, opts.secret):
             continue
         mm = g.heap.maps[seg]
         mtime = layout.U64.unpack_from(g.idx, o + K + layout.OFF_SLOT_MTIME)[0]
@@ -133,7 +134,7 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
 
 
 # --------------------------------------------------------------------- stats
-def stats(c: MmapCache, s: SharedTable) -> dict[str, Any]:
+def stats(opts: Options, s: SharedTable) -> dict[str, Any]:
     g = s.gen
     p = g.params
     occ, dele, hwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
@@ -154,9 +155,9 @@ def stats(c: MmapCache, s: SharedTable) -> dict[str, Any]:
         "heap_dead_bytes": dead,
         "heap_segments": seg + 1,
         "disk_bytes": total_size(files),
-        "max_entries": c.max_entries,
-        "max_bytes": c.max_bytes,
-        "eviction": c.eviction,
+        "max_entries": opts.max_entries,
+        "max_bytes": opts.max_bytes,
+        "eviction": opts.eviction,
     }
     out.update(s.total_stats())
     looked = out["hits"] + out["misses"]

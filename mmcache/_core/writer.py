@@ -28,8 +28,8 @@ from . import generation, layout, record, repair
 from .capacity import EVICT, PURGE, Room, caps, live_cap, rebuild_wanted, room
 
 if TYPE_CHECKING:
-    from ..table import MmapCache
     from .generation import Generation
+    from .options import Options
     from .process import SharedTable
 
 _HOT = layout.HOT.unpack_from
@@ -76,7 +76,7 @@ def begin(s: SharedTable) -> Generation:
     return g
 
 
-def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
+def find(g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
     """(offset of the slot holding this key or -1, offset of the first free slot)."""
     mm, n, ss, K = g.idx, g.nslots, g.slot_size, g.key_size
     span = K + 3
@@ -123,7 +123,7 @@ def prepare(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, 
     return body, data, h.intdigest(), record.mac(secret, body + data) if secret else None
 
 
-def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
+def write(opts: Options, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
           body: bytes, value: bytes | memoryview, csum: int, mac: bytes | None,
           only_if_absent: bool) -> bool | Room:  # fmt: skip
     """Store the record ``prepare`` built for ``kb``; False only for ``add``
@@ -137,7 +137,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     a complexity of about 25, where the rare paths are functions of their own."""
     # record_size() written out, and begin()'s common case: this is every put.
     rec_len = (8 + len(body) + len(value) + (_MAC if mac else 0) + 7) & ~7
-    max_bytes = c.max_bytes
+    max_bytes = opts.max_bytes
     if max_bytes is not None and rec_len > max_bytes:
         raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={max_bytes}")
     g = s.gen
@@ -150,12 +150,12 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         if g.heap.damaged:
             return Room(PURGE)  # a rebuild copies what is readable (the caller's to do)
         idx = g.idx
-    found, free = find(c, g, kb, kf, probe, h)
+    found, free = find(g, kb, kf, probe, h)
     if found < 0 and free >= 0 and not only_if_absent and max_bytes is None:
         # A new key with room to spare (_make_room's common case, written out).
         occ, dele = _OCC_DEL(idx, _OFF_HOT)
         cap, load = g.caps or caps(g)
-        max_entries = c.max_entries
+        max_entries = opts.max_entries
         roomy = (
             occ < cap
             and (max_entries is None or occ < max_entries)
@@ -165,7 +165,8 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         roomy = found >= 0 and max_bytes is None and not only_if_absent  # an overwrite
     if not roomy:
         # A new key, an add, or a byte cap: the put may need room first.
-        g, found, free, answer = _make_room(c, s, g, kb, kf, probe, h, found, free, rec_len, only_if_absent)
+        g, found, free, answer = _make_room(opts, s, g, kb, kf, probe, h, found, free, rec_len,
+                                            only_if_absent)  # fmt: skip
         if answer is not None:
             return answer
     try:
@@ -177,7 +178,7 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         # slots; past a damaged segment the caller rebuilds; else the put once more.
         if repair.fix(g):
             return Room(PURGE)
-        found, free = find(c, g, kb, kf, probe, h)
+        found, free = find(g, kb, kf, probe, h)
         occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
     s.local[_SETS] += 1
     if mono >= s.flush_due:
@@ -191,12 +192,12 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     # to do one under the lock (capacity.rebuild_wanted says when; the test
     # before the call is a necessary condition of its answer, so that most
     # puts skip the call).
-    if dele or dead > c.compact_threshold * (live + dead) or c.max_size is not None:
-        _ask_rebuild(c, s, g, occ, dele, live, dead)
+    if dele or dead > opts.compact_threshold * (live + dead) or opts.max_size is not None:
+        _ask_rebuild(opts, s, g, occ, dele, live, dead)
     return True
 
 
-def _make_room(c: MmapCache, s: SharedTable, g: Generation, kb: bytes, kf: int, probe: bytes, h: int,
+def _make_room(opts: Options, s: SharedTable, g: Generation, kb: bytes, kf: int, probe: bytes, h: int,
                found: int, free: int, rec_len: int,
                only_if_absent: bool) -> tuple[Generation, int, int, bool | Room | None]:  # fmt: skip
     """Evict until capacity.room lets the write go ahead: (generation, found,
@@ -205,23 +206,23 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, kb: bytes, kf: int, 
     for _ in range(100_000):
         if found >= 0 and only_if_absent and not record.is_expired(g, found):
             return g, found, free, False
-        need = _room(c, g, found, free, rec_len)
+        need = _room(opts, g, found, free, rec_len)
         if need is None:
             return g, found, free, None
         if need.action != EVICT:
             return g, found, free, need
-        _evict_or_raise(c, s, need.n, need.limit)
+        _evict_or_raise(opts, s, need.n, need.limit)
         g = s.gen
-        found, free = find(c, g, kb, kf, probe, h)
+        found, free = find(g, kb, kf, probe, h)
     raise CacheFullError("could not make room for the entry")  # pragma: no cover - eviction frees
 
 
-def _ask_rebuild(c: MmapCache, s: SharedTable, g: Generation,
+def _ask_rebuild(opts: Options, s: SharedTable, g: Generation,
                  occ: int, dele: int, live: int, dead: int) -> None:  # fmt: skip
     """Flag a concurrent rebuild (and the size to grow to) if capacity wants one."""
     wanted, grow_to = rebuild_wanted(
         occ, dele, live, dead, g.nslots, g.index_bytes, g.params.size, live_cap(g),
-        c.compact_threshold, c.compact_min_bytes, c.max_size,
+        opts.compact_threshold, opts.compact_min_bytes, opts.max_size,
     )  # fmt: skip
     if wanted:
         s.compact_wanted = True
@@ -229,25 +230,25 @@ def _ask_rebuild(c: MmapCache, s: SharedTable, g: Generation,
             s.grow_to = grow_to
 
 
-def _room(c: MmapCache, g: Generation, found: int, free: int, rec_len: int) -> Room | None:
+def _room(opts: Options, g: Generation, found: int, free: int, rec_len: int) -> Room | None:
     """``capacity.room`` asked with this generation's numbers."""
-    if found >= 0 and c.max_bytes is None:
+    if found >= 0 and opts.max_bytes is None:
         return None  # an overwrite needs no room
     occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
     return room(
         occ, dele, live, g.caps or caps(g), new_key=found < 0,
         free_empty=free >= 0 and g.idx[free + g.key_size] == layout.EMPTY, rec_len=rec_len,
-        old_len=recorded_size(g, found) if found >= 0 and c.max_bytes is not None else 0,
-        size=g.params.size, max_size=c.max_size, max_entries=c.max_entries, max_bytes=c.max_bytes,
+        old_len=recorded_size(g, found) if found >= 0 and opts.max_bytes is not None else 0,
+        size=g.params.size, max_size=opts.max_size, max_entries=opts.max_entries, max_bytes=opts.max_bytes,
     )  # fmt: skip
 
 
-def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
-    if c.eviction == "none":
-        if purge_expired(c, s):
+def _evict_or_raise(opts: Options, s: SharedTable, n: int, what: str) -> None:
+    if opts.eviction == "none":
+        if purge_expired(opts, s):
             return
         raise CacheFullError(f"the table is full ({what}) and eviction is 'none'; nothing was changed")
-    if evict(c, s, n) == 0:
+    if evict(opts, s, n) == 0:
         raise CacheFullError(f"the table is full ({what}) and nothing could be evicted")
 
 
@@ -352,9 +353,9 @@ def _bump_seq(mm: mmap.mmap) -> None:
     layout.U64.pack_into(mm, layout.OFF_WRITE_SEQ, seq + 1)
 
 
-def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int) -> bool:
+def delete(opts: Options, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int) -> bool:
     g = begin(s)
-    found, _free = find(c, g, kb, kf, probe, h)
+    found, _free = find(g, kb, kf, probe, h)
     if found < 0:
         return False
     live = not record.is_expired(g, found)
@@ -408,12 +409,12 @@ def done(s: SharedTable, g: Generation) -> None:
     g.idx[layout.OFF_DIRTY] = 0
 
 
-def evict(c: MmapCache, s: SharedTable, n: int) -> int:
+def evict(opts: Options, s: SharedTable, n: int) -> int:
     """Evict up to ``n`` entries: expired ones first, else the least recently
     used (``"lru"``) or oldest (``"fifo"``); ``evict`` says how each batch
     size chooses them."""
     g = begin(s)
-    lru = c.eviction == "lru"
+    lru = opts.eviction == "lru"
     now = time.time_ns()
     stamp_now = time.monotonic_ns()  # see layout's roster
     g.idx[layout.OFF_DIRTY] = 1
@@ -428,7 +429,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     return evicted
 
 
-def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
+def purge_expired(opts: Options | None, s: SharedTable) -> int:
     """Remove every expired entry (one pass over the roster)."""
     g = begin(s)
     mm = g.idx
