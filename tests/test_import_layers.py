@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mmcache._core.generation",),  # one generation's files, header numbers, roster snapshot
     # parse and check a record; the capacity rule; the format-upgrade path; a handle's policy
     ("mmcache._core.record", "mmcache._core.capacity", "mmcache._core.upgrade", "mmcache._core.options"),
+    ("mmcache._core.stats", "mmcache._core.memo"),  # per-process: stats stripes; the hit memo
     ("mmcache._core.process", "mmcache._core.evict"),  # per-process state; victim choice
     # fill a generation; the general read path; fix a generation's numbers
     ("mmcache._core.builders", "mmcache._core.lookup", "mmcache._core.repair"),

@@ -41,6 +41,6 @@ def test_a_knob_set_replaces_the_options_the_writer_reads(path: str) -> None:
         c.compact_min_bytes, c.compact_threshold = 0, 0.1
         assert c._opts is not before and (c.compact_min_bytes, c.compact_threshold) == (0, 0.1)
         gen = c.get_stats()["generation"]
-        for i in range(50):
+        for _ in range(50):
             c.put("k", b"x" * 1000)
         assert c.get_stats()["generation"] > gen and c.get("k") == b"x" * 1000
