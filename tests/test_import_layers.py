@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mmcache._core.stats", "mmcache._core.memo"),  # per-process: stats stripes; the hit memo
     ("mmcache._core.process", "mmcache._core.evict"),  # per-process state; victim choice
     # fill a generation; the general read path; fix a generation's numbers
+    ("mmcache._core.slots",),  # find a slot, take one out, log a change, a record's recorded size
     ("mmcache._core.builders", "mmcache._core.lookup", "mmcache._core.repair"),
     ("mmcache._core.writer",),  # put / add / delete / evict under the lock
     ("mmcache._core.rebuild",),  # locked and concurrent rebuilds
