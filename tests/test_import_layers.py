@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mmcache._core.rebuild",),  # locked and concurrent rebuilds
     ("mmcache._core.args",),  # argument checks, creating a table
     ("mmcache._core.maintenance",),  # listing, verify, repair, stats
-    ("mmcache._core.table_maintenance",),
+    ("mmcache._core.table_maintenance", "mmcache._core.table_writes"),  # MmapCache's mixins
     ("mmcache.table",),  # MmapCache: the hot read path, thin delegation
     ("mmcache.tags",),
     ("mmcache.l2",),  # the Redis tier (package)

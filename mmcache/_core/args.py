@@ -11,10 +11,11 @@ import os
 import time
 from typing import Any
 
-from ..errors import IncompatibleCacheError
+from ..errors import CorruptCacheError, IncompatibleCacheError
 from . import layout
 from . import rebuild as rebuilder
-from .generation import Generation, Params
+from .fs import check_network_fs, check_parent, check_safe, open_checked
+from .generation import Generation, Params, read_header
 from .lock import WriterLock
 
 _time_ns = time.time_ns
@@ -164,3 +165,43 @@ def check_params(g: Generation, want: Params, max_size: int | None) -> None:
             f"{g.path!r} was created with " + ", ".join(bad) + "; open it with the same "
             "parameters, or with MmapCache.open(path) to adopt the stored ones"
         )
+
+
+def secret_key(secret: bytes | str | None) -> bytes | None:
+    """The MAC key of a ``secret`` (a str as its UTF-8 bytes), checked."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    if key is not None and not (isinstance(key, bytes) and 1 <= len(key) <= 64):
+        raise ValueError("secret must be 1 to 64 bytes (or a str of that many UTF-8 bytes)")
+    return key
+
+
+def check_files(path: str, heap_path: str, allow_symlink: bool, allow_foreign_owner: bool,
+                allow_network_fs: bool | None) -> None:  # fmt: skip
+    """The checks before a table's files are opened or made: parent
+    directories, the index and lock file (symlinks, owners), the filesystem."""
+    check_parent(path)
+    check_parent(heap_path)
+    for name in (path, layout.lock_name(path)):
+        check_safe(name, allow_symlink=allow_symlink, allow_foreign_owner=allow_foreign_owner)
+    check_network_fs(path, allow_network_fs)
+
+
+def stored_params(p: str, options: dict[str, Any]) -> Params:
+    """The parameters in the header of the existing table at ``p`` (opened
+    with the checks ``options`` ask for), for ``MmapCache.open``."""
+    if not os.path.exists(p):
+        raise FileNotFoundError(2, "no mmcache table at this path", p)
+    fd = open_checked(
+        os.path.realpath(p) if options.get("allow_symlink") else p,
+        os.O_RDONLY,
+        "mmcache index",
+        mode=options.get("mode", 0o600),
+        foreign_ok=options.get("allow_foreign_owner", False),
+    )
+    try:
+        head = os.pread(fd, layout.HEADER.size, 0)
+    finally:
+        os.close(fd)
+    if len(head) < layout.HEADER.size:
+        raise CorruptCacheError(f"{p!r} is too short to be an mmcache index")
+    return read_header(head, p)[0]
