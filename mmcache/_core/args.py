@@ -42,18 +42,29 @@ def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
     """Absolute expiry in ns (0 = never, -1 = already expired); clamped to
     never from ``NEVER_NS`` on. NaN raises ValueError."""
     if expire_at_ns is not None:
-        if expire is not None:
-            raise TypeError("give expire or expire_at_ns, not both")
-        if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
-            raise TypeError("expire_at_ns is an int (ns since the epoch)")
-        if expire_at_ns >= NEVER_NS:
-            return 0
-        return expire_at_ns if expire_at_ns > _time_ns() else -1
+        return _expire_at(expire, expire_at_ns)
     if (type(expire) is float or type(expire) is int) and 0 < expire < _FAR_S:  # the common case (NaN fails)
         at = _time_ns() + int(expire * 1e9)
         return at if at < NEVER_NS else 0
     if expire is None:
         return 0
+    return _expire_other(expire)
+
+
+def _expire_at(expire: float | None, expire_at_ns: int) -> int:
+    """``expire_ns`` for an absolute time."""
+    if expire is not None:
+        raise TypeError("give expire or expire_at_ns, not both")
+    if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
+        raise TypeError("expire_at_ns is an int (ns since the epoch)")
+    if expire_at_ns >= NEVER_NS:
+        return 0
+    return expire_at_ns if expire_at_ns > _time_ns() else -1
+
+
+def _expire_other(expire: object) -> int:
+    """``expire_ns`` past its common case: wrong types, NaN, the past,
+    subclasses of int / float, and the far future."""
     if isinstance(expire, bool) or not isinstance(expire, int | float):
         raise TypeError("expire is a number of seconds or None")
     if expire != expire:
@@ -101,7 +112,27 @@ def resolve_size(size: int | None, max_size: int | None) -> tuple[int, int | Non
 def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size: int | None,
                 max_entries: int | None, max_bytes: int | None, eviction: str,
                 compact_threshold: float, interval: float) -> None:  # fmt: skip
+    """Every argument of ``MmapCache`` that is a number or a policy: the
+    geometry (``check_geometry``), then caps and policy."""
     check_size(size)
+    check_geometry(slot_size, key_size, max_seg)
+    if max_size is not None:
+        check_size(max_size, "max_size")
+        if max_size < size:
+            raise ValueError("max_size must be at least size")
+    for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+        if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
+            raise ValueError(f"{name} must be a positive int or None")
+    if eviction not in ("lru", "fifo", "none"):
+        raise ValueError(f"eviction must be 'lru', 'fifo' or 'none', not {eviction!r}")
+    if not 0 < compact_threshold <= 1:
+        raise ValueError("compact_threshold must be in (0, 1]")
+    if not interval >= 0:
+        raise ValueError("staleness_check_interval must be >= 0")
+
+
+def check_geometry(slot_size: int, key_size: int, max_seg: int) -> None:
+    """Slot and key sizes that fit each other, a segment size in range."""
     for name, v in (
         ("slot_size", slot_size),
         ("key_size", key_size),
@@ -120,19 +151,6 @@ def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size:
         raise ValueError(
             f"max_segment_bytes must be between {layout.MIN_SEGMENT_BYTES} and {layout.MAX_SEGMENT_LIMIT}"
         )
-    if max_size is not None:
-        check_size(max_size, "max_size")
-        if max_size < size:
-            raise ValueError("max_size must be at least size")
-    for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):
-        if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
-            raise ValueError(f"{name} must be a positive int or None")
-    if eviction not in ("lru", "fifo", "none"):
-        raise ValueError(f"eviction must be 'lru', 'fifo' or 'none', not {eviction!r}")
-    if not 0 < compact_threshold <= 1:
-        raise ValueError("compact_threshold must be in (0, 1]")
-    if not interval >= 0:
-        raise ValueError("staleness_check_interval must be >= 0")
 
 
 def create(path: str, heap_path: str, p: Params, mode: int) -> None:

@@ -88,6 +88,8 @@ def iter_entries(opts: Options, s: SharedTable) -> Iterator[tuple[Any, Any]]:
 # ------------------------------------------------------------------ rebuild
 # ------------------------------------------------------------ verify, repair
 def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
+    """Every invariant of the current generation checked against its slots:
+    header counters, roster links, byte counts, heap segment headers."""
     g = s.current_for_write()
     live, dele, hwm, problems, _bad = scan(g)
     occ, hdel, hhwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
@@ -99,6 +101,12 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
         problems.append(f"header: deleted_count {hdel}, slots say {dele}")
     if hhwm < hwm:
         problems.append(f"header: high_water_mark {hhwm} below highest used slot {hwm}")
+    return problems + _roster_problems(g, occ, live) + _size_problems(g, live) + damaged_segments(g)
+
+
+def _roster_problems(g: Generation, occ: int, live: list[int]) -> list[str]:
+    """The roster holds exactly the live slots, each linked back to its position."""
+    problems = []
     K, ss = g.params.key_size, g.params.slot_size
     roster = set(roster_snapshot(g, occ, strict=True))
     want = {(o - layout.HEADER_BYTES) // ss + 1 for o in live}
@@ -109,6 +117,13 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
         if o < 0 or layout.U32.unpack_from(g.idx, o + K + layout.OFF_SLOT_ROSTER)[0] != pos:
             problems.append(f"roster: position {pos} (slot {slot}) is not linked back")
             break
+    return problems
+
+
+def _size_problems(g: Generation, live: list[int]) -> list[str]:
+    """live_bytes and each slot's record length field match the records."""
+    problems = []
+    K = g.params.key_size
     sizes = [slot_record_size(g, o) for o in live]
     if layout.BYTES.unpack_from(g.idx, layout.OFF_BYTES)[0] != sum(sizes):
         problems.append("header: live_bytes does not match the records")
@@ -116,7 +131,6 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
     wrong = sum(r not in (0, n) for r, n in zip(recorded, sizes, strict=True))
     if wrong:
         problems.append(f"slots: {wrong} record length fields do not match their records")
-    problems += damaged_segments(g)
     return problems
 
 
