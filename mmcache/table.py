@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 from xxhash import xxh3_64_intdigest
 
@@ -23,19 +21,18 @@ from . import _native
 from ._core import args as argcheck
 from ._core import capacity, generation, layout, maintenance, writer
 from ._core import rebuild as rebuilder
-from ._core.capacity import Room
-from ._core.fs import check_network_fs, check_parent, check_safe, open_checked
-from ._core.generation import Params, read_header
+from ._core.generation import Params
 from ._core.lookup import TableLookup
+from ._core.options import Options, OptionsView, Policy
 from ._core.process import SharedTable, acquire, release
 from ._core.table_maintenance import TableMaintenance
-from .errors import CacheFullError, ClosedCacheError, CorruptCacheError
+from ._core.table_writes import TableWrites
+from .errors import ClosedCacheError
 from .keys import encode_key, slot_key
 
 DEFAULT_MAX_SEGMENT_BYTES = layout.DEFAULT_MAX_SEGMENT_BYTES
 LIVE_FRACTION = capacity.LIVE_FRACTION  # live entries per slot: size a table at entries / LIVE_FRACTION
 Key = str | bytes
-Policy = Literal["lru", "fifo", "none"]
 
 _HB = layout.HEADER_BYTES
 _RH = layout.RECORD_HEADER
@@ -60,7 +57,7 @@ _MEMO_ENTRIES = 1 << 15
 VIEW_MIN = 4096
 
 
-class MmapCache(TableLookup, TableMaintenance):
+class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
     """A shared, persistent, process-safe key/value table in mapped files.
 
     Keys are ``str`` or ``bytes`` (a str and a bytes key are different keys,
@@ -116,59 +113,40 @@ class MmapCache(TableLookup, TableMaintenance):
         size, max_size = argcheck.resolve_size(size, max_size)
         argcheck.check_args(size, slot_size, key_size, max_segment_bytes, max_size, max_entries,
                     max_bytes, eviction, compact_threshold, staleness_check_interval)  # fmt: skip
-        key = secret.encode() if isinstance(secret, str) else secret
-        if key is not None and not (isinstance(key, bytes) and 1 <= len(key) <= 64):
-            raise ValueError("secret must be 1 to 64 bytes (or a str of that many UTF-8 bytes)")
-        check_parent(path)
-        check_parent(hp)
-        for name in (path, layout.lock_name(path)):
-            check_safe(name, allow_symlink=allow_symlink, allow_foreign_owner=allow_foreign_owner)
-        check_network_fs(path, allow_network_fs)
+        key = argcheck.secret_key(secret)
+        argcheck.check_files(path, hp, allow_symlink, allow_foreign_owner, allow_network_fs)
         params = Params(size, slot_size, key_size, max_segment_bytes)
         if not os.path.exists(path):
             argcheck.create(path, hp, params, mode)
-        self._s: SharedTable | None = acquire(real, hp, mode, staleness_check_interval, allow_foreign_owner)
+        s = self._s = acquire(real, hp, mode, staleness_check_interval, allow_foreign_owner)
         if adopt and max_size is not None:
-            have = self._s.gen.params.size
-            params = Params(have, slot_size, key_size, max_segment_bytes)
-            max_size = max(max_size, have)
+            params = Params(s.gen.params.size, slot_size, key_size, max_segment_bytes)
+            max_size = max(max_size, s.gen.params.size)
         try:
-            argcheck.check_params(self._s.gen, params, max_size)
+            argcheck.check_params(s.gen, params, max_size)
         except BaseException:
-            release(self._s)
+            release(s)
             self._s = None
             raise
         self.path = path
         self.heap_path = hp
-        self.verify_checksums = verify_checksums
-        self.max_size = max_size
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.eviction: Policy = eviction
-        self.compact_threshold = compact_threshold
-        self.compact_min_bytes = compact_min_bytes
         self._key_size = key_size
-        # (a read-only table keeps no recency stamps: its maps cannot be written)
-        self._track_recency = eviction == "lru" and self._s.writable
+        # The policy, one frozen object the writer and listings are given.
         # With a secret every record this handle writes is signed with a keyed
-        # BLAKE2b MAC, and records without a valid MAC are misses for it.
-        self._secret = key
+        # BLAKE2b MAC, and records without a valid MAC are misses for it. A
+        # read-only table keeps no recency stamps: its maps cannot be written.
+        self._opts = Options(
+            max_size, max_entries, max_bytes, eviction, compact_threshold, compact_min_bytes,
+            max_segment_bytes, verify_checksums, key, eviction == "lru" and s.writable,
+        )  # fmt: skip
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
         elif _native.Getter is not None:  # the compiled get answers what it can; no memo needed
             # (it calls _get_probe, the pure path, for what it does not answer)
             self.get = _native.Getter(self)  # type: ignore[method-assign]
             self._get_view = _native.Getter(self, view_min=VIEW_MIN)  # type: ignore[method-assign]
-        g = self._s.gen
-        if self._s.writable and (g.idx[layout.OFF_DIRTY] or not generation.counters_sane(g)):
-            # A writer died mid-update (or the header is damaged): repair now,
-            # under the lock, rather than at the next put.
-            with self._s.lock.hold():
-                g = writer.begin(self._s)
-                if not generation.counters_sane(g):
-                    maintenance.repair(self, self._s, g)
-        if self._s.writable:
-            rebuilder.cleanup_on_open(self._s)
+        if s.writable:
+            self._heal_on_open(s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
         # so a probe is one slice compare against slot[0 : key_size + 3].
         self._tails = {
@@ -179,33 +157,29 @@ class MmapCache(TableLookup, TableMaintenance):
         # secret never takes the fast probe (key_size 0 sends every key to
         # the general path, which checks MACs).
         self._hot = (
-            key_size if self._secret is None else 0,
+            key_size if key is None else 0,
             self._tails,
             struct.Struct(f"<{key_size + 3}sxIII").unpack_from,
-            self._track_recency,
+            self._opts.track_recency,
             bool(memo),
         )
+
+    def _heal_on_open(self, s: SharedTable) -> None:
+        """A writer died mid-update (or the header is damaged): repair now,
+        under the lock, rather than at the next put; tidy a dead rebuild's files."""
+        g = s.gen
+        if g.idx[layout.OFF_DIRTY] or not generation.counters_sane(g):
+            with s.lock.hold():
+                g = writer.begin(s)
+                if not generation.counters_sane(g):
+                    maintenance.repair(self, s, g)
+        rebuilder.cleanup_on_open(s)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> MmapCache:
         """Open an existing table with the parameters stored in its header."""
         p = os.path.abspath(os.fspath(path))
-        if not os.path.exists(p):
-            raise FileNotFoundError(2, "no mmcache table at this path", p)
-        fd = open_checked(
-            os.path.realpath(p) if options.get("allow_symlink") else p,
-            os.O_RDONLY,
-            "mmcache index",
-            mode=options.get("mode", 0o600),
-            foreign_ok=options.get("allow_foreign_owner", False),
-        )
-        try:
-            head = os.pread(fd, layout.HEADER.size, 0)
-        finally:
-            os.close(fd)
-        if len(head) < layout.HEADER.size:
-            raise CorruptCacheError(f"{p!r} is too short to be an mmcache index")
-        prm, _ = read_header(head, p)
+        prm = argcheck.stored_params(p, options)
         max_size = options.pop("max_size", None)
         if max_size is not None:
             max_size = max(max_size, prm.size)
@@ -412,111 +386,6 @@ class MmapCache(TableLookup, TableMaintenance):
         g = s.gen
         occupied: int = _COUNT(g.idx, _OFF_COUNTERS)[0]
         return min(occupied, g.nslots)  # a damaged counter must not break len()
-
-    # --------------------------------------------------------------- writes
-    def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
-            *, flags: int = 0, expire_at_ns: int | None = None) -> None:  # fmt: skip
-        """Store ``value`` under ``key``, replacing any previous value.
-
-        ``expire`` is seconds from now (None: never; 0 or less: the key is
-        removed at once; NaN: ValueError; an expiry past what the format
-        holds, April 2262, is "never"); ``expire_at_ns`` is the same as an absolute time
-        (ns since the epoch, as ``Entry.expire_ns``), for keeping an
-        entry's expiry across a read-modify-write. ``flags`` is a 16-bit tag kept with the record
-        (the faces store their codec there). Raises CacheFullError when the
-        table is full and the eviction policy is ``"none"``.
-        """
-        s = self._s
-        if s is None:
-            raise ClosedCacheError("operation on a closed MmapCache")
-        kb, kf, probe, h = self._prep(key)
-        data = value if type(value) is bytes else argcheck.as_buffer(value)
-        if flags and not 0 <= flags < 1 << 16:
-            raise ValueError("flags must fit in 16 bits")
-        exp = 0 if expire is None and expire_at_ns is None else argcheck.expire_ns(expire, expire_at_ns)
-        if exp < 0:
-            self.delete(key)
-            return
-        # The record and its checksum are made before the lock is taken,
-        # which is then held only to place them.
-        body, apart, csum, mac = writer.prepare(self._secret, kb, kf, data, exp, flags)
-        lock = s.lock
-        lock.acquire()
-        try:
-            done = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, False)
-            if done is not True:
-                self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, False)
-        finally:
-            lock.release()
-        if s.compact_wanted:
-            self._compact(s)
-
-    def _compact(self, s: SharedTable) -> None:
-        """Reclaim dead heap space after a write asked for it, with the lock
-        released (unless the caller holds it in a transaction: later then)."""
-        if s.lock.held:
-            return
-        s.compact_wanted = False
-        size, s.grow_to = s.grow_to, None
-        rebuilder.rebuild_concurrently(self, s, size, compact=size is None)
-
-    def add(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
-            *, flags: int = 0, expire_at_ns: int | None = None) -> bool:  # fmt: skip
-        """Store only if ``key`` has no live entry; True if stored. Atomic."""
-        s = self._shared()
-        kb, kf, probe, h = self._prep(key)
-        data = argcheck.as_buffer(value)
-        if flags and not 0 <= flags < 1 << 16:
-            raise ValueError("flags must fit in 16 bits")
-        exp = argcheck.expire_ns(expire, expire_at_ns)
-        if exp < 0:
-            return not self.contains(key)
-        body, apart, csum, mac = writer.prepare(self._secret, kb, kf, data, exp, flags)
-        with s.lock.hold():
-            done = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, True)
-            stored = self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, True)
-        if s.compact_wanted:
-            self._compact(s)
-        return stored
-
-    def _rebuild_and_write(self, need: bool | Room, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
-                           body: bytes, apart: bytes | memoryview, csum: int, mac: bytes | None,
-                           only_if_absent: bool) -> bool:  # fmt: skip
-        """The writer's answer acted on, lock held: while it asks for a
-        rebuild (``Room`` grow or purge), rebuild and write again."""
-        for _ in range(1000):
-            if isinstance(need, bool):
-                return need
-            rebuilder.rebuild(self, s, need.n if need.action == capacity.GROW else None)
-            need = writer.write(self, s, kb, kf, probe, h, body, apart, csum, mac, only_if_absent)
-        raise CacheFullError("could not make room for the entry")  # pragma: no cover - a rebuild frees room
-
-    def touch(self, key: Key, expire: float | None = None) -> bool:
-        """Give a live entry a new expiry; True if it existed. Atomic."""
-        s = self._shared()
-        with s.lock.hold():
-            e = self.get_entry(key)
-            if e is None:
-                return False
-            self.put(key, e.value, expire, flags=e.flags)
-            return True
-
-    def delete(self, key: Key) -> bool:
-        """Remove ``key``; True if it had a live entry."""
-        s = self._shared()
-        kb, kf, probe, h = self._prep(key)
-        with s.lock.hold():
-            return writer.delete(self, s, kb, kf, probe, h)
-
-    @contextmanager
-    def transaction(self) -> Iterator[MmapCache]:
-        """Hold the writer lock: puts and deletes inside are atomic as a group
-        with respect to other writers (readers still see each step)."""
-        s = self._shared()
-        with s.lock.hold():
-            yield self
-        if s.compact_wanted:
-            self._compact(s)
 
     # ------------------------------------------------------------- lifetime
     def close(self) -> None:

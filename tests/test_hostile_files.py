@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -376,6 +377,28 @@ def test_heap_segment_that_is_a_directory_is_a_miss_then_repaired(path: str) -> 
         assert c.get("n") == b"new" and c.verify() == []
     with MmapCache(path, size=64) as c:
         assert c.get("n") == b"new"
+
+
+def test_an_older_damaged_segment_makes_the_next_put_rebuild(path: str) -> None:
+    """A heap segment another process wrote, damaged before this one maps it
+    and not the one written to (so appending still works): a read finds it,
+    and the next put past the staleness check rebuilds the table (the writer
+    answers Room(PURGE), the table acts) rather than writing on beside it."""
+    opts = {"size": 1024, "max_segment_bytes": 1 << 16, "staleness_check_interval": 0.01}
+    with MmapCache(path, **opts) as c:  # type: ignore[arg-type]
+        c.put("first", b"1")  # segment 0, mapped here
+        writes = f"with MmapCache({path!r}, **{opts!r}) as o:\n"
+        writes += " for i in range(30): o.put(f'k{i}', b'x' * 5000)"
+        subprocess.run([sys.executable, "-c", "from mmcache import MmapCache\n" + writes], check=True)
+        assert c.get_stats()["heap_segments"] >= 3
+        plant("directory", segment(path, 1))  # never mapped here
+        gen = c.get_stats()["generation"]
+        assert c.get("k20") is None  # in segment 1: a miss, and the damage is known
+        time.sleep(0.05)  # past the staleness interval: the put checks the generation
+        c.put("n", b"new")
+        assert c.get_stats()["generation"] > gen
+        assert c.verify() == []
+        assert c.get("n") == b"new" and c.get("first") == b"1" and c.get("k29") == b"x" * 5000
 
 
 def test_generation_out_of_range_is_a_clear_error(path: str) -> None:

@@ -223,7 +223,7 @@ def test_signed_l1(server: RedisServer, raw: Any, tmp_path: Path) -> None:
             wait_until(lambda: c.get_stats()["subscriber_connected"], what="the subscriber")
             c.set("k", {"signed": True})
             fill_l1(c, "k", {"signed": True})
-            assert c._l1.table._secret is not None
+            assert c._l1.table._opts.secret is not None
     finally:
         _invalidation.stop_all()
         del settings.SECRET_KEY

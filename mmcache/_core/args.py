@@ -11,10 +11,11 @@ import os
 import time
 from typing import Any
 
-from ..errors import IncompatibleCacheError
+from ..errors import CorruptCacheError, IncompatibleCacheError
 from . import layout
 from . import rebuild as rebuilder
-from .generation import Generation, Params
+from .fs import check_network_fs, check_parent, check_safe, open_checked
+from .generation import Generation, Params, read_header
 from .lock import WriterLock
 
 _time_ns = time.time_ns
@@ -41,18 +42,29 @@ def expire_ns(expire: float | None, expire_at_ns: int | None = None) -> int:
     """Absolute expiry in ns (0 = never, -1 = already expired); clamped to
     never from ``NEVER_NS`` on. NaN raises ValueError."""
     if expire_at_ns is not None:
-        if expire is not None:
-            raise TypeError("give expire or expire_at_ns, not both")
-        if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
-            raise TypeError("expire_at_ns is an int (ns since the epoch)")
-        if expire_at_ns >= NEVER_NS:
-            return 0
-        return expire_at_ns if expire_at_ns > _time_ns() else -1
+        return _expire_at(expire, expire_at_ns)
     if (type(expire) is float or type(expire) is int) and 0 < expire < _FAR_S:  # the common case (NaN fails)
         at = _time_ns() + int(expire * 1e9)
         return at if at < NEVER_NS else 0
     if expire is None:
         return 0
+    return _expire_other(expire)
+
+
+def _expire_at(expire: float | None, expire_at_ns: int) -> int:
+    """``expire_ns`` for an absolute time."""
+    if expire is not None:
+        raise TypeError("give expire or expire_at_ns, not both")
+    if not isinstance(expire_at_ns, int) or isinstance(expire_at_ns, bool):
+        raise TypeError("expire_at_ns is an int (ns since the epoch)")
+    if expire_at_ns >= NEVER_NS:
+        return 0
+    return expire_at_ns if expire_at_ns > _time_ns() else -1
+
+
+def _expire_other(expire: object) -> int:
+    """``expire_ns`` past its common case: wrong types, NaN, the past,
+    subclasses of int / float, and the far future."""
     if isinstance(expire, bool) or not isinstance(expire, int | float):
         raise TypeError("expire is a number of seconds or None")
     if expire != expire:
@@ -100,7 +112,27 @@ def resolve_size(size: int | None, max_size: int | None) -> tuple[int, int | Non
 def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size: int | None,
                 max_entries: int | None, max_bytes: int | None, eviction: str,
                 compact_threshold: float, interval: float) -> None:  # fmt: skip
+    """Every argument of ``MmapCache`` that is a number or a policy: the
+    geometry (``check_geometry``), then caps and policy."""
     check_size(size)
+    check_geometry(slot_size, key_size, max_seg)
+    if max_size is not None:
+        check_size(max_size, "max_size")
+        if max_size < size:
+            raise ValueError("max_size must be at least size")
+    for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+        if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
+            raise ValueError(f"{name} must be a positive int or None")
+    if eviction not in ("lru", "fifo", "none"):
+        raise ValueError(f"eviction must be 'lru', 'fifo' or 'none', not {eviction!r}")
+    if not 0 < compact_threshold <= 1:
+        raise ValueError("compact_threshold must be in (0, 1]")
+    if not interval >= 0:
+        raise ValueError("staleness_check_interval must be >= 0")
+
+
+def check_geometry(slot_size: int, key_size: int, max_seg: int) -> None:
+    """Slot and key sizes that fit each other, a segment size in range."""
     for name, v in (
         ("slot_size", slot_size),
         ("key_size", key_size),
@@ -119,19 +151,6 @@ def check_args(size: int, slot_size: int, key_size: int, max_seg: int, max_size:
         raise ValueError(
             f"max_segment_bytes must be between {layout.MIN_SEGMENT_BYTES} and {layout.MAX_SEGMENT_LIMIT}"
         )
-    if max_size is not None:
-        check_size(max_size, "max_size")
-        if max_size < size:
-            raise ValueError("max_size must be at least size")
-    for name, lim in (("max_entries", max_entries), ("max_bytes", max_bytes)):
-        if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
-            raise ValueError(f"{name} must be a positive int or None")
-    if eviction not in ("lru", "fifo", "none"):
-        raise ValueError(f"eviction must be 'lru', 'fifo' or 'none', not {eviction!r}")
-    if not 0 < compact_threshold <= 1:
-        raise ValueError("compact_threshold must be in (0, 1]")
-    if not interval >= 0:
-        raise ValueError("staleness_check_interval must be >= 0")
 
 
 def create(path: str, heap_path: str, p: Params, mode: int) -> None:
@@ -164,3 +183,43 @@ def check_params(g: Generation, want: Params, max_size: int | None) -> None:
             f"{g.path!r} was created with " + ", ".join(bad) + "; open it with the same "
             "parameters, or with MmapCache.open(path) to adopt the stored ones"
         )
+
+
+def secret_key(secret: bytes | str | None) -> bytes | None:
+    """The MAC key of a ``secret`` (a str as its UTF-8 bytes), checked."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    if key is not None and not (isinstance(key, bytes) and 1 <= len(key) <= 64):
+        raise ValueError("secret must be 1 to 64 bytes (or a str of that many UTF-8 bytes)")
+    return key
+
+
+def check_files(path: str, heap_path: str, allow_symlink: bool, allow_foreign_owner: bool,
+                allow_network_fs: bool | None) -> None:  # fmt: skip
+    """The checks before a table's files are opened or made: parent
+    directories, the index and lock file (symlinks, owners), the filesystem."""
+    check_parent(path)
+    check_parent(heap_path)
+    for name in (path, layout.lock_name(path)):
+        check_safe(name, allow_symlink=allow_symlink, allow_foreign_owner=allow_foreign_owner)
+    check_network_fs(path, allow_network_fs)
+
+
+def stored_params(p: str, options: dict[str, Any]) -> Params:
+    """The parameters in the header of the existing table at ``p`` (opened
+    with the checks ``options`` ask for), for ``MmapCache.open``."""
+    if not os.path.exists(p):
+        raise FileNotFoundError(2, "no mmcache table at this path", p)
+    fd = open_checked(
+        os.path.realpath(p) if options.get("allow_symlink") else p,
+        os.O_RDONLY,
+        "mmcache index",
+        mode=options.get("mode", 0o600),
+        foreign_ok=options.get("allow_foreign_owner", False),
+    )
+    try:
+        head = os.pread(fd, layout.HEADER.size, 0)
+    finally:
+        os.close(fd)
+    if len(head) < layout.HEADER.size:
+        raise CorruptCacheError(f"{p!r} is too short to be an mmcache index")
+    return read_header(head, p)[0]

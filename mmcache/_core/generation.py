@@ -262,9 +262,10 @@ def roster_snapshot(g: Generation, occ: int, strict: bool = False) -> array.arra
     return a
 
 
-def counters_sane(g: Generation) -> bool:
+def counters_sane(g: Generation, heap: bool = True) -> bool:
     """Cheap plausibility check of the header counters (a damaged header or a
-    writer killed mid-update makes the next writer repair first)."""
+    writer killed mid-update makes the next writer repair first); with
+    ``heap``, a heap segment known damaged fails it too."""
     occ, dele, hwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
     seg, _dirty, tail = layout.HEAP_POS.unpack_from(g.idx, layout.OFF_HEAP_SEG)
     return bool(
@@ -273,5 +274,5 @@ def counters_sane(g: Generation) -> bool:
         and layout.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes
         and seg < 1 << 20
         and numbers_sane(g)
-        and not g.heap.damaged
+        and not (heap and g.heap.damaged)
     )

@@ -77,37 +77,40 @@ class TableLookup:
                 i, o = 0, _HB
         else:
             return None
+        return self._check_record(g, kb, kf, o)
+
+    def _check_record(self, g: Generation, kb: bytes, kf: int, o: int) -> Any:
+        """``_lookup``'s answer for the record slot ``o`` (which matched the
+        probe) points at: checked (key, flags, checksum, MAC, expiry)."""
+        c = self._me()
+        K, ss = c._key_size, g.params.slot_size
+        mm = g.idx
         seg, off = _LOC(mm, o + K + layout.OFF_SLOT_LOC)
         heap = g.heap
-        views = heap.views
-        mv = views[seg] if seg < len(views) else None
-        if mv is None or off + _RH > len(mv):
-            mv = heap.view(seg, off + _RH)
-            if mv is None:
-                return False
+        mv = heap.view(seg, off + _RH)  # (the mapped view if it reaches far enough)
+        if mv is None:
+            return False
         csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)
         start = off + _RH
         end = start + klen + vlen
-        if end > len(mv):
-            mv = heap.view(seg, end)
-            if mv is None:
-                return False
+        if end > len(mv) and (mv := heap.view(seg, end)) is None:
+            return False
         if (
             magic != layout.REC_MAGIC
             or klen != len(kb)
             or (rkf ^ kf) & layout.KF_STR
             or mv[start : start + klen] != kb
-            or (c.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)
+            or (c._opts.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)
         ):
             return False
-        if c._secret is not None and not record.mac_ok(g, seg, off, end, rkf, c._secret):
+        if (key := c._opts.secret) is not None and not record.mac_ok(g, seg, off, end, rkf, key):
             return None
         now = 0
         if exp:
             now = _time_ns()
             if exp <= now:
                 return None
-        if c._track_recency:
+        if c._opts.track_recency:
             g.touch_recency((o - _HB) // ss + 1, _monotonic_ns())
         return heap.maps[seg][start + klen : end], flags, exp, o
 

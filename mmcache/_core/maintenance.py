@@ -12,15 +12,18 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..keys import decode_key, slot_key
+from ..keys import decode_key
 from . import layout
+from . import rebuild as rebuilder
 from .capacity import live_cap
 from .fs import total_size
-from .generation import Generation, heal_numbers, roster_snapshot
+from .generation import Generation, roster_snapshot
 from .record import Entry, mac_ok, read_record, slot_record_size
+from .repair import damaged_segments, fix, scan
 
 if TYPE_CHECKING:
     from ..table import MmapCache
+    from .options import Options
     from .process import SharedTable
 
 
@@ -38,7 +41,7 @@ def _listing_snapshot(s: SharedTable) -> tuple[Generation, array.array[int]]:
         return g, roster_snapshot(g, layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)[0])
 
 
-def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
+def iter_items(opts: Options, s: SharedTable, values: bool) -> Iterator[tuple[Any, Any]]:
     """Live (key, value-or-None) pairs from a roster snapshot taken under the
     lock (so no entry is seen twice or skipped by a concurrent swap-remove)."""
     g, slots = _listing_snapshot(s)
@@ -49,13 +52,13 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
         o = layout.slot_offset(slot, ss)
         if g.idx[o + K] != layout.OCCUPIED:
             continue  # deleted since the snapshot
-        r = read_record(g, o, verify=c.verify_checksums)
+        r = read_record(g, o, verify=opts.verify_checksums)
         if r is None:
             continue
         seg, off, exp, klen, vlen, _flags, rkf, _ = r
         if exp and exp <= now:
             continue
-        if not mac_ok(g, seg, off, off + layout.RECORD_HEADER + klen + vlen, rkf, c._secret):
+        if not mac_ok(g, seg, off, off + layout.RECORD_HEADER + klen + vlen, rkf, opts.secret):
             continue
         mm = g.heap.maps[seg]
         start = off + layout.RECORD_HEADER
@@ -63,18 +66,18 @@ def iter_items(c: MmapCache, s: SharedTable, values: bool) -> Iterator[tuple[Any
         yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)
 
 
-def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
+def iter_entries(opts: Options, s: SharedTable) -> Iterator[tuple[Any, Any]]:
     """(key, Entry) pairs, like ``iter_items`` plus each slot's mtime."""
     g, slots = _listing_snapshot(s)
     K, now = g.params.key_size, time.time_ns()
     for slot in slots:
         o = layout.slot_offset(slot, g.slot_size)
-        r = read_record(g, o, verify=c.verify_checksums) if g.idx[o + K] == layout.OCCUPIED else None
+        r = read_record(g, o, verify=opts.verify_checksums) if g.idx[o + K] == layout.OCCUPIED else None
         if r is None:
             continue
         seg, off, exp, klen, vlen, flags, rkf, _ = r
         start = off + layout.RECORD_HEADER
-        if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, c._secret):
+        if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, opts.secret):
             continue
         mm = g.heap.maps[seg]
         mtime = layout.U64.unpack_from(g.idx, o + K + layout.OFF_SLOT_MTIME)[0]
@@ -84,47 +87,11 @@ def iter_entries(c: MmapCache, s: SharedTable) -> Iterator[tuple[Any, Any]]:
 
 # ------------------------------------------------------------------ rebuild
 # ------------------------------------------------------------ verify, repair
-def _scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
-    """(live slot offsets, tombstones, highest used slot, problems, bad slots)."""
-    mm, ss, K, n = g.idx, g.params.slot_size, g.params.key_size, g.nslots
-    live: list[int] = []
-    bad: list[int] = []
-    problems: list[str] = []
-    dele = hwm = 0
-    for slot in range(1, n + 1):
-        o = layout.slot_offset(slot, ss)
-        st = mm[o + K]
-        if st == layout.EMPTY:
-            continue
-        hwm = slot
-        if st == layout.DELETED:
-            dele += 1
-            continue
-        if st != layout.OCCUPIED:
-            problems.append(f"slot {slot}: unknown state {st}")
-            bad.append(o)
-            continue
-        r = read_record(g, o)
-        if r is None:
-            problems.append(f"slot {slot}: record unreadable or checksum mismatch")
-            bad.append(o)
-            continue
-        seg, off, _e, klen, _v, _f, rkf, _ = r
-        start = off + layout.RECORD_HEADER
-        kb = g.heap.maps[seg][start : start + klen]
-        skey, hashed, _h = slot_key(kb, K)
-        kf, sklen = mm[o + K + 1], mm[o + K + 2]
-        if mm[o : o + sklen] != skey or sklen != len(skey) or kf != hashed | (rkf & layout.KF_STR):
-            problems.append(f"slot {slot}: slot key does not match its record")
-            bad.append(o)
-            continue
-        live.append(o)
-    return live, dele, hwm, problems, bad
-
-
 def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
+    """Every invariant of the current generation checked against its slots:
+    header counters, roster links, byte counts, heap segment headers."""
     g = s.current_for_write()
-    live, dele, hwm, problems, _bad = _scan(g)
+    live, dele, hwm, problems, _bad = scan(g)
     occ, hdel, hhwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
     if g.idx[layout.OFF_DIRTY]:
         problems.append("header: a writer died mid-update (dirty flag set)")
@@ -134,6 +101,12 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
         problems.append(f"header: deleted_count {hdel}, slots say {dele}")
     if hhwm < hwm:
         problems.append(f"header: high_water_mark {hhwm} below highest used slot {hwm}")
+    return problems + _roster_problems(g, occ, live) + _size_problems(g, live) + damaged_segments(g)
+
+
+def _roster_problems(g: Generation, occ: int, live: list[int]) -> list[str]:
+    """The roster holds exactly the live slots, each linked back to its position."""
+    problems = []
     K, ss = g.params.key_size, g.params.slot_size
     roster = set(roster_snapshot(g, occ, strict=True))
     want = {(o - layout.HEADER_BYTES) // ss + 1 for o in live}
@@ -144,6 +117,13 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
         if o < 0 or layout.U32.unpack_from(g.idx, o + K + layout.OFF_SLOT_ROSTER)[0] != pos:
             problems.append(f"roster: position {pos} (slot {slot}) is not linked back")
             break
+    return problems
+
+
+def _size_problems(g: Generation, live: list[int]) -> list[str]:
+    """live_bytes and each slot's record length field match the records."""
+    problems = []
+    K = g.params.key_size
     sizes = [slot_record_size(g, o) for o in live]
     if layout.BYTES.unpack_from(g.idx, layout.OFF_BYTES)[0] != sum(sizes):
         problems.append("header: live_bytes does not match the records")
@@ -151,60 +131,16 @@ def verify(c: MmapCache | None, s: SharedTable) -> list[str]:
     wrong = sum(r not in (0, n) for r, n in zip(recorded, sizes, strict=True))
     if wrong:
         problems.append(f"slots: {wrong} record length fields do not match their records")
-    problems += damaged_segments(g)
     return problems
 
 
-def damaged_segments(g: Generation) -> list[str]:
-    last = layout.HEAP_POS.unpack_from(g.idx, layout.OFF_HEAP_SEG)[0]
-    return [
-        f"heap segment {seg}: missing or damaged header"
-        for seg in range(min(last, 1 << 16) + 1)
-        if g.heap.view(seg, layout.SEG_HEADER_BYTES) is None
-    ]
-
-
 def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
-    """Make counters, roster and bytes match the slots; drop damaged slots."""
+    """Make counters, roster and bytes match the slots; drop damaged slots;
+    rebuild past a damaged heap segment; remove leftover files."""
     problems = verify(c, s) if g is s.gen else []
-    live, dele, hwm, _p, bad = _scan(g)
-    mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
-    mm[layout.OFF_DIRTY] = 1
-    heal_numbers(g)
-    if mm[layout.OFF_LOGGING]:  # a concurrent rebuild must look at every slot again
-        layout.U32.pack_into(mm, layout.OFF_LOG, layout.LOG_CAP + 1)
-    for o in bad:
-        mm[o + K] = layout.DELETED
-    live_bytes = 0
-    for pos, o in enumerate(live):
-        slot = (o - layout.HEADER_BYTES) // ss + 1
-        layout.U32.pack_into(g.roster, layout.ROSTER_HEADER_BYTES + 4 * pos, slot)
-        layout.U32.pack_into(mm, o + K + layout.OFF_SLOT_ROSTER, pos)
-        size = slot_record_size(g, o)
-        layout.U32.pack_into(mm, o + K + layout.OFF_SLOT_RECLEN, size)
-        live_bytes += size
-    layout.COUNTERS.pack_into(mm, layout.OFF_COUNTERS, len(live), dele + len(bad), hwm)
-    seg, _d, tail = layout.HEAP_POS.unpack_from(mm, layout.OFF_HEAP_SEG)
-    if not (seg < 1 << 20 and layout.SEG_HEADER_BYTES <= tail <= g.params.max_segment_bytes):
-        seg, tail = 0, layout.SEG_HEADER_BYTES  # damaged: found from the live records alone
-    # A writer killed after publishing a slot but before moving the heap
-    # tail leaves a live record past the tail: move the tail past it, so that
-    # no record a slot (or a reader's memo) points at is ever overwritten.
-    for o in live:
-        rseg, roff = layout.SLOT_LOC.unpack_from(mm, o + K + layout.OFF_SLOT_LOC)
-        rend = roff + slot_record_size(g, o)
-        if (rseg, rend) > (seg, tail):
-            seg, tail = rseg, rend
-    layout.HEAP_POS.pack_into(mm, layout.OFF_HEAP_SEG, seg, 1, tail)
-    used = seg * g.params.max_segment_bytes + tail
-    layout.BYTES.pack_into(mm, layout.OFF_BYTES, live_bytes, max(used - live_bytes, 0))
-    mm[layout.OFF_DIRTY] = 0
-    from . import rebuild as rebuilder
-
-    if damaged_segments(g) or g.heap.damaged:
+    if fix(g):
         # The writer cannot append to a damaged segment: copy what is still
         # readable into a fresh generation (entries in damaged parts are lost).
-        g.heap.damaged = set()  # (known now: the rebuild's own begin() must not repair again)
         rebuilder.rebuild(c, s, None)
         g = s.gen
     removed = rebuilder.remove_orphans(s, g.gen)
@@ -212,7 +148,7 @@ def repair(c: MmapCache | None, s: SharedTable, g: Generation) -> list[str]:
 
 
 # --------------------------------------------------------------------- stats
-def stats(c: MmapCache, s: SharedTable) -> dict[str, Any]:
+def stats(opts: Options, s: SharedTable) -> dict[str, Any]:
     g = s.gen
     p = g.params
     occ, dele, hwm = layout.COUNTERS.unpack_from(g.idx, layout.OFF_COUNTERS)
@@ -233,9 +169,9 @@ def stats(c: MmapCache, s: SharedTable) -> dict[str, Any]:
         "heap_dead_bytes": dead,
         "heap_segments": seg + 1,
         "disk_bytes": total_size(files),
-        "max_entries": c.max_entries,
-        "max_bytes": c.max_bytes,
-        "eviction": c.eviction,
+        "max_entries": opts.max_entries,
+        "max_bytes": opts.max_bytes,
+        "eviction": opts.eviction,
     }
     out.update(s.total_stats())
     looked = out["hits"] + out["misses"]

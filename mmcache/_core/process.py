@@ -9,27 +9,31 @@ from __future__ import annotations
 
 import mmap
 import os
-import random
 import threading
 import time
 import weakref
-from typing import Any
 
 from ..errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
 from . import layout
 from .fs import open_checked, reserve
 from .generation import Generation
-from .lock import WriterLock, close_owner, owned_elsewhere, try_own
+from .lock import WriterLock, close_owner, owned_elsewhere
+from .memo import HitMemo
+from .stats import StatsStripes
 
-_U64_MAX = (1 << 64) - 1
 OPEN_TRIES = 5  # a reader's tries at opening a generation that rebuilds keep replacing
 _registry: dict[str, SharedTable] = {}
 _registry_lock = threading.Lock()
 _all: weakref.WeakSet[SharedTable] = weakref.WeakSet()
 
 
-class SharedTable:
-    """The current generation of a table plus what every handle shares."""
+class SharedTable(StatsStripes, HitMemo):
+    """The current generation of a table plus what every handle shares: its
+    maps, lock and staleness check here; the stats stripes (``StatsStripes``)
+    and the hit memo (``HitMemo``) are mixins of their own modules, so the
+    hot read path still finds their fields as plain attributes of this one
+    object. Also the compaction a write asked for (``compact_wanted``,
+    ``grow_to``) and what a rebuild notes (``builder_seen`` ...)."""
 
     def __init__(
         self, path: str, heap_path: str, mode: int, interval: float, foreign_ok: bool = False
@@ -49,26 +53,15 @@ class SharedTable:
         # Held by the thread of this process that rebuilds (or looks whether
         # one does): byte locks tell processes apart, this tells threads.
         self.rebuilding = threading.Lock()
-        self._flushing = threading.Lock()  # one flushing thread at a time (the others skip)
         self._adopting = threading.Lock()  # held for the few stores that switch generations
         self.gen = self._open_retrying()
         refuse = None if self.writable else f"{path!r} is read-only for this process: it serves reads only"
         self.lock = WriterLock(layout.lock_name(path), mode, foreign_ok=foreign_ok, refuse=refuse)
         self.ctl = self._map_control()
         self.refs = 0
-        # This process's counts not yet added to its stats stripe (see _layout).
-        self.local = [0] * len(layout.STATS_FIELDS)
-        self.stripe: int | None = None
+        self.init_stats()
         self.compact_wanted = False  # set under the lock, acted on after it
-        self.flush_due = 0  # monotonic_ns when a write next flushes the stats (see _write)
-        # Keys this process has found, with what their last hit learnt (see
-        # MmapCache.get): valid while their slot's bytes are unchanged.
-        self.memo: dict[str | bytes, tuple[Any, ...]] = {}
-        self.memo_skip = 0  # first reads before admit() is asked again (see there)
-        self.memo_fails = 0  # full memos in a row that served too few hits
-        self.first_reads = 0  # hits that had to probe (the rest came from the memo)
-        self.flushed_hits = 0  # hits already added to the stats stripe
-        self._memo_mark = (0, 0)  # (hits, first_reads) when the memo last started afresh
+        self.init_memo()
         self.grow_to: int | None = None  # the size that rebuild should have
         # (the BUILD fields of a rebuild seen in progress, monotonic_ns until
         # which it is taken to be still running): see _rebuild._busy
@@ -258,80 +251,6 @@ class SharedTable:
         self.memo = {}
         old.close()
 
-    # --------------------------------------------------------------- memo
-    def admit(self, entries: int) -> bool:
-        """May a first read add its key to the memo (of at most ``entries``)?
-
-        Asked on a first read once ``memo_skip`` (counted down by the caller)
-        is 0. A memo that is not full fills. A full one means a working set
-        larger than the memo, or one that moved: it starts afresh. If it
-        served at least as many hits as it holds keys since it last did, at
-        once; if not, keys come at random from a set much larger than the
-        memo, where a memo hit costs as much as a first read (its entries
-        are cache misses too) and filling it is pure cost: the next 4, 8 ...
-        64 x ``entries`` first reads (more each time in a row) leave it empty.
-        """
-        if len(self.memo) < entries:
-            return True
-        hits = self.flushed_hits + self.local[layout.HITS]
-        mark_hits, mark_first = self._memo_mark
-        served = (hits - mark_hits) - (self.first_reads - mark_first)  # memo hits since the mark
-        self.memo.clear()
-        self._memo_mark = (hits, self.first_reads)
-        if served >= entries:
-            self.memo_fails = 0
-            return True
-        self.memo_fails += 1
-        self.memo_skip = entries << min(self.memo_fails + 1, 6)
-        return False
-
-    # -------------------------------------------------------------- stats
-    def flush_stats(self) -> None:
-        """Add local counts into this process's stripe.
-
-        Each process owns a stripe while it holds that stripe's OFD lock
-        (see _layout), so counts are exact while at most STATS_STRIPES
-        processes are alive; past that, processes share stripes and an
-        increment can be lost in a race (the sums are then approximate).
-        Never waits: readers flush too. A thread that finds another one
-        flushing leaves its counts for the next flush.
-        """
-        local = self.local
-        if not any(local) or not self.writable:
-            return  # (read-only: the counts stay local, total_stats adds them)
-        if not self._flushing.acquire(blocking=False):
-            return
-        try:
-            if self.stripe is None:
-                self.stripe = self._claim_stripe()
-            local, self.local = self.local, [0] * len(local)
-            self.flushed_hits += local[layout.HITS]
-            off = layout.OFF_STATS + self.stripe * layout.STATS_STRIPE_BYTES
-            cur = layout.STATS.unpack_from(self.ctl, off)
-            # (wrapping at 2**64: a damaged count must not make every flush fail)
-            summed = ((a + b) & _U64_MAX for a, b in zip(cur, local, strict=True))
-            layout.STATS.pack_into(self.ctl, off, *summed)
-        finally:
-            self._flushing.release()
-
-    def _claim_stripe(self) -> int:
-        """The first stripe whose lock we can take (free, or its owner died:
-        its counts stay and ours add to them); with none free, a shared one."""
-        fd = self.owner()
-        for i in range(layout.STATS_STRIPES):
-            if try_own(fd, layout.LOCK_STRIPES + i):
-                at = layout.OFF_STATS + i * layout.STATS_STRIPE_BYTES + layout.STATS_OWNER
-                layout.OWNER.pack_into(self.ctl, at, random.getrandbits(32), os.getpid())
-                return i
-        return os.getpid() % layout.STATS_STRIPES
-
-    def total_stats(self) -> dict[str, int]:
-        tot = list(self.local)
-        for i in range(layout.STATS_STRIPES):
-            row = layout.STATS.unpack_from(self.ctl, layout.OFF_STATS + i * layout.STATS_STRIPE_BYTES)
-            tot = [a + b for a, b in zip(tot, row, strict=True)]
-        return dict(zip(layout.STATS_FIELDS, tot, strict=True))
-
     def close(self) -> None:
         try:
             self.flush_stats()
@@ -370,10 +289,8 @@ def _after_fork_in_child() -> None:
     # Counts made before the fork belong to the parent's stripe and were not
     # ours to flush; the child starts from zero.
     for t in list(_all):
-        t.local = [0] * len(t.local)
-        t.stripe = None
+        t.forget_stats()
         t.owner_fd = None  # closed by _locking: the parent's, not ours
-        t._flushing = threading.Lock()
         t._adopting = threading.Lock()
         t.rebuilding = threading.Lock()  # (a parent's thread may have held it)
 

@@ -31,22 +31,22 @@ class TableMaintenance:
     def list(self) -> builtins.list[Key]:
         """The live keys, as they were given (str or bytes). O(occupied)."""
         c = self._me()
-        return [k for k, _ in maintenance.iter_items(c, c._shared(), values=False)]
+        return [k for k, _ in maintenance.iter_items(c._opts, c._shared(), values=False)]
 
     def list_items(self) -> builtins.list[tuple[Key, bytes]]:
         """(key, value) pairs of the live entries, via the roster. O(occupied)."""
         c = self._me()
-        return builtins.list(maintenance.iter_items(c, c._shared(), values=True))
+        return builtins.list(maintenance.iter_items(c._opts, c._shared(), values=True))
 
     def entries(self) -> Iterator[tuple[Key, Entry]]:
         """(key, Entry) of every live entry, with codec flags, mtime and
         expiry; counts no hits (for tools that inspect a table)."""
         c = self._me()
-        return maintenance.iter_entries(c, c._shared())
+        return maintenance.iter_entries(c._opts, c._shared())
 
     def items(self) -> Iterator[tuple[Key, bytes]]:
         c = self._me()
-        return maintenance.iter_items(c, c._shared(), values=True)
+        return maintenance.iter_items(c._opts, c._shared(), values=True)
 
     def keys(self) -> builtins.list[Key]:
         return self.list()
@@ -71,7 +71,7 @@ class TableMaintenance:
         c = self._me()
         s = c._shared()
         with s.lock.hold():
-            return writer.purge_expired(c, s)
+            return writer.purge_expired(c._opts, s)
 
     def evict(self, n: int) -> int:
         """Evict ``n`` entries by this handle's policy (expired ones first).
@@ -82,7 +82,7 @@ class TableMaintenance:
         c = self._me()
         s = c._shared()
         with s.lock.hold():
-            return writer.evict(c, s, n)
+            return writer.evict(c._opts, s, n)
 
     def clear(self) -> None:
         """Remove every entry (by rebuilding into empty files)."""
@@ -108,4 +108,4 @@ class TableMaintenance:
     def get_stats(self) -> dict[str, Any]:
         """Counters and sizes; hits, misses etc. are summed over processes."""
         c = self._me()
-        return maintenance.stats(c, c._shared())
+        return maintenance.stats(c._opts, c._shared())

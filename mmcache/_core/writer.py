@@ -2,8 +2,10 @@
 
 Every function here is called with the writer lock held. A mutation of the
 index runs between ``dirty = 1`` and ``dirty = 0`` in the header; a writer
-killed in between leaves dirty set, and the next lock holder repairs the
-counters and roster before doing anything else (``maintenance.repair``).
+killed in between leaves dirty set, and the next lock holder fixes the
+counters and roster before doing anything else (``repair.fix``). A damaged
+heap segment needs a rebuild, which sits above the writer: ``write`` answers
+``Room(PURGE)`` and its caller rebuilds (escalation by return value).
 
 Publication order (what a lock-free reader may observe): the record is
 written in full, then the slot's location, then, for a new entry, its state
@@ -13,7 +15,6 @@ checksum does not match, retries, and at worst reports a miss.
 
 from __future__ import annotations
 
-import mmap
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -22,23 +23,21 @@ from xxhash import xxh3_64, xxh3_64_intdigest
 
 from ..errors import CacheFullError, CorruptCacheError, ValueTooLargeError
 from . import evict as evicting
-from . import generation, layout, maintenance, record
-from .capacity import EVICT, Room, caps, live_cap, rebuild_wanted, room
+from . import generation, layout, record, repair
+from .capacity import EVICT, PURGE, Room, caps, live_cap, rebuild_wanted, room
+from .slots import bump_seq, find, log_change, record_size_at, recorded_size, remove_slot
 
 if TYPE_CHECKING:
-    from ..table import MmapCache
     from .generation import Generation
+    from .options import Options
     from .process import SharedTable
 
 _HOT = layout.HOT.unpack_from
 _OFF_HOT = layout.OFF_HOT
-_RH = layout.RECORD_HEADER
 _HB = layout.HEADER_BYTES
 _U32 = layout.U32.unpack_from
 _HOT_PACK = layout.HOT.pack_into
-_REC = layout.RECORD.unpack_from
 _U64_PACK = layout.U64.pack_into
-_LOC = layout.SLOT_LOC.unpack_from
 _LOC_MTIME_LEN_PACK = layout.SLOT_LOC_MTIME_LEN.pack_into
 _OFF_RECLEN = layout.OFF_SLOT_RECLEN
 _OFF_LOC = layout.OFF_SLOT_LOC
@@ -49,11 +48,7 @@ _MAC = layout.MAC_BYTES
 _MAGIC = layout.REC_MAGIC
 _KF_STR = layout.KF_STR
 _KF_SIGNED = layout.KF_SIGNED
-_KF_HASHED = layout.KF_HASHED
 _OFF_LOGGING = layout.OFF_LOGGING
-_OFF_LOG = layout.OFF_LOG
-_OFF_LOG_ENTRIES = layout.OFF_LOG_ENTRIES
-_LOG_CAP = layout.LOG_CAP
 _U32_PACK = layout.U32.pack_into
 _REC_BODY = struct.Struct("<" + layout.RECORD.format[2:]).pack  # RECORD after its checksum
 _OCC_DEL = struct.Struct("<QQ").unpack_from  # occupied, deleted (the start of HOT)
@@ -63,38 +58,15 @@ _monotonic_ns = time.monotonic_ns
 
 
 def begin(s: SharedTable) -> Generation:
-    """The generation to write to; repairs first if a writer died mid-update."""
+    """The generation to write to; its numbers fixed first if a writer died
+    mid-update. A damaged heap segment stays in ``g.heap.damaged`` after the
+    fix (``write`` answers ``Room(PURGE)`` for it: the caller rebuilds)."""
     g = s.current_for_write()
     # (runs on every staleness check, so numbers damaged on disk since the
-    # open are healed within an interval; a damaged heap segment: repair
-    # rebuilds the table)
-    if g.idx[layout.OFF_DIRTY] or g.heap.damaged or not generation.counters_sane(g):
-        maintenance.repair(None, s, g)
-    return s.gen
-
-
-def find(c: MmapCache, g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, int]:
-    """(offset of the slot holding this key or -1, offset of the first free slot)."""
-    mm, n, ss, K = g.idx, g.nslots, g.slot_size, g.key_size
-    span = K + 3
-    i = h % n
-    o = _HB + i * ss
-    if mm[o : span + o] == probe and not kf & _KF_HASHED:
-        return o, -1  # the common case: the key in its home slot
-    free = -1
-    for _ in range(n):
-        if mm[o : span + o] == probe and (not kf & layout.KF_HASHED or record.record_key(g, o) in (kb, None)):
-            return o, free
-        st = mm[o + K]
-        if st == layout.EMPTY:
-            return -1, (o if free < 0 else free)
-        if st == layout.DELETED and free < 0:
-            free = o
-        i += 1
-        o += ss
-        if i == n:
-            i, o = 0, layout.HEADER_BYTES
-    return -1, free
+    # open are healed within an interval)
+    if g.idx[layout.OFF_DIRTY] or not generation.counters_sane(g, heap=False):
+        repair.fix(g)
+    return g
 
 
 INLINE_VALUE = 1024  # values up to this size are copied into the prepared record
@@ -120,20 +92,21 @@ def prepare(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, 
     return body, data, h.intdigest(), record.mac(secret, body + data) if secret else None
 
 
-def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
+def write(opts: Options, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
           body: bytes, value: bytes | memoryview, csum: int, mac: bytes | None,
           only_if_absent: bool) -> bool | Room:  # fmt: skip
     """Store the record ``prepare`` built for ``kb``; False only for ``add``
-    on a live key. A ``Room`` (grow or purge) means the table must be
-    rebuilt first: the caller rebuilds, still holding the lock, and calls
-    again (escalation by return value: the writer sits below the rebuild).
+    on a live key. A ``Room`` (grow or purge; purge too past a damaged
+    heap segment) means the table must be rebuilt first: the caller
+    rebuilds, still holding the lock, and calls again (escalation by return
+    value: the writer sits below the rebuild).
 
     Every put runs this, so its common case is written out (record size,
     staleness test, the capacity test of a new key) rather than called:
     a complexity of about 25, where the rare paths are functions of their own."""
     # record_size() written out, and begin()'s common case: this is every put.
     rec_len = (8 + len(body) + len(value) + (_MAC if mac else 0) + 7) & ~7
-    max_bytes = c.max_bytes
+    max_bytes = opts.max_bytes
     if max_bytes is not None and rec_len > max_bytes:
         raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={max_bytes}")
     g = s.gen
@@ -143,13 +116,15 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     mono = _monotonic_ns()
     if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or mono >= s.next_check:
         g = begin(s)
+        if g.heap.damaged:
+            return Room(PURGE)  # a rebuild copies what is readable (the caller's to do)
         idx = g.idx
-    found, free = find(c, g, kb, kf, probe, h)
+    found, free = find(g, kb, kf, probe, h)
     if found < 0 and free >= 0 and not only_if_absent and max_bytes is None:
         # A new key with room to spare (_make_room's common case, written out).
         occ, dele = _OCC_DEL(idx, _OFF_HOT)
         cap, load = g.caps or caps(g)
-        max_entries = c.max_entries
+        max_entries = opts.max_entries
         roomy = (
             occ < cap
             and (max_entries is None or occ < max_entries)
@@ -159,7 +134,8 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
         roomy = found >= 0 and max_bytes is None and not only_if_absent  # an overwrite
     if not roomy:
         # A new key, an add, or a byte cap: the put may need room first.
-        g, found, free, answer = _make_room(c, s, g, kb, kf, probe, h, found, free, rec_len, only_if_absent)
+        g, found, free, answer = _make_room(opts, s, g, kb, kf, probe, h, found, free, rec_len,
+                                            only_if_absent)  # fmt: skip
         if answer is not None:
             return answer
     try:
@@ -167,11 +143,11 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     except (struct.error, OverflowError, CorruptCacheError):
         # A header number damaged on disk since the last check (out of its
         # field's range once added to, or a heap position past the files), or
-        # a heap segment found damaged: repair recounts everything from the
-        # slots (and rebuilds past a damaged segment); then the put once more.
-        maintenance.repair(None, s, g)
-        g = s.gen
-        found, free = find(c, g, kb, kf, probe, h)
+        # a heap segment found damaged: fix recounts everything from the
+        # slots; past a damaged segment the caller rebuilds; else the put once more.
+        if repair.fix(g):
+            return Room(PURGE)
+        found, free = find(g, kb, kf, probe, h)
         occ, dele, live, dead = _publish(s, g, found, free, probe, body, value, csum, mac, rec_len, mono)
     s.local[_SETS] += 1
     if mono >= s.flush_due:
@@ -185,12 +161,12 @@ def write(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int
     # to do one under the lock (capacity.rebuild_wanted says when; the test
     # before the call is a necessary condition of its answer, so that most
     # puts skip the call).
-    if dele or dead > c.compact_threshold * (live + dead) or c.max_size is not None:
-        _ask_rebuild(c, s, g, occ, dele, live, dead)
+    if dele or dead > opts.compact_threshold * (live + dead) or opts.max_size is not None:
+        _ask_rebuild(opts, s, g, occ, dele, live, dead)
     return True
 
 
-def _make_room(c: MmapCache, s: SharedTable, g: Generation, kb: bytes, kf: int, probe: bytes, h: int,
+def _make_room(opts: Options, s: SharedTable, g: Generation, kb: bytes, kf: int, probe: bytes, h: int,
                found: int, free: int, rec_len: int,
                only_if_absent: bool) -> tuple[Generation, int, int, bool | Room | None]:  # fmt: skip
     """Evict until capacity.room lets the write go ahead: (generation, found,
@@ -199,23 +175,23 @@ def _make_room(c: MmapCache, s: SharedTable, g: Generation, kb: bytes, kf: int, 
     for _ in range(100_000):
         if found >= 0 and only_if_absent and not record.is_expired(g, found):
             return g, found, free, False
-        need = _room(c, g, found, free, rec_len)
+        need = _room(opts, g, found, free, rec_len)
         if need is None:
             return g, found, free, None
         if need.action != EVICT:
             return g, found, free, need
-        _evict_or_raise(c, s, need.n, need.limit)
+        _evict_or_raise(opts, s, need.n, need.limit)
         g = s.gen
-        found, free = find(c, g, kb, kf, probe, h)
+        found, free = find(g, kb, kf, probe, h)
     raise CacheFullError("could not make room for the entry")  # pragma: no cover - eviction frees
 
 
-def _ask_rebuild(c: MmapCache, s: SharedTable, g: Generation,
+def _ask_rebuild(opts: Options, s: SharedTable, g: Generation,
                  occ: int, dele: int, live: int, dead: int) -> None:  # fmt: skip
     """Flag a concurrent rebuild (and the size to grow to) if capacity wants one."""
     wanted, grow_to = rebuild_wanted(
         occ, dele, live, dead, g.nslots, g.index_bytes, g.params.size, live_cap(g),
-        c.compact_threshold, c.compact_min_bytes, c.max_size,
+        opts.compact_threshold, opts.compact_min_bytes, opts.max_size,
     )  # fmt: skip
     if wanted:
         s.compact_wanted = True
@@ -223,25 +199,25 @@ def _ask_rebuild(c: MmapCache, s: SharedTable, g: Generation,
             s.grow_to = grow_to
 
 
-def _room(c: MmapCache, g: Generation, found: int, free: int, rec_len: int) -> Room | None:
+def _room(opts: Options, g: Generation, found: int, free: int, rec_len: int) -> Room | None:
     """``capacity.room`` asked with this generation's numbers."""
-    if found >= 0 and c.max_bytes is None:
+    if found >= 0 and opts.max_bytes is None:
         return None  # an overwrite needs no room
     occ, dele, _hwm, _seg, _dirty, _tail, live, _dead, _c, _s = _HOT(g.idx, _OFF_HOT)
     return room(
         occ, dele, live, g.caps or caps(g), new_key=found < 0,
         free_empty=free >= 0 and g.idx[free + g.key_size] == layout.EMPTY, rec_len=rec_len,
-        old_len=recorded_size(g, found) if found >= 0 and c.max_bytes is not None else 0,
-        size=g.params.size, max_size=c.max_size, max_entries=c.max_entries, max_bytes=c.max_bytes,
+        old_len=recorded_size(g, found) if found >= 0 and opts.max_bytes is not None else 0,
+        size=g.params.size, max_size=opts.max_size, max_entries=opts.max_entries, max_bytes=opts.max_bytes,
     )  # fmt: skip
 
 
-def _evict_or_raise(c: MmapCache, s: SharedTable, n: int, what: str) -> None:
-    if c.eviction == "none":
-        if purge_expired(c, s):
+def _evict_or_raise(opts: Options, s: SharedTable, n: int, what: str) -> None:
+    if opts.eviction == "none":
+        if purge_expired(opts, s):
             return
         raise CacheFullError(f"the table is full ({what}) and eviction is 'none'; nothing was changed")
-    if evict(c, s, n) == 0:
+    if evict(opts, s, n) == 0:
         raise CacheFullError(f"the table is full ({what}) and nothing could be evicted")
 
 
@@ -280,7 +256,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
         o = found
         old = _U32(mm, o + K + _OFF_RECLEN)[0]
         if not 0 < old <= heap.max_segment_bytes:  # 0: not recorded; past a segment: damage
-            old = _record_size_at(g, o)
+            old = record_size_at(g, o)
         _LOC_MTIME_LEN_PACK(mm, o + K + _OFF_LOC, seg, off, now, rec_len)
         live, dead = live + rec_len - old, dead + old
     else:
@@ -312,43 +288,9 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
     return occ, dele, live, dead
 
 
-def log_change(mm: mmap.mmap, slot: int) -> None:
-    """Note for a concurrent rebuild that ``slot`` changed (see _layout's log)."""
-    n = _U32(mm, _OFF_LOG)[0]
-    if n < _LOG_CAP:
-        _U32_PACK(mm, _OFF_LOG_ENTRIES + 4 * n, slot)
-    if n <= _LOG_CAP:
-        _U32_PACK(mm, _OFF_LOG, n + 1)
-
-
-def recorded_size(g: Generation, o: int) -> int:
-    """Padded size of the record slot ``o`` points at: the slot's record
-    length field, or (0 there) the record's own header."""
-    n: int = _U32(g.idx, o + g.key_size + _OFF_RECLEN)[0]
-    return n if 0 < n <= g.heap.max_segment_bytes else _record_size_at(g, o)
-
-
-def _record_size_at(g: Generation, o: int) -> int:
-    """Padded size of the record slot ``o`` points at (0 if unreadable)."""
-    seg, off = _LOC(g.idx, o + g.key_size + _OFF_LOC)
-    try:
-        _c, _e, klen, vlen, _f, rkf, magic, _ = _REC(g.heap.views[seg], off)
-    except (IndexError, TypeError, struct.error):
-        return record.slot_record_size(g, o)
-    if magic != _MAGIC:
-        return 0
-    size: int = (_RH + klen + vlen + (_MAC if rkf & _KF_SIGNED else 0) + 7) & ~7  # layout.record_size
-    return size
-
-
-def _bump_seq(mm: mmap.mmap) -> None:
-    (seq,) = layout.U64.unpack_from(mm, layout.OFF_WRITE_SEQ)
-    layout.U64.pack_into(mm, layout.OFF_WRITE_SEQ, seq + 1)
-
-
-def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int) -> bool:
+def delete(opts: Options, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int) -> bool:
     g = begin(s)
-    found, _free = find(c, g, kb, kf, probe, h)
+    found, _free = find(g, kb, kf, probe, h)
     if found < 0:
         return False
     live = not record.is_expired(g, found)
@@ -359,54 +301,22 @@ def delete(c: MmapCache, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: in
     return live
 
 
-def remove_slot(g: Generation, o: int) -> None:
-    """Tombstone slot ``o`` and take it out of the roster (swap with the last).
-
-    If the slot's roster link does not check out (damaged files), the dirty
-    flag is left set so that the caller's ``done`` repairs the roster."""
-    mm, K, ss = g.idx, g.params.key_size, g.params.slot_size
-    size = recorded_size(g, o)
-    occ, dele, hwm = layout.COUNTERS.unpack_from(mm, layout.OFF_COUNTERS)
-    pos = layout.U32.unpack_from(mm, o + K + layout.OFF_SLOT_ROSTER)[0]
-    slot = (o - layout.HEADER_BYTES) // ss + 1
-    mm[o + K] = layout.DELETED
-    if mm[_OFF_LOGGING]:
-        log_change(mm, slot)
-    at = layout.ROSTER_HEADER_BYTES + 4 * pos
-    linked = 0 <= pos < occ and layout.U32.unpack_from(g.roster, at)[0] == slot
-    if linked:
-        last = occ - 1
-        if pos < last:
-            moved = layout.U32.unpack_from(g.roster, layout.ROSTER_HEADER_BYTES + 4 * last)[0]
-            if 1 <= moved <= g.nslots:
-                layout.U32.pack_into(g.roster, layout.ROSTER_HEADER_BYTES + 4 * pos, moved)
-                layout.U32.pack_into(mm, layout.slot_offset(moved, ss) + K + layout.OFF_SLOT_ROSTER, pos)
-                if mm[_OFF_LOGGING]:  # its roster position changed
-                    log_change(mm, moved)
-            else:
-                linked = False
-    layout.COUNTERS.pack_into(mm, layout.OFF_COUNTERS, max(occ - 1, 0), dele + 1, hwm)
-    live, dead = layout.BYTES.unpack_from(mm, layout.OFF_BYTES)
-    layout.BYTES.pack_into(mm, layout.OFF_BYTES, max(live - size, 0), dead + size)
-    if not linked:
-        g.needs_repair = True
-
-
 def done(s: SharedTable, g: Generation) -> None:
-    """End a mutation: bump the write sequence, clear dirty (or repair)."""
-    _bump_seq(g.idx)
+    """End a mutation: bump the write sequence, clear dirty (or fix the
+    numbers; a damaged heap segment found so is rebuilt past by the next put)."""
+    bump_seq(g.idx)
     if g.needs_repair:
         g.needs_repair = False
-        maintenance.repair(None, s, g)
+        repair.fix(g)
     g.idx[layout.OFF_DIRTY] = 0
 
 
-def evict(c: MmapCache, s: SharedTable, n: int) -> int:
+def evict(opts: Options, s: SharedTable, n: int) -> int:
     """Evict up to ``n`` entries: expired ones first, else the least recently
     used (``"lru"``) or oldest (``"fifo"``); ``evict`` says how each batch
     size chooses them."""
     g = begin(s)
-    lru = c.eviction == "lru"
+    lru = opts.eviction == "lru"
     now = time.time_ns()
     stamp_now = time.monotonic_ns()  # see layout's roster
     g.idx[layout.OFF_DIRTY] = 1
@@ -421,7 +331,7 @@ def evict(c: MmapCache, s: SharedTable, n: int) -> int:
     return evicted
 
 
-def purge_expired(c: MmapCache | None, s: SharedTable) -> int:
+def purge_expired(opts: Options | None, s: SharedTable) -> int:
     """Remove every expired entry (one pass over the roster)."""
     g = begin(s)
     mm = g.idx

@@ -239,7 +239,7 @@ typedef struct {
 } Getter;
 
 static PyObject *S_s, *S_gen, *S_next_check, *S_local, *S_hot, *S_heap, *S_views, *S_get_probe,
-    *S_key_size, *S_track_recency, *S_with_flags, *S_default, *S_key;
+    *S_key_size, *S_opts, *S_track_recency, *S_with_flags, *S_default, *S_key;
 
 static PyObject *getter_probe(Getter *g, PyObject *key, PyObject *dflt, int with_flags) {
     return PyObject_CallMethodObjArgs(g->handle, S_get_probe, key, dflt, with_flags ? Py_True : Py_False, NULL);
@@ -315,7 +315,11 @@ static PyObject *getter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (ks == NULL) return NULL;
     long key_size = PyLong_AsLong(ks);
     Py_DECREF(ks);
-    PyObject *tr = PyObject_GetAttr(handle, S_track_recency);
+    /* the policy lives in the handle's frozen options (_core/options.py) */
+    PyObject *opts = PyObject_GetAttr(handle, S_opts);
+    if (opts == NULL) return NULL;
+    PyObject *tr = PyObject_GetAttr(opts, S_track_recency);
+    Py_DECREF(opts);
     if (tr == NULL) return NULL;
     int track = PyObject_IsTrue(tr);
     Py_DECREF(tr);
@@ -393,7 +397,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(S_views, "views");
     INTERN(S_get_probe, "_get_probe");
     INTERN(S_key_size, "_key_size");
-    INTERN(S_track_recency, "_track_recency");
+    INTERN(S_opts, "_opts");
+    INTERN(S_track_recency, "track_recency");
     INTERN(S_with_flags, "with_flags");
     INTERN(S_default, "default");
     INTERN(S_key, "key");
