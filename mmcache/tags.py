@@ -105,6 +105,10 @@ class Tags:
             parts.append(self._token_or_new(name) + _U16.pack(len(name)) + name)
         return b"".join(parts)
 
+    def live(self, data: bytes | memoryview, flags: int) -> bool:
+        """True unless ``data`` is a tagged record whose tags were invalidated."""
+        return not flags & TAGGED or self.unwrap(data, flags) is not None
+
     def unwrap(self, data: bytes | memoryview, flags: int) -> tuple[bytes | memoryview, int] | None:
         """The value and its own flags if every tag still has the token the
         envelope carries; None if one was invalidated (or the envelope is

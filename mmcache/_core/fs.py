@@ -106,11 +106,12 @@ def _reserve_by_writing(fd: int, offset: int, length: int, what: str) -> None:
 def total_size(paths: list[str]) -> int:
     """Bytes the files in ``paths`` take, a file that is gone counting 0: a
     rebuild in another process deletes a retired generation's files at any
-    moment, also between listing them and asking their size."""
+    moment, also between listing them and asking their size. A symlink counts
+    as itself (lstat): nothing in a cache directory is followed."""
     total = 0
     for name in paths:
         try:
-            total += os.stat(name).st_size
+            total += os.lstat(name).st_size
         except FileNotFoundError:
             continue
     return total

@@ -157,11 +157,8 @@ class MmapCache(BaseCache):
         return [self.get(k) for k in keys]
 
     def has(self, key: str) -> bool:
-        k = self._key(key)
-        e = self.table.get_entry(k)
-        if e is None:
-            return False
-        return not e.flags & TAGGED or self.tags.unwrap(e.value, e.flags) is not None
+        e = self.table.get_entry(self._key(key))
+        return e is not None and self.tags.live(e.value, e.flags)
 
     # ------------------------------------------------------------- writes
     def set(
@@ -199,7 +196,7 @@ class MmapCache(BaseCache):
         t = self.table
         with t.transaction():
             e = t.get_entry(k)
-            if e is not None and (not e.flags & TAGGED or self.tags.unwrap(e.value, e.flags) is not None):
+            if e is not None and self.tags.live(e.value, e.flags):
                 return False
             self._make_room(t)
             t.put(k, data, self._expire(timeout), flags=flags)

@@ -21,6 +21,7 @@ import re
 import stat
 from dataclasses import dataclass
 
+from mmcache._core.fs import total_size
 from mmcache.errors import MmcacheError
 from mmcache.table import MmapCache
 
@@ -62,16 +63,6 @@ def _files(path: str) -> list[str]:
     )
 
 
-def _size(files: list[str]) -> int:
-    total = 0
-    for f in files:
-        try:
-            total += os.lstat(f).st_size
-        except FileNotFoundError:
-            pass
-    return total
-
-
 def _check(path: str, remove: bool) -> Pruned | None:
     try:
         t = MmapCache.open(path, eviction="fifo")
@@ -83,7 +74,7 @@ def _check(path: str, remove: bool) -> Pruned | None:
             if reason is None:
                 return None
             files = _files(path)
-            size = _size(files)
+            size = total_size(files)
             if remove:
                 for f in files:
                     try:

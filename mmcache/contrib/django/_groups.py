@@ -109,7 +109,7 @@ def rewrap(t: MmapCache, old: Any, old_flags: int, encoded: tuple[bytes, int]) -
 
 def live(t: MmapCache, data: Any, flags: int) -> bool:
     """True unless a tagged record's tags were invalidated."""
-    return not flags & TAGGED or Tags(t).unwrap(data, flags) is not None
+    return not flags & TAGGED or Tags(t).live(data, flags)  # (no Tags made for an untagged record)
 
 
 def invalidate(t: MmapCache, tags: Any) -> int:
