@@ -20,15 +20,15 @@
 #include <Python.h>
 #include <time.h>
 
-#include "xxh3.h"
+#include "format.h"
 
-#define HEADER_BYTES 4096
-#define RECORD_HEADER 32
-#define REC_MAGIC 0xA7
-#define OCCUPIED 1
-#define EMPTY 0
-#define KF_STR 2
-#define SLOT_FIXED 32
+#define HEADER_BYTES MMF_HEADER_BYTES
+#define RECORD_HEADER MMF_RECORD_HEADER
+#define REC_MAGIC MMF_REC_MAGIC
+#define OCCUPIED MMF_OCCUPIED
+#define EMPTY MMF_EMPTY
+#define KF_STR MMF_KF_STR
+#define SLOT_FIXED MMF_SLOT_FIXED
 
 static PyObject *FALLBACK; /* the module's `FALLBACK` sentinel */
 
