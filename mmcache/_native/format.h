@@ -96,7 +96,7 @@ static inline const uint8_t *mmf_slot(const mmf_index *ix, uint64_t i) {
     return i < ix->nslots ? ix->idx + MMF_HEADER_BYTES + i * ix->ss : NULL;
 }
 
-/* A record's header fields, read by mmf_record. */
+/* A record's header fields, read by mmf_read_record. */
 typedef struct {
     uint64_t csum, expire;
     uint64_t klen, vlen;
@@ -108,7 +108,7 @@ typedef struct {
  * header and its key and value lie inside the map and its magic is right,
  * else 0 (a racing writer, damage, or a map shorter than the record: the
  * pure path remaps and decides). The checksum is not checked here. */
-static inline int mmf_record(const uint8_t *heap, uint64_t hlen, uint64_t off, mmf_record *r) {
+static inline int mmf_read_record(const uint8_t *heap, uint64_t hlen, uint64_t off, mmf_record *r) {
     if (off > hlen || hlen - off < MMF_RECORD_HEADER) return 0;
     const uint8_t *p = heap + off;
     if (p[MMF_REC_MAGIC_AT] != MMF_REC_MAGIC) return 0;
@@ -124,7 +124,7 @@ static inline int mmf_record(const uint8_t *heap, uint64_t hlen, uint64_t off, m
     return r->end <= hlen;
 }
 
-/* Does the checksum of a record mmf_record accepted match its bytes? */
+/* Does the checksum of a record mmf_read_record accepted match its bytes? */
 static inline int mmf_checksum_ok(const uint8_t *heap, uint64_t off, const mmf_record *r) {
     return mmx_xxh3_64(heap + off + 8, (size_t)(r->end - off - 8), 0) == r->csum;
 }
