@@ -141,10 +141,11 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
         )  # fmt: skip
         if key is not None or not memo:
             self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
-        elif _native.Getter is not None:  # the compiled get answers what it can; no memo needed
-            # (it calls _get_probe, the pure path, for what it does not answer)
-            self.get = _native.Getter(self)  # type: ignore[method-assign]
-            self._get_view = _native.Getter(self, view_min=VIEW_MIN)  # type: ignore[method-assign]
+        elif _native.Getter is not None and s.native is not None:
+            # The compiled get answers what it can from the table's native
+            # state (no memo needed); it calls _get_probe, the pure path, for the rest.
+            self.get = _native.Getter(self, s.native)  # type: ignore[method-assign]
+            self._get_view = _native.Getter(self, s.native, view_min=VIEW_MIN)  # type: ignore[method-assign]
         if s.writable:
             self._heal_on_open(s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,
@@ -393,6 +394,7 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
         process closes. Idempotent."""
         s, self._s = self._s, None
         if s is not None:
+            _native.detach(self.get, self._get_view)  # (a compiled get then raises ClosedCacheError)
             release(s)
 
     def __enter__(self) -> MmapCache:

@@ -16,6 +16,8 @@ import import_graph
 # Bottom first. One line per layer; modules in one layer may import each other.
 LAYERS: list[tuple[str, ...]] = [
     ("mmcache.errors", "mmcache._platform", "mmcache._metrics", "mmcache.serialization", "mmcache._core"),
+    # the compiled get: imports nothing of ours; the per-process state (_core.process) binds it
+    ("mmcache._native",),
     ("mmcache._cli_format",),
     ("mmcache._core.layout",),  # every struct, offset and file name
     ("mmcache.keys", "mmcache._core.fs"),  # key encoding; checked opens, reserve, sizes
@@ -33,7 +35,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("mmcache._core.args",),  # argument checks, creating a table
     ("mmcache._core.maintenance",),  # listing, verify, repair, stats
     ("mmcache._core.table_maintenance", "mmcache._core.table_writes"),  # MmapCache's mixins
-    ("mmcache._native",),  # the compiled get (reads the handle's state; imports nothing of ours)
     ("mmcache.table",),  # MmapCache: the hot read path, thin delegation
     ("mmcache.tags",),
     ("mmcache.l2",),  # the Redis tier (package)

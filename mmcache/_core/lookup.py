@@ -112,7 +112,9 @@ class TableLookup:
                 return None
         if c._opts.track_recency:
             g.touch_recency((o - _HB) // ss + 1, _monotonic_ns())
-        return heap.maps[seg][start + klen : end], flags, exp, o
+        # From the view in hand, not heap.maps: another thread's generation
+        # switch may close this heap (emptying its lists) at any point here.
+        return mv[start + klen : end].tobytes(), flags, exp, o
 
     def get_entry(self, key: Key) -> Entry | None:
         """The value with its codec flags, mtime and expiry, or None on a miss."""

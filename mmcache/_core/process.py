@@ -13,6 +13,7 @@ import threading
 import time
 import weakref
 
+from .. import _native
 from ..errors import CorruptCacheError, IncompatibleCacheError, ReadOnlyCacheError
 from . import layout
 from .fs import open_checked, reserve
@@ -43,6 +44,10 @@ class SharedTable(StatsStripes, HitMemo):
         self.mode = mode
         self.interval = interval
         self.foreign_ok = foreign_ok  # allow_foreign_owner: other users' files are used
+        # The compiled get's view of this table (None without the extension):
+        # what it reads, bound again wherever that changes (_bind_native), and
+        # its hit / miss counts, taken into ``local`` by the stats (StatsStripes).
+        self.native = _native.Table() if _native.Table is not None else None
         # False when the files can only be read (a read-only mount, another
         # user's files): gets are served from read-only maps, and nothing is
         # created, locked or written; every write raises ReadOnlyCacheError.
@@ -71,7 +76,8 @@ class SharedTable(StatsStripes, HitMemo):
         # time.monotonic_ns() of the next staleness check (an int: the get hot
         # path compares it with monotonic_ns, which also makes its LRU stamp).
         self.interval_ns = int(interval * 1e9)
-        self.next_check = time.monotonic_ns() + self.interval_ns
+        self._schedule_check()
+        self._bind_native()
         _all.add(self)
 
     # ------------------------------------------------------------ opening
@@ -165,7 +171,23 @@ class SharedTable(StatsStripes, HitMemo):
         finally:
             os.close(fd)
 
+    def _bind_native(self) -> None:
+        """Point the compiled get at the current generation's maps (it holds
+        exports of them until the next bind or unbind)."""
+        n = self.native
+        if n is not None:
+            g = self.gen
+            n.bind(g.idx, g.nslots, g.slot_size, g.key_size, g.rec_base, g.recency, g.heap.views)
+            n.next_check = self.next_check
+
     # ---------------------------------------------------------- staleness
+    def _schedule_check(self) -> None:
+        """The next staleness check is one interval from now (for the
+        compiled get too, which keeps its own copy as a C integer)."""
+        self.next_check = time.monotonic_ns() + self.interval_ns
+        if self.native is not None:
+            self.native.next_check = self.next_check
+
     def refresh(self) -> Generation:
         """Reader-side check, at most every ``interval`` s or when retired.
 
@@ -177,7 +199,7 @@ class SharedTable(StatsStripes, HitMemo):
         it is tried again at once, a few times, never waiting.)
         """
         g = self.gen
-        self.next_check = time.monotonic_ns() + self.interval_ns
+        self._schedule_check()
         self.flush_stats()
         try:
             ino = os.stat(self.path).st_ino
@@ -219,7 +241,7 @@ class SharedTable(StatsStripes, HitMemo):
             # The stat first: if the files are gone, every write must keep
             # failing (the caller recreates them), not only the first.
             ino = os.stat(self.path).st_ino
-            self.next_check = time.monotonic_ns() + self.interval_ns
+            self._schedule_check()
             self.flush_stats()
             if ino != g.ino:
                 if self.lock.rebind_if_replaced():
@@ -249,6 +271,7 @@ class SharedTable(StatsStripes, HitMemo):
         # new memo, which the get hot path trusts to be of the current one.
         self.gen = new
         self.memo = {}
+        self._bind_native()  # (releases its exports of old's maps)
         old.close()
 
     def close(self) -> None:
@@ -256,6 +279,8 @@ class SharedTable(StatsStripes, HitMemo):
             self.flush_stats()
         except (ValueError, OSError):
             pass
+        if self.native is not None:
+            self.native.unbind()
         self.gen.close()
         self._drop_owner()
         self.lock.close()

@@ -11,6 +11,7 @@ import mmap
 import os
 import random
 import threading
+from typing import Any
 
 from . import layout
 from .lock import try_own
@@ -23,6 +24,7 @@ class StatsStripes:
 
     ctl: mmap.mmap | bytes  # the control file's map (SharedTable's)
     writable: bool
+    native: Any  # SharedTable's: the compiled get's Table (counts hits and misses in C), or None
 
     def owner(self) -> int:  # pragma: no cover - SharedTable's
         raise NotImplementedError
@@ -39,6 +41,8 @@ class StatsStripes:
         """In a forked child: counts made before the fork belong to the
         parent's stripe and were not ours to flush; start from zero."""
         self.local = [0] * len(self.local)
+        if self.native is not None:
+            self.native.take_counts()  # (the parent's too)
         self.stripe = None
         self._flushing = threading.Lock()
 
@@ -52,6 +56,7 @@ class StatsStripes:
         Never waits: readers flush too. A thread that finds another one
         flushing leaves its counts for the next flush.
         """
+        self.take_native_counts()
         local = self.local
         if not any(local) or not self.writable:
             return  # (read-only: the counts stay local, total_stats adds them)
@@ -70,6 +75,18 @@ class StatsStripes:
         finally:
             self._flushing.release()
 
+    def take_native_counts(self) -> None:
+        """Add the compiled get's hits and misses to ``local`` (it counts in
+        C integers; taken at every flush and stats read, so ``stats()`` is
+        exact in one thread)."""
+        n = self.native
+        if n is not None:
+            hits, misses = n.take_counts()
+            if hits or misses:
+                local = self.local
+                local[layout.HITS] += hits
+                local[layout.MISSES] += misses
+
     def _claim_stripe(self) -> int:
         """The first stripe whose lock we can take (free, or its owner died:
         its counts stay and ours add to them); with none free, a shared one."""
@@ -82,6 +99,7 @@ class StatsStripes:
         return os.getpid() % layout.STATS_STRIPES
 
     def total_stats(self) -> dict[str, int]:
+        self.take_native_counts()
         tot = list(self.local)
         for i in range(layout.STATS_STRIPES):
             row = layout.STATS.unpack_from(self.ctl, layout.OFF_STATS + i * layout.STATS_STRIPE_BYTES)

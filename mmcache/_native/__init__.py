@@ -1,9 +1,11 @@
 """The compiled fast path, when there is one (see ``_speedups.c``).
 
-``Getter(handle)`` makes a handle's native ``get`` (``get`` is the same for
-explicit arguments, for tests and the fuzzer): the same probe, record
-checks, expiry and LRU stamp as the pure path, on the same bytes, so native
-and pure-Python processes share one table. Missing extension (nothing
+``Table()`` is a process's compiled view of one table (one per
+``SharedTable``, bound to the current generation's maps, counting hits and
+misses in C); ``Getter(handle, table)`` makes a handle's native ``get`` from
+it (``get`` is the same for explicit arguments, for tests and the fuzzer):
+the same probe, record checks, expiry and LRU stamp as the pure path, on the
+same bytes, so native and pure-Python processes share one table. Missing extension (nothing
 compiled at install): one RuntimeWarning at import, then pure Python.
 ``MMCACHE_PURE_PYTHON=1`` forces pure Python without a warning. The
 extension keeps the GIL; free-threaded CPython is not supported.
@@ -27,7 +29,10 @@ def _pure(*args: Any) -> Any:
 
 get: Callable[..., Any] = _pure
 xxh3_64: Callable[..., int] | None = None
-# Getter(handle, view_min=0) -> the handle's compiled ``get`` (a callable without a Python frame)
+# Table() -> a table's compiled state: bind(idx, nslots, slot_size, key_size, rec_base, recency,
+# views), unbind(), take_counts() -> (hits, misses), next_check (monotonic ns), bound
+Table: Callable[[], Any] | None = None
+# Getter(handle, table, view_min=0) -> the handle's compiled ``get`` (a callable without a Python frame)
 Getter: Callable[..., Callable[..., Any]] | None = None
 REASON = "native"
 
@@ -51,8 +56,17 @@ else:
         )
     else:
         get = _speedups.get
+        Table = _speedups.Table
         Getter = _speedups.Getter
         xxh3_64 = _speedups.xxh3_64
         FALLBACK = _speedups.FALLBACK
 
 AVAILABLE = get is not _pure
+
+
+def detach(*getters: object) -> None:
+    """At a handle's close: its compiled gets drop their Table (every call
+    then goes to the pure path, which raises ClosedCacheError)."""
+    for g in getters:
+        if Getter is not None and type(g) is Getter:
+            g.detach()  # type: ignore[attr-defined]

@@ -1,34 +1,37 @@
 /* mmcache._native._speedups: the compiled get of MmapCache (see
- * mmcache/_native/__init__.py for the glue and docs/FORMAT.md for the bytes).
+ * mmcache/_native/__init__.py for the glue, format.h and docs/FORMAT.md for
+ * the bytes, docs/NATIVE.md for what is native and why).
  *
- * get() does what MmapCache._get_probe does for a key that fits in a slot:
- * hash, linear probe over the index map, record checks (magic, key, STR
+ * Table: one per SharedTable (a process's share of one table). It holds
+ * what a get reads, bound by the Python side whenever that changes (a
+ * generation switch, close): exports (pins) of the index map and of the
+ * roster's u64 view, the heap's list of segment views with an export of
+ * each segment used so far, the geometry, the next staleness check and the
+ * hit / miss counts, all as C fields. Getter: a handle's `get` (and
+ * `_get_view`), calling the Table's probe with no Python attribute read.
+ *
+ * The probe does what MmapCache._get_probe does for a key that fits in a
+ * slot: hash, linear probe over the index, record checks (magic, key, STR
  * flag, xxh3_64 checksum), expiry, the LRU stamp, the copy of the value.
  * Files are untrusted: every offset and length read from a map is checked
- * against that map's size before it is used, in 64-bit arithmetic that
- * cannot overflow (all such fields are u32). On anything unusual (a retired
- * index, a due staleness check, a record that does not check out, an
- * unmapped segment, a key type or size it does not handle) it returns the
- * FALLBACK sentinel and the caller takes the pure-Python path, which is the
- * reference: the native code never guesses.
+ * against that map's size (format.h). On anything unusual (a retired index,
+ * a due staleness check, a record that does not check out, a segment not
+ * mapped or mapped shorter than the record, a key it does not handle) it
+ * answers FALLBACK and the Getter calls handle._get_probe, the pure path,
+ * which is the reference: it refreshes, remaps, rebinds and decides.
  *
- * The GIL is held throughout (a call is well under a microsecond); the
- * buffers it reads stay exported (pinned) for the duration of the call.
- * Not built for free-threaded CPython.
+ * Memory safety of the maps: a Table holds a buffer export of every map it
+ * points into, so the map cannot be closed (mmap.close() and
+ * memoryview.release() raise BufferError while exports exist) nor freed
+ * while it reads; bind/unbind release them. The GIL is held throughout
+ * (a call is well under a microsecond). Not built for free-threaded CPython.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <time.h>
 
 #include "format.h"
-
-#define HEADER_BYTES MMF_HEADER_BYTES
-#define RECORD_HEADER MMF_RECORD_HEADER
-#define REC_MAGIC MMF_REC_MAGIC
-#define OCCUPIED MMF_OCCUPIED
-#define EMPTY MMF_EMPTY
-#define KF_STR MMF_KF_STR
-#define SLOT_FIXED MMF_SLOT_FIXED
 
 static PyObject *FALLBACK; /* the module's `FALLBACK` sentinel */
 
@@ -38,42 +41,134 @@ static inline uint64_t clock_ns(clockid_t id) {
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* local[i] += 1 on the process's unflushed statistics list. */
-static int count(PyObject *local, Py_ssize_t i) {
-    if (!PyList_CheckExact(local) || PyList_GET_SIZE(local) <= i) return 0;
-    long long v = PyLong_AsLongLong(PyList_GET_ITEM(local, i));
-    if (v == -1 && PyErr_Occurred()) return -1;
-    PyObject *n = PyLong_FromLongLong(v + 1);
-    if (n == NULL) return -1;
-    return PyList_SetItem(local, i, n); /* steals n */
-}
-
 static PyObject *fallback(void) {
     PyErr_Clear();
     Py_INCREF(FALLBACK);
     return FALLBACK;
 }
 
-/* get(hot, views, key, key_size, track, next_check, local, default, with_flags)
- *   hot: Generation.hot = (idx, nslots, slot_size, rec_base, recency, maps)
- *   views: Heap.views (memoryviews of the segments, or None)
- *   key_size: the handle's key size (0: never answer, e.g. a handle with a secret)
- *   track: store an LRU stamp on a hit
- *   next_check: SharedTable.next_check (monotonic ns); at or past it: FALLBACK
- *   local: SharedTable.local, hits at [0] and misses at [1] are counted here
- * Returns the value (bytes), (value, flags) with with_flags, `default` on a
- * miss, or FALLBACK. */
-static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_size, int track,
-                        long long next_check, PyObject *local, PyObject *dflt, int with_flags,
-                        uint64_t view_min) {
-    if (!PyTuple_CheckExact(hot) || PyTuple_GET_SIZE(hot) < 5 || !PyList_CheckExact(views)) return fallback();
+/* ----------------------------------------------------------------- binding
+ * What a Table points into. bound == 0: nothing held, every get falls back. */
+typedef struct {
+    int bound;
+    Py_buffer ib;  /* the index map (ib.obj != NULL while held) */
+    Py_buffer rb;  /* the roster's u64 view, writable; rb.obj == NULL: no stamps */
+    mmf_index ix;
+    uint64_t rec_base;   /* roster u64 index of slot 1's stamp */
+    PyObject *views;     /* Heap.views: memoryviews of the segments (or None) */
+    Py_ssize_t ncache;   /* entries of seg_obj / seg_buf (moved by realloc: the exporters
+                          * are memoryviews, whose release does not use the Py_buffer's address) */
+    PyObject **seg_obj;  /* the memoryview whose export seg_buf[i] holds, or NULL */
+    Py_buffer *seg_buf;
+    long long next_check; /* CLOCK_MONOTONIC ns of the next staleness check */
+    unsigned long long hits, misses; /* not yet taken into SharedTable.local */
+} binding;
+
+static void binding_release(binding *b) {
+    b->bound = 0;
+    PyObject *views = b->views, **objs = b->seg_obj;
+    Py_buffer *bufs = b->seg_buf;
+    Py_ssize_t n = b->ncache;
+    b->views = NULL;
+    b->seg_obj = NULL;
+    b->seg_buf = NULL;
+    b->ncache = 0;
+    if (b->ib.obj != NULL) PyBuffer_Release(&b->ib);
+    if (b->rb.obj != NULL) PyBuffer_Release(&b->rb);
+    b->ib.obj = b->rb.obj = NULL;
+    /* The fields are cleared before any reference is dropped: a dealloc
+     * that ran code could not find a half-released binding. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (objs[i] != NULL) {
+            PyBuffer_Release(&bufs[i]);
+            Py_DECREF(objs[i]);
+        }
+    }
+    PyMem_Free(objs);
+    PyMem_Free(bufs);
+    Py_XDECREF(views);
+}
+
+/* Bind to one generation's maps. A geometry that does not fit its map
+ * binds nothing (every get falls back: the pure path decides about the
+ * damage). Returns -1 with an exception only for a caller's mistake (a
+ * views that is not a list, an index that is no buffer). */
+static int binding_bind(binding *b, PyObject *idx, unsigned long long nslots, unsigned long long ss,
+                        unsigned long long ks, unsigned long long rec_base, PyObject *recency, PyObject *views) {
+    if (!PyList_Check(views)) {
+        PyErr_SetString(PyExc_TypeError, "views must be a list");
+        return -1;
+    }
+    Py_buffer ib, rb;
+    if (PyObject_GetBuffer(idx, &ib, PyBUF_SIMPLE) < 0) return -1;
+    rb.obj = NULL;
+    if (recency != Py_None && PyObject_GetBuffer(recency, &rb, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear(); /* a read-only map: no stamps */
+        rb.obj = NULL;
+    }
+    binding_release(b);
+    b->ib = ib;
+    b->rb = rb;
+    b->ix.idx = (const uint8_t *)ib.buf;
+    b->ix.len = (uint64_t)ib.len;
+    b->ix.nslots = nslots;
+    b->ix.ss = ss;
+    b->ix.ks = ks;
+    b->rec_base = rec_base;
+    Py_INCREF(views);
+    b->views = views;
+    b->bound = mmf_geometry_ok(&b->ix) && rec_base <= (1ULL << 40);
+    return 0;
+}
+
+/* The mapped bytes of heap segment `seg`, or NULL (not mapped: the pure
+ * path maps it). The export of a segment's current view is kept; a view the
+ * heap replaced (a remap after growth) is released when next met. */
+static const Py_buffer *segment(binding *b, uint64_t seg) {
+    if (seg >= (uint64_t)PyList_GET_SIZE(b->views)) return NULL;
+    PyObject *v = PyList_GET_ITEM(b->views, (Py_ssize_t)seg);
+    if ((Py_ssize_t)seg < b->ncache && b->seg_obj[seg] == v) return &b->seg_buf[seg];
+    if (!PyMemoryView_Check(v)) return NULL;
+    if ((Py_ssize_t)seg >= b->ncache) {
+        Py_ssize_t n = (Py_ssize_t)seg + 1;
+        PyObject **objs = PyMem_Realloc(b->seg_obj, (size_t)n * sizeof(PyObject *));
+        if (objs == NULL) return NULL;
+        b->seg_obj = objs;
+        Py_buffer *bufs = PyMem_Realloc(b->seg_buf, (size_t)n * sizeof(Py_buffer));
+        if (bufs == NULL) return NULL;
+        b->seg_buf = bufs;
+        for (Py_ssize_t i = b->ncache; i < n; i++) objs[i] = NULL;
+        b->ncache = n;
+    }
+    Py_buffer nb;
+    if (PyObject_GetBuffer(v, &nb, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear(); /* a released view: the pure path */
+        return NULL;
+    }
+    PyObject *old = b->seg_obj[seg];
+    Py_buffer ob = b->seg_buf[seg];
+    Py_INCREF(v);
+    b->seg_obj[seg] = v;
+    b->seg_buf[seg] = nb;
+    if (old != NULL) {
+        PyBuffer_Release(&ob);
+        Py_DECREF(old);
+    }
+    return &b->seg_buf[seg];
+}
+
+/* One get on a bound binding: the value (bytes; a memoryview of the mapped
+ * record from view_min bytes on, when view_min > 0), (value, flags) with
+ * with_flags, `dflt` on a miss, FALLBACK for the pure path, NULL on error. */
+static PyObject *probe(binding *b, PyObject *key, unsigned long long key_size, int track, PyObject *dflt,
+                       int with_flags, uint64_t view_min) {
     const char *kb;
     Py_ssize_t n;
     unsigned kf;
     if (PyUnicode_CheckExact(key)) {
         kb = PyUnicode_AsUTF8AndSize(key, &n); /* NULL for lone surrogates: the pure path */
         if (kb == NULL) return fallback();
-        kf = KF_STR;
+        kf = MMF_KF_STR;
     } else if (PyBytes_CheckExact(key)) {
         kb = PyBytes_AS_STRING(key);
         n = PyBytes_GET_SIZE(key);
@@ -81,38 +176,20 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
     } else {
         return fallback();
     }
-    if (n <= 0 || key_size < 16 || key_size > 255 || n > key_size) return fallback();
+    const mmf_index *ix = &b->ix;
+    const uint64_t K = ix->ks;
+    if (!b->bound || n <= 0 || (uint64_t)n > K || key_size != K) return fallback();
     uint64_t now = clock_ns(CLOCK_MONOTONIC); /* time.monotonic_ns()'s clock */
-    if (next_check <= 0 || now >= (uint64_t)next_check) return fallback();
+    if (b->next_check <= 0 || now >= (uint64_t)b->next_check) return fallback();
+    if (ix->idx[MMF_OFF_FLAGS] /* RETIRED (or anything else in the first flags byte) */) return fallback();
 
-    unsigned long long nslots = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(hot, 1));
-    unsigned long long ss = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(hot, 2));
-    unsigned long long rec_base = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(hot, 3));
-    if (PyErr_Occurred()) return fallback();
-    if (nslots < 1 || nslots > 0xFFFFFFFFULL || ss < (unsigned long long)key_size + SLOT_FIXED ||
-        ss > 65536 || rec_base > (1ULL << 40))
-        return fallback();
-
-    Py_buffer ib;
-    if (PyObject_GetBuffer(PyTuple_GET_ITEM(hot, 0), &ib, PyBUF_SIMPLE) < 0) return fallback();
-    PyObject *result = NULL;
-    Py_buffer hb, rb;
-    hb.obj = NULL;
-    rb.obj = NULL;
-    const uint8_t *idx = (const uint8_t *)ib.buf;
-    const uint64_t K = (uint64_t)key_size;
-    /* The whole slot array must lie inside the index map (<= 2^32 * 2^16). */
-    if ((uint64_t)ib.len < HEADER_BYTES || (uint64_t)ib.len - HEADER_BYTES < nslots * ss ||
-        idx[12] /* RETIRED (or anything else in the first flags byte): the pure path */) {
-        result = fallback();
-        goto done;
-    }
-
-    uint64_t i = mmx_xxh3_64(kb, (size_t)n, 0) % nslots;
+    uint64_t i = mmx_xxh3_64(kb, (size_t)n, 0) % ix->nslots;
     const uint8_t *slot = NULL;
-    for (uint64_t left = nslots;; left--) {
-        const uint8_t *sp = idx + HEADER_BYTES + i * ss;
-        if (sp[K] == OCCUPIED && sp[K + 1] == kf && sp[K + 2] == (uint8_t)n && memcmp(sp, kb, (size_t)n) == 0) {
+    for (uint64_t left = ix->nslots;; left--) {
+        const uint8_t *sp = mmf_slot(ix, i);
+        const uint8_t *st = sp + K;
+        if (st[MMF_SLOT_STATE] == MMF_OCCUPIED && st[MMF_SLOT_KFLAGS] == kf && st[MMF_SLOT_KLEN] == (uint8_t)n &&
+            memcmp(sp, kb, (size_t)n) == 0) {
             uint64_t z = (uint64_t)n;
             while (z < K && sp[z] == 0) z++;
             if (z == K) {
@@ -120,130 +197,204 @@ static PyObject *do_get(PyObject *hot, PyObject *views, PyObject *key, long key_
                 break;
             }
         }
-        if (sp[K] == EMPTY || left == 0) break; /* a hostile index may have no EMPTY slot */
-        if (++i == nslots) i = 0;
+        if (st[MMF_SLOT_STATE] == MMF_EMPTY || left == 0) break; /* a hostile index may have no EMPTY slot */
+        if (++i == ix->nslots) i = 0;
     }
     if (slot == NULL) {
-        if (count(local, 1) < 0) goto done;
+        b->misses++;
         Py_INCREF(dflt);
-        result = dflt;
-        goto done;
+        return dflt;
     }
-    if (track) {
-        /* The roster map, for the LRU stamp of a hit: a writable map only.
-         * The stamp's line is fetched now, while the record's is (both are
-         * cache misses on a large table; a hint, never a read or a fault). */
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(hot, 4), &rb, PyBUF_WRITABLE) < 0) {
-            PyErr_Clear();
-            rb.obj = NULL;
-        } else if ((uint64_t)rb.len / 8 > rec_base + i) {
-            __builtin_prefetch((uint64_t *)rb.buf + rec_base + i, 1);
-        }
+    uint64_t seg = mmx_le32(slot + K + MMF_SLOT_SEG), off = mmx_le32(slot + K + MMF_SLOT_OFF);
+    const Py_buffer *sb = segment(b, seg);
+    if (sb == NULL) return fallback();
+    const uint8_t *heap = (const uint8_t *)sb->buf;
+    const uint64_t hlen = (uint64_t)sb->len;
+    /* Fetch the record's first lines and the stamp's line now, together:
+     * on a large table each is a cache miss (hints: never a read, never a fault). */
+    if (off < hlen) {
+        __builtin_prefetch(heap + off);
+        if (hlen - off > 64) __builtin_prefetch(heap + off + 64);
     }
-    uint64_t seg = mmx_le32(slot + K + 8), off = mmx_le32(slot + K + 12);
-    if (seg >= (uint64_t)PyList_GET_SIZE(views) || !PyMemoryView_Check(PyList_GET_ITEM(views, seg)) ||
-        PyObject_GetBuffer(PyList_GET_ITEM(views, seg), &hb, PyBUF_SIMPLE) < 0) {
-        hb.obj = NULL;
-        result = fallback();
-        goto done;
-    }
-    const uint8_t *heap = (const uint8_t *)hb.buf;
-    const uint64_t hlen = (uint64_t)hb.len;
-    if (off > hlen || hlen - off < RECORD_HEADER) {
-        result = fallback(); /* segment mapped shorter than the record: the pure path remaps */
-        goto done;
-    }
-    const uint8_t *rec = heap + off;
-    uint64_t csum = mmx_le64(rec), exp = mmx_le64(rec + 8);
-    uint64_t klen = mmx_le32(rec + 16), vlen = mmx_le32(rec + 20);
-    unsigned flags = (unsigned)rec[24] | ((unsigned)rec[25] << 8);
-    uint64_t vs = off + RECORD_HEADER + klen, ve = vs + vlen; /* < 2^35: no overflow */
-    if (ve > hlen || rec[27] != REC_MAGIC || klen != (uint64_t)n || ((rec[26] ^ kf) & KF_STR) ||
-        memcmp(rec + RECORD_HEADER, kb, (size_t)n) != 0 || mmx_xxh3_64(rec + 8, (size_t)(ve - off - 8), 0) != csum) {
-        result = fallback(); /* a racing writer or damage: the pure path retries and decides */
-        goto done;
-    }
-    if (exp && exp <= clock_ns(CLOCK_REALTIME)) {
-        if (count(local, 1) < 0) goto done;
+    uint64_t at = mmf_stamp_index(b->rec_base, i);
+    int stamp = track && b->rb.obj != NULL && (uint64_t)b->rb.len / 8 > at && ((uintptr_t)b->rb.buf & 7) == 0;
+    if (stamp) __builtin_prefetch((uint64_t *)b->rb.buf + at, 1);
+    mmf_record r;
+    if (!mmf_read_record(heap, hlen, off, &r) || r.klen != (uint64_t)n || ((r.kflags ^ kf) & MMF_KF_STR) ||
+        memcmp(heap + r.key_at, kb, (size_t)n) != 0 || !mmf_checksum_ok(heap, off, &r))
+        return fallback(); /* a racing writer, damage, or a short map: the pure path retries and decides */
+    if (r.expire && r.expire <= clock_ns(CLOCK_REALTIME)) {
+        b->misses++;
         Py_INCREF(dflt);
-        result = dflt;
-        goto done;
+        return dflt;
     }
-    if (rb.obj != NULL) {
-        /* The racy, lock-free u64 store the pure path makes (see _layout's
-         * roster): only into a writable map, only inside it, 8-aligned. */
-        uint64_t at = rec_base + i;
-        if ((uint64_t)rb.len / 8 > at && ((uintptr_t)rb.buf & 7) == 0) ((uint64_t *)rb.buf)[at] = now;
-        PyBuffer_Release(&rb);
-        rb.obj = NULL;
-    }
+    /* The racy, lock-free u64 store the pure path makes (see layout's
+     * roster): only into a writable map, only inside it, 8-aligned. */
+    if (stamp) ((uint64_t *)b->rb.buf)[at] = now;
     PyObject *value;
-    if (view_min && vlen >= view_min) /* a memoryview of the mapped record, as _get_view's */
-        value = PySequence_GetSlice(PyList_GET_ITEM(views, seg), (Py_ssize_t)vs, (Py_ssize_t)ve);
-    else
-        value = PyBytes_FromStringAndSize((const char *)heap + vs, (Py_ssize_t)vlen);
-    if (value == NULL) goto done;
-    if (count(local, 0) < 0) {
-        Py_DECREF(value);
-        goto done;
-    }
-    if (with_flags) {
-        PyObject *f = PyLong_FromUnsignedLong(flags);
-        result = f ? PyTuple_Pack(2, value, f) : NULL;
-        Py_XDECREF(f);
-        Py_DECREF(value);
+    if (view_min && r.vlen >= view_min) {
+        /* a memoryview of the mapped record, as _get_view's (held across a
+         * call that may run code, as the binding may be rebound meanwhile) */
+        PyObject *v = b->seg_obj[seg];
+        Py_INCREF(v);
+        value = PySequence_GetSlice(v, (Py_ssize_t)r.value_at, (Py_ssize_t)r.end);
+        Py_DECREF(v);
     } else {
-        result = value;
+        value = PyBytes_FromStringAndSize((const char *)heap + r.value_at, (Py_ssize_t)r.vlen);
     }
-done:
-    if (rb.obj != NULL) PyBuffer_Release(&rb);
-    if (hb.obj != NULL) PyBuffer_Release(&hb);
-    PyBuffer_Release(&ib);
+    if (value == NULL) return NULL;
+    b->hits++;
+    if (!with_flags) return value;
+    PyObject *f = PyLong_FromUnsignedLong(r.flags);
+    PyObject *result = f ? PyTuple_Pack(2, value, f) : NULL;
+    Py_XDECREF(f);
+    Py_DECREF(value);
     return result;
 }
 
+/* get(hot, views, key, key_size, track, next_check, local, default, with_flags):
+ * one get on explicit buffers, for tests and the fuzzer (a binding made
+ * for the call): hot is Generation.hot's shape (idx, nslots, slot_size,
+ * rec_base, recency, maps); hits / misses are added to local[0] / local[1]. */
 static PyObject *native_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "get() takes 9 arguments");
         return NULL;
     }
+    PyObject *hot = args[0], *local = args[6];
+    if (!PyTuple_CheckExact(hot) || PyTuple_GET_SIZE(hot) < 5 || !PyList_CheckExact(local) ||
+        PyList_GET_SIZE(local) < 2) {
+        PyErr_SetString(PyExc_TypeError, "get(): hot must be a tuple of 5+, local a list of 2+");
+        return NULL;
+    }
+    unsigned long long nslots = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(hot, 1));
+    unsigned long long ss = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(hot, 2));
+    unsigned long long rec_base = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(hot, 3));
     long key_size = PyLong_AsLong(args[3]);
-    int track = PyObject_IsTrue(args[4]);
-    int with_flags = PyObject_IsTrue(args[8]);
     long long next_check = PyLong_AsLongLong(args[5]);
-    if (PyErr_Occurred() || track < 0 || with_flags < 0) return fallback();
-    return do_get(args[0], args[1], args[2], key_size, track, next_check, args[6], args[7], with_flags, 0);
+    int track = PyObject_IsTrue(args[4]), with_flags = PyObject_IsTrue(args[8]);
+    if (PyErr_Occurred() || track < 0 || with_flags < 0 || key_size < 0) return fallback();
+    binding b;
+    memset(&b, 0, sizeof b);
+    if (binding_bind(&b, PyTuple_GET_ITEM(hot, 0), nslots, ss, (unsigned long long)key_size, rec_base,
+                     PyTuple_GET_ITEM(hot, 4), args[1]) < 0) {
+        binding_release(&b);
+        return fallback();
+    }
+    b.next_check = next_check;
+    PyObject *r = probe(&b, args[2], (unsigned long long)key_size, track, args[7], with_flags, 0);
+    for (int i = 0; i < 2 && r != NULL; i++) {
+        unsigned long long c = i ? b.misses : b.hits;
+        if (c == 0) continue;
+        PyObject *add = PyLong_FromUnsignedLongLong(c);
+        PyObject *sum = add ? PyNumber_Add(PyList_GET_ITEM(local, i), add) : NULL;
+        Py_XDECREF(add);
+        if (sum == NULL || PyList_SetItem(local, i, sum) < 0) Py_CLEAR(r); /* (SetItem steals sum) */
+    }
+    binding_release(&b);
+    return r;
 }
 
+/* ------------------------------------------------------------------- Table */
+typedef struct {
+    PyObject_HEAD
+    binding b;
+} Table;
+
+static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Table() takes no arguments");
+        return NULL;
+    }
+    Table *t = (Table *)type->tp_alloc(type, 0); /* zeroed: unbound */
+    return (PyObject *)t;
+}
+
+static void table_dealloc(Table *t) {
+    binding_release(&t->b);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyObject *table_bind(Table *t, PyObject *args) {
+    PyObject *idx, *recency, *views;
+    unsigned long long nslots, ss, ks, rec_base;
+    if (!PyArg_ParseTuple(args, "OKKKKOO:bind", &idx, &nslots, &ss, &ks, &rec_base, &recency, &views)) return NULL;
+    if (binding_bind(&t->b, idx, nslots, ss, ks, rec_base, recency, views) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_unbind(Table *t, PyObject *unused) {
+    (void)unused;
+    binding_release(&t->b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_take_counts(Table *t, PyObject *unused) {
+    (void)unused;
+    unsigned long long h = t->b.hits, m = t->b.misses;
+    t->b.hits = t->b.misses = 0;
+    return Py_BuildValue("(KK)", h, m);
+}
+
+static PyObject *table_bound(Table *t, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(t->b.bound);
+}
+
+static PyMethodDef table_methods[] = {
+    {"bind", (PyCFunction)table_bind, METH_VARARGS,
+     "bind(idx, nslots, slot_size, key_size, rec_base, recency, views): point at one generation's maps."},
+    {"unbind", (PyCFunction)table_unbind, METH_NOARGS, "Release every map: each get falls back."},
+    {"take_counts", (PyCFunction)table_take_counts, METH_NOARGS, "(hits, misses) since the last take; zeroes them."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef table_members[] = {
+    {"next_check", T_LONGLONG, offsetof(Table, b.next_check), 0, "monotonic ns of the next staleness check"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef table_getset[] = {
+    {"bound", (getter)table_bound, NULL, "Does it answer gets (maps bound, geometry sane)?", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mmcache._native._speedups.Table",
+    .tp_basicsize = sizeof(Table),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Table(): a process's compiled view of one table (see the C source).",
+    .tp_new = table_new,
+    .tp_dealloc = (destructor)table_dealloc,
+    .tp_methods = table_methods,
+    .tp_members = table_members,
+    .tp_getset = table_getset,
+};
+
 /* ------------------------------------------------------------------ Getter
- * Getter(handle, view_min=0): what MmapCache installs as its `get` (and,
- * with view_min=VIEW_MIN, as `_get_view`: a value of at least view_min
- * bytes comes back as a memoryview of the mapped record, sound for as long
- * as it is held: records are immutable within a generation and maps are
- * never closed, only dropped):
+ * Getter(handle, table, view_min=0): what MmapCache installs as its `get`
+ * (and, with view_min=VIEW_MIN, as `_get_view`: a value of at least
+ * view_min bytes comes back as a memoryview of the mapped record, sound for
+ * as long as it is held: records are immutable within a generation and
+ * maps are never closed, only dropped):
  * get(key, default=None, *, with_flags=False), called without a Python
- * frame. Each call reads handle._s, then s.gen, s.next_check, s.local,
- * gen.hot and gen.heap.views (nothing is cached across calls: a closed
- * handle keeps no map alive); what do_get does not answer goes to
- * handle._get_probe, the pure path.
+ * frame: the Table's probe, and handle._get_probe (the pure path) for what
+ * it does not answer. detach() (at the handle's close) drops the Table:
+ * every call then goes to _get_probe, which raises ClosedCacheError.
  * It holds the handle (a reference cycle through the handle's __dict__),
  * hence the GC support. */
 typedef struct {
     PyObject_HEAD
     PyObject *handle;
-    long key_size;
+    Table *table; /* NULL once detached */
+    unsigned long long key_size;
     int track;
     uint64_t view_min; /* values this long come back as memoryviews (0: never) */
     vectorcallfunc vectorcall;
 } Getter;
 
-static PyObject *S_s, *S_gen, *S_next_check, *S_local, *S_hot, *S_heap, *S_views, *S_get_probe,
-    *S_key_size, *S_opts, *S_track_recency, *S_with_flags, *S_default, *S_key;
-
-static PyObject *getter_probe(Getter *g, PyObject *key, PyObject *dflt, int with_flags) {
-    return PyObject_CallMethodObjArgs(g->handle, S_get_probe, key, dflt, with_flags ? Py_True : Py_False, NULL);
-}
+static PyObject *S_get_probe, *S_key_size, *S_opts, *S_track_recency, *S_with_flags, *S_default, *S_key;
 
 static PyObject *getter_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Getter *g = (Getter *)self;
@@ -267,46 +418,27 @@ static PyObject *getter_call(PyObject *self, PyObject *const *args, size_t nargs
     }
     if (key == NULL) goto usage;
     if (dflt == NULL) dflt = Py_None;
-    PyObject *s = PyObject_GetAttr(g->handle, S_s);
-    if (s == NULL) return NULL;
-    if (s == Py_None) {
-        Py_DECREF(s);
-        return getter_probe(g, key, dflt, with_flags); /* raises ClosedCacheError */
-    }
-    PyObject *gen = PyObject_GetAttr(s, S_gen);
-    PyObject *nc = PyObject_GetAttr(s, S_next_check);
-    PyObject *local = PyObject_GetAttr(s, S_local);
-    Py_DECREF(s);
-    PyObject *r = NULL, *views = NULL, *hot = NULL, *heap = NULL;
-    if (gen == NULL || nc == NULL || local == NULL) goto out;
-    if ((hot = PyObject_GetAttr(gen, S_hot)) == NULL || (heap = PyObject_GetAttr(gen, S_heap)) == NULL ||
-        (views = PyObject_GetAttr(heap, S_views)) == NULL)
-        goto out;
-    long long next_check = PyLong_AsLongLong(nc);
-    if (next_check == -1 && PyErr_Occurred()) PyErr_Clear();
-    r = do_get(hot, views, key, g->key_size, g->track, next_check, local, dflt, with_flags, g->view_min);
-    if (r == FALLBACK) {
+    Table *t = g->table;
+    PyObject *r = FALLBACK;
+    if (t != NULL) {
+        Py_INCREF(t); /* a detach() run by code the probe triggers must not free it under us */
+        r = probe(&t->b, key, g->key_size, g->track, dflt, with_flags, g->view_min);
+        Py_DECREF(t);
+        if (r != FALLBACK) return r;
         Py_DECREF(r);
-        r = getter_probe(g, key, dflt, with_flags);
     }
-out:
-    Py_XDECREF(views);
-    Py_XDECREF(heap);
-    Py_XDECREF(hot);
-    Py_XDECREF(gen);
-    Py_XDECREF(nc);
-    Py_XDECREF(local);
-    return r;
+    return PyObject_CallMethodObjArgs(g->handle, S_get_probe, key, dflt, with_flags ? Py_True : Py_False, NULL);
 usage:
     PyErr_SetString(PyExc_TypeError, "get(key, default=None, *, with_flags=False)");
     return NULL;
 }
 
 static PyObject *getter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *handle;
+    PyObject *handle, *table;
     Py_ssize_t view_min = 0;
-    static char *kwlist[] = {"handle", "view_min", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n", kwlist, &handle, &view_min)) return NULL;
+    static char *kwlist[] = {"handle", "table", "view_min", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!|n", kwlist, &handle, &TableType, &table, &view_min))
+        return NULL;
     if (view_min < 0) {
         PyErr_SetString(PyExc_ValueError, "view_min must be >= 0");
         return NULL;
@@ -328,11 +460,19 @@ static PyObject *getter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (g == NULL) return NULL;
     Py_INCREF(handle);
     g->handle = handle;
-    g->key_size = key_size;
+    Py_INCREF(table);
+    g->table = (Table *)table;
+    g->key_size = key_size < 0 ? 0 : (unsigned long long)key_size;
     g->track = track;
     g->view_min = (uint64_t)view_min;
     g->vectorcall = getter_call;
     return (PyObject *)g;
+}
+
+static PyObject *getter_detach(Getter *g, PyObject *unused) {
+    (void)unused;
+    Py_CLEAR(g->table);
+    Py_RETURN_NONE;
 }
 
 static int getter_traverse(Getter *g, visitproc visit, void *arg) {
@@ -342,6 +482,7 @@ static int getter_traverse(Getter *g, visitproc visit, void *arg) {
 
 static int getter_clear(Getter *g) {
     Py_CLEAR(g->handle);
+    Py_CLEAR(g->table);
     return 0;
 }
 
@@ -351,17 +492,23 @@ static void getter_dealloc(Getter *g) {
     Py_TYPE(g)->tp_free((PyObject *)g);
 }
 
+static PyMethodDef getter_methods[] = {
+    {"detach", (PyCFunction)getter_detach, METH_NOARGS, "Drop the Table: every call goes to the pure path."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject GetterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mmcache._native._speedups.Getter",
     .tp_basicsize = sizeof(Getter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Getter(handle): MmapCache.get through the compiled path.",
+    .tp_doc = "Getter(handle, table, view_min=0): MmapCache.get through the compiled path.",
     .tp_new = getter_new,
     .tp_traverse = (traverseproc)getter_traverse,
     .tp_clear = (inquiry)getter_clear,
     .tp_dealloc = (destructor)getter_dealloc,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Getter, vectorcall),
+    .tp_methods = getter_methods,
 };
 
 static PyObject *native_xxh3_64(PyObject *self, PyObject *args) {
@@ -388,13 +535,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     FALLBACK = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (FALLBACK == NULL || PyModule_AddObjectRef(m, "FALLBACK", FALLBACK) < 0) goto fail;
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) goto fail
-    INTERN(S_s, "_s");
-    INTERN(S_gen, "gen");
-    INTERN(S_next_check, "next_check");
-    INTERN(S_local, "local");
-    INTERN(S_hot, "hot");
-    INTERN(S_heap, "heap");
-    INTERN(S_views, "views");
     INTERN(S_get_probe, "_get_probe");
     INTERN(S_key_size, "_key_size");
     INTERN(S_opts, "_opts");
@@ -402,7 +542,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(S_with_flags, "with_flags");
     INTERN(S_default, "default");
     INTERN(S_key, "key");
-    if (PyType_Ready(&GetterType) < 0 || PyModule_AddObjectRef(m, "Getter", (PyObject *)&GetterType) < 0)
+    if (PyType_Ready(&TableType) < 0 || PyModule_AddObjectRef(m, "Table", (PyObject *)&TableType) < 0 ||
+        PyType_Ready(&GetterType) < 0 || PyModule_AddObjectRef(m, "Getter", (PyObject *)&GetterType) < 0)
         goto fail;
     return m;
 fail:
