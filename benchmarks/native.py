@@ -8,10 +8,18 @@ one with it taken off (the class's pure-Python ``get``: memo, then probe).
 Workloads: get hit over the first 1,000 keys in random order (hot), get hit
 over all ``WIDE`` keys in random order (wide: past the pure path's memo),
 get miss, put overwrite (writes are pure Python in both handles so far).
+
+Then, in the same run: a get hit at 1,000 entries against one at
+``LARGE`` entries (1,000,000; 100,000 with ``--quick``), native, pure and
+py-lmdb, each over its whole table in random order; and the faces through
+the native get: Django's ``cache.get`` hit (mmcache's backend against
+``LocMemCache``, both made directly, Django's settings left alone) and a
+``@mmap_cached`` hit against ``functools.lru_cache`` (100-byte results).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 import tempfile
@@ -24,6 +32,7 @@ from .report import Report, Target
 from .values import BYTES_100
 
 HOT = 1_000
+SMALL = 1_000
 ROWS = ("mmcache native", "mmcache pure", "lmdb")
 WORKLOADS = ("get hit, 1,000 hot keys", "get hit, {wide:,} keys", "get miss", "put overwrite")
 GOALS = {"get hit, 1,000 hot keys": 3.0, "get hit, {wide:,} keys": 3.0, "get miss": 3.0, "put overwrite": 2.0}
@@ -113,5 +122,133 @@ def run(cfg: Config) -> Report:
         r = ratio(med.get((w, "lmdb")), med.get((w, "mmcache native")))
         rep.targets.append(Target(f"{w.format(wide=wide)}: lmdb / native", fmt_ratio(r), f">= {goal:g}×",
                                   None if r is None else r >= goal))  # fmt: skip
+    scale = _scale(cfg, rep)
+    faces = _faces(cfg, rep)
+    _scale_targets(rep, scale)
+    _face_targets(rep, faces)
     rep.target_section("Targets (issue 19)")
     return rep
+
+
+def _filled(path: Path, n: int, value: bytes) -> Any:
+    from mmcache import MmapCache
+
+    c = MmapCache(path, size=mmcache_size(n))
+    for k in _keys(n):
+        c.put(k, value)
+    return c
+
+
+def _scale(cfg: Config, rep: Report) -> dict[tuple[int, str], float | None]:
+    """Get hits at SMALL and at LARGE entries, random keys over the whole table."""
+    large = 100_000 if cfg.quick else 1_000_000
+    base = Path(tempfile.mkdtemp(prefix="mmcache-bench-native-scale-", dir=cfg.tmp))
+    value = BYTES_100.value
+    rng = random.Random(23)
+    med: dict[tuple[int, str], float | None] = {}
+    try:
+        for n in (SMALL, large):
+            keys = _keys(n)
+            native = _filled(base / f"t{n}", n, value)
+            pure = type(native)(base / f"t{n}")
+            pure.__dict__.pop("get", None)
+            stores: dict[str, Any] = {"mmcache native": native, "mmcache pure": pure}
+            try:
+                lm = open_store("lmdb", base / f"lmdb{n}", BYTES_100, n)
+                lm.put_many((k, value) for k in keys)
+                stores["lmdb"] = lm
+            except Unavailable as e:
+                rep.note(f"lmdb: skipped: {e}")
+            def batch(m: int, keys: list[str] = keys) -> list[str]:
+                return rng.choices(keys, k=m)
+
+            cases = {name: Case(_gets(s.get), batch) for name, s in stores.items()}
+            for name, t in measure_all(cases, cfg).items():
+                med[(n, name)] = t.median_ns
+                rep.rows.append({"workload": f"get hit, {n:,} entries", "peer": name,
+                                 "median_ns": t.median_ns, "min_ns": t.min_ns, "max_ns": t.max_ns,
+                                 "batch": t.batch})  # fmt: skip
+            for s in stores.values():
+                s.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    rows = []
+    for p in ROWS:
+        small_ns, large_ns = med.get((SMALL, p)), med.get((large, p))
+        rows.append([p, fmt_ns(small_ns), fmt_ns(large_ns), fmt_ratio(ratio(large_ns, small_ns))])
+    rep.section(
+        "Get hit by table size (random keys over the whole table)",
+        ["store", f"{SMALL:,} entries", f"{large:,} entries", f"{large:,} / {SMALL:,}"],
+        rows,
+    )
+    return {(0 if n == SMALL else 1, p): v for (n, p), v in med.items()}
+
+
+def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
+    """Django cache.get and a decorator hit, through the native get, against their in-process peers."""
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from mmcache import mmap_cached
+    from mmcache.contrib.django import MmapCacheBackend
+
+    base = Path(tempfile.mkdtemp(prefix="mmcache-bench-native-faces-", dir=cfg.tmp))
+    value: bytes = BYTES_100.value
+    keys = _keys(HOT)
+    rng = random.Random(29)
+    med: dict[str, float | None] = {}
+    try:
+        backends: dict[str, Any] = {
+            "django mmcache": MmapCacheBackend(str(base / "django"), {}),
+            "django locmem": LocMemCache("bench-native", {"OPTIONS": {"MAX_ENTRIES": 10 * HOT}}),
+        }
+        for b in backends.values():
+            for k in keys:
+                b.set(k, value, None)
+        cases = {name: Case(_gets(b.get), lambda n: rng.choices(keys, k=n)) for name, b in backends.items()}
+
+        def compute(x: int) -> bytes:
+            return x.to_bytes(8, "little") + value[8:]
+
+        funcs: dict[str, Any] = {"decorator mmcache": mmap_cached(path=str(base / "deco"))(compute),
+                 "decorator lru_cache": functools.lru_cache(maxsize=None)(compute)}  # fmt: skip
+        args = list(range(HOT))
+        for f in funcs.values():
+            for a in args:
+                f(a)
+        cases.update({name: Case(_gets(f), lambda n: rng.choices(args, k=n)) for name, f in funcs.items()})
+        for name, t in measure_all(cases, cfg).items():
+            med[name] = t.median_ns
+            rep.rows.append({"workload": "face hit", "peer": name, "median_ns": t.median_ns,
+                             "min_ns": t.min_ns, "max_ns": t.max_ns, "batch": t.batch})  # fmt: skip
+        for b in backends.values():
+            b.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    rep.section(
+        "The faces through the native get (1,000 keys, 100-byte values, hits)",
+        ["operation", "mmcache", "peer", "peer / mmcache"],
+        [
+            ["Django cache.get vs LocMemCache", fmt_ns(med.get("django mmcache")),
+             fmt_ns(med.get("django locmem")),
+             fmt_ratio(ratio(med.get("django locmem"), med.get("django mmcache")))],
+            ["@mmap_cached vs functools.lru_cache", fmt_ns(med.get("decorator mmcache")),
+             fmt_ns(med.get("decorator lru_cache")),
+             fmt_ratio(ratio(med.get("decorator lru_cache"), med.get("decorator mmcache")))],
+        ],  # fmt: skip
+    )
+    return med
+
+
+def _scale_targets(rep: Report, med: dict[tuple[int, str], float | None]) -> None:
+    r = ratio(med.get((1, "mmcache native")), med.get((0, "mmcache native")))
+    rep.targets.append(Target("get hit, large / small table: native", fmt_ratio(r), "<= 1.5×",
+                              None if r is None else r <= 1.5))  # fmt: skip
+
+
+def _face_targets(rep: Report, med: dict[str, float | None]) -> None:
+    r = ratio(med.get("django locmem"), med.get("django mmcache"))
+    rep.targets.append(Target("Django cache.get hit: locmem / mmcache", fmt_ratio(r), ">= 2×",
+                              None if r is None else r >= 2))  # fmt: skip
+    r = ratio(med.get("decorator mmcache"), med.get("decorator lru_cache"))
+    rep.targets.append(Target("decorator hit: mmcache / lru_cache", fmt_ratio(r), "<= 10×",
+                              None if r is None else r <= 10))  # fmt: skip
