@@ -96,6 +96,19 @@ static inline const uint8_t *mmf_slot(const mmf_index *ix, uint64_t i) {
     return i < ix->nslots ? ix->idx + MMF_HEADER_BYTES + i * ix->ss : NULL;
 }
 
+/* Are the n bytes at p all zero (a slot key's padding)? Word at a time. */
+static inline int mmf_all_zero(const uint8_t *p, size_t n) {
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++) acc |= p[i];
+    return acc == 0;
+}
+
 /* A record's header fields, read by mmf_read_record. */
 typedef struct {
     uint64_t csum, expire;
