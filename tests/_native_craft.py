@@ -39,8 +39,9 @@ def table(key: bytes, value: bytes, **rec: Any) -> tuple[bytearray, bytearray, b
 def call(
     get: Any, idx: Any, views: list[Any], roster: Any, key: object, *, rec_base: int = 8,
     next_check: int | None = None, local: list[int] | None = None, with_flags: bool = False,
+    nslots: int = NSLOTS, slot_size: int = SLOT_SIZE,
 ) -> Any:  # fmt: skip
     """The native get on these buffers (``hot`` shaped like Generation.hot)."""
-    hot = (idx, NSLOTS, SLOT_SIZE, rec_base, memoryview(roster).cast("Q"), [])
+    hot = (idx, nslots, slot_size, rec_base, memoryview(roster).cast("Q"), [])
     nc = time.monotonic_ns() + 10**9 if next_check is None else next_check
     return get(hot, views, key, KEY_SIZE, True, nc, [0] * 7 if local is None else local, "MISS", with_flags)

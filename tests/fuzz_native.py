@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
-    from _native_craft import HB, call, table  # noqa: E402
+    from _native_craft import HB, NSLOTS, SLOT_SIZE, call, table  # noqa: E402
 
     from mmcache import _native  # noqa: E402
 
@@ -43,7 +43,15 @@ def one(data: bytes) -> None:
         buf[at : at + len(chunk)] = chunk[: len(buf) - at]
     if fdp.ConsumeBool():
         heap = heap[: fdp.ConsumeIntInRange(0, len(heap))]  # a map shorter than its records
-    r = call(_native.get, idx, [memoryview(heap)], ROSTER, key)
+    geometry = {}
+    if fdp.ConsumeIntInRange(0, 7) == 0:  # the geometry a Table is bound with, off by a little or a lot
+        near = fdp.ConsumeBool()
+        geometry = {
+            "nslots": fdp.ConsumeIntInRange(0, 2 * NSLOTS) if near else fdp.ConsumeInt(8) % 2**64,
+            "slot_size": fdp.ConsumeIntInRange(0, 2 * SLOT_SIZE) if near else fdp.ConsumeInt(4) % 2**64,
+            "rec_base": fdp.ConsumeIntInRange(0, 2**41),
+        }
+    r = call(_native.get, idx, [memoryview(heap)], ROSTER, key, **geometry)
     if not (r == "MISS" or r is _native.FALLBACK or r == b"value" * 20):
         raise AssertionError(f"native get answered {r!r}")
 
