@@ -5,8 +5,9 @@
 misses in C); ``Getter(handle, table)`` makes a handle's native ``get`` from
 it (``get`` is the same for explicit arguments, for tests and the fuzzer):
 the same probe, record checks, expiry and LRU stamp as the pure path, on the
-same bytes, so native and pure-Python processes share one table. Missing extension (nothing
-compiled at install): one RuntimeWarning at import, then pure Python.
+same bytes, so native and pure-Python processes share one table. Missing
+extension (nothing compiled at install): one RuntimeWarning at import, then
+pure Python.
 ``MMCACHE_PURE_PYTHON=1`` forces pure Python without a warning. The
 extension keeps the GIL; free-threaded CPython is not supported.
 """
