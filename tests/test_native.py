@@ -262,6 +262,10 @@ def test_native_get_falls_back_on_every_out_of_range_field() -> None:
     retired[12] = 1
     assert get_with(retired) is F
     assert get_with(next_check=time.monotonic_ns() - 1) is F  # a staleness check is due
+    # due a nanosecond after now: the coarse clock (which lags by up to its
+    # resolution) must not hide it; due in 2 s: answered
+    assert get_with(next_check=time.monotonic_ns() + 1) is F
+    assert get_with(next_check=time.monotonic_ns() + 2 * 10**9) == b"v" * 50
     assert get_with(heap=None) is F  # segment not mapped
     for field, value in [(8, 1), (8, 2**32 - 1), (12, len(heap)), (12, len(heap) - 8), (12, 2**32 - 8)]:
         bad = bytearray(idx)
