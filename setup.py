@@ -18,7 +18,7 @@ setup(
         Extension(
             "mmcache._native._speedups",
             sources=["mmcache/_native/_speedups.c"],
-            depends=["mmcache/_native/xxh3.h", "mmcache/_native/format.h"],
+            depends=["mmcache/_native/xxh3.h", "mmcache/_native/format.h", "mmcache/_native/probe.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,
