@@ -217,11 +217,21 @@ class ArgKeyer:
         raise TypeError(f"mmap_cached: arguments do not match {self._sig}")
 
     def _key_general(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """Bind any call shape by hand, *args and **kwargs included."""
+        """Bind any call shape by hand (``_bind_general``), then encode the
+        named parameters in order, ``*args`` counted, ``**kwargs`` sorted."""
         values, extra, kw = self._bind_general(args, kwargs)
-        parts = [self._prefix]
+        ign, t, parts = self.ignore, self.typed, [self._prefix]
         try:
-            self._encode_general(parts, values, extra, kw)
+            for n, v in zip(self._allnames, values, strict=True):
+                if n not in ign:
+                    parts.append(_enc(v, t, 0))
+            if self._varargs is not None and self._varargs not in ign:
+                parts.append(_HDR(b"*", len(extra)))
+                for v in extra:
+                    parts.append(_enc(v, t, 0))
+            if self._varkw is not None and self._varkw not in ign:
+                items = sorted([_sb(k) + _enc(v, t, 0) for k, v in kw.items() if k not in ign])
+                parts += [_HDR(b"%", len(items)), *items]
         except _Unencodable:  # find and name the culprit
             star = [(f"*{self._varargs}[{i}]", v) for i, v in enumerate(extra)]
             self._name_culprit([*zip(self._allnames, values, strict=True), *star, *kw.items()])
@@ -251,20 +261,3 @@ class ArgKeyer:
         if (kw and self._varkw is None) or any(v is _MISSING for v in values):
             self._bad_call(args, kwargs)
         return values, args[npos:], kw
-
-    def _encode_general(
-        self, parts: list[bytes], values: list[Any], extra: tuple[Any, ...], kw: dict[str, Any]
-    ) -> None:
-        """Append the encodings of a bound call to ``parts``: the named
-        parameters in order, then ``*args`` counted, then ``**kwargs`` sorted."""
-        ign, t = self.ignore, self.typed
-        for n, v in zip(self._allnames, values, strict=True):
-            if n not in ign:
-                parts.append(_enc(v, t, 0))
-        if self._varargs is not None and self._varargs not in ign:
-            parts.append(_HDR(b"*", len(extra)))
-            for v in extra:
-                parts.append(_enc(v, t, 0))
-        if self._varkw is not None and self._varkw not in ign:
-            items = sorted([_sb(k) + _enc(v, t, 0) for k, v in kw.items() if k not in ign])
-            parts += [_HDR(b"%", len(items)), *items]
