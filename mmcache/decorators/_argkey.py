@@ -113,6 +113,7 @@ class ArgKeyer:
         self._defaults = [_MISSING if p.default is _P.empty else p.default for p in pos + kwonly]
         self._allnames = names = self._pos + self._kwonly
         self._index = {n: i for i, n in enumerate(names) if i >= self._nposonly}
+        # The fewest positional arguments a call can give; a keyword-only parameter without default.
         self._nreq = max([i + 1 for i, p in enumerate(pos) if p.default is _P.empty], default=0)
         self._kwonly_required = any(p.default is _P.empty for p in kwonly)
 
