@@ -51,7 +51,7 @@ test-pure: $(STAMP)
 # The compiled get under AddressSanitizer: rebuilt in place with ASan, the
 # native, hostile-file and core tests run with libasan preloaded, then the
 # normal build is put back (so do not run `make test` beside it).
-ASAN_TESTS := tests/test_native.py tests/test_argkey_native.py tests/test_hostile_files.py tests/test_table_basic.py \
+ASAN_TESTS := tests/test_native.py tests/test_decorator_native.py tests/test_hostile_files.py tests/test_table_basic.py \
 	tests/test_table_processes.py tests/test_table_model.py
 test-asan: $(STAMP)
 	MMCACHE_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" $(PY) $(PIP_INSTALL) --no-deps -e .

@@ -25,8 +25,8 @@ setup(
         ),
         # The decorator's key of its commonest call (mmcache/decorators/_argkey.py uses it).
         Extension(
-            "mmcache._native._argkey",
-            sources=["mmcache/_native/_argkey.c"],
+            "mmcache._native._decorator",
+            sources=["mmcache/_native/_decorator.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,

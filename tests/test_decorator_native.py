@@ -1,8 +1,11 @@
-"""The compiled decorator key (mmcache/_native/_argkey.c) against the pure one.
+"""The compiled decorator hit (mmcache/_native/_decorator.c) against the pure one.
 
 Keys are on disk in users' tables: for every call the compiled ``KeyFn``
 must give the pure encoder's bytes exactly, and leave to the pure path (which
-raises the TypeError naming the argument) everything it does not know.
+raises the TypeError naming the argument) everything it does not know. The
+compiled ``Hit`` is the decorated function itself: it must behave as the
+Python wrapper does (tests/test_decorator*.py run through it) and as a
+function does (pickled by reference, bound as a method, weakly referenced).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmcache import _native
+from mmcache import _native, mmap_cached
 from mmcache.decorators._argkey import ArgKeyer
 from mmcache.decorators._encode import encode
 
@@ -83,9 +86,9 @@ def test_compiled_key_is_the_pure_key(args: tuple[Any, Any, Any], typed: bool) -
 @settings(max_examples=300, deadline=None)
 @given(values, st.booleans())
 def test_compiled_encoding_is_the_pure_encoding(v: Any, typed: bool) -> None:
-    from mmcache._native import _argkey
+    from mmcache._native import _decorator
 
-    got = _argkey.encode(v, typed)
+    got = _decorator.encode(v, typed)
     if got is not None:  # None: left to the pure encoder
         assert got == encode(v, typed=typed)
 
@@ -93,7 +96,7 @@ def test_compiled_encoding_is_the_pure_encoding(v: Any, typed: bool) -> None:
 @native
 @pytest.mark.parametrize("typed", [False, True])
 def test_what_the_compiled_key_leaves_to_the_pure_path(typed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmcache._native import _argkey
+    from mmcache._native import _decorator
 
     compiled, pure = keyers(f1, typed, monkeypatch)
     deep: Any = 1
@@ -103,9 +106,9 @@ def test_what_the_compiled_key_leaves_to_the_pure_path(typed: bool, monkeypatch:
     if not typed:
         cases.append(1e300)  # an integral float past 64 bits: the pure "I" form
     for v in cases:
-        assert _argkey.encode(v, typed) is None
+        assert _decorator.encode(v, typed) is None
         assert compiled.key((v,), {}) == pure.key((v,), {})
-    assert _argkey.encode(deep, typed) is None
+    assert _decorator.encode(deep, typed) is None
     for k in (compiled, pure):  # nested past the limit: the same TypeError, naming the argument
         with pytest.raises(TypeError, match="argument 'a'"):
             k.key((deep,), {})
@@ -177,3 +180,74 @@ def test_native_and_pure_processes_share_decorated_results() -> None:
     assert p[0] is False and p[1] == 4  # pure: computed all four
     assert n[0] is (_native.KeyFn is not None) and n[1] == 0  # compiled (if built): found all four
     assert p[2] == n[2]
+
+
+_DIR = tempfile.mkdtemp(prefix="mmcache-hit-")
+
+
+@mmap_cached(path=_DIR)
+def module_level(x: int) -> int:
+    """Doubles."""
+    return 2 * x
+
+
+@native
+def test_the_decorated_function_is_function_like() -> None:
+    import pickle
+
+    assert type(module_level).__name__ == "Hit"
+    assert module_level(4) == 8 and module_level(4) == 8
+    assert pickle.loads(pickle.dumps(module_level)) is module_level  # by reference, as a function
+    assert weakref.ref(module_level)() is module_level
+    assert module_level.__name__ == "module_level" and module_level.__doc__ == "Doubles."
+    assert "module_level" in repr(module_level)
+    assert module_level.__wrapped__(5) == 10
+
+
+@native
+def test_hits_from_threads_are_all_counted(tmp_path: Any) -> None:
+    """The compiled hit counts each hit (under the GIL): 4 threads x 3,000 hits, all in cache_info."""
+
+    @mmap_cached(path=tmp_path)
+    def sq(x: int) -> int:
+        return x * x
+
+    for i in range(10):
+        sq(i)
+    before = sq.cache_info().hits
+
+    def work() -> None:
+        for j in range(3000):
+            assert sq(j % 10) == (j % 10) ** 2
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sq.cache_info().hits - before == 12_000
+    assert sq.cache_info().misses == 10
+
+
+@native
+def test_an_unreadable_stored_result_is_recomputed(tmp_path: Any) -> None:
+    """A stored value that does not unpickle is not a hit: the wrapper runs the function."""
+    from mmcache import MmapCache
+
+    calls: list[int] = []
+
+    @mmap_cached(path=tmp_path)
+    def inc(x: int) -> int:
+        calls.append(x)
+        return x + 1
+
+    assert inc(1) == 2 and inc(1) == 2 and calls == [1]
+    names = {p.name for p in tmp_path.iterdir()}
+    (table,) = [tmp_path / n for n in names if n + ".lock" in names]
+    key = inc.__cache_key__(1)
+    with MmapCache.open(str(table)) as plain:
+        for k, e in plain.entries():
+            if k == key:
+                plain.put(k, b"not a pickle", flags=e.flags)
+    assert inc(1) == 2 and calls == [1, 1]
+    assert inc(1) == 2 and calls == [1, 1]  # stored again, a hit again
