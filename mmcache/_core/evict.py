@@ -1,4 +1,4 @@
-"""Which entries an eviction removes (the removing is ``_write.evict``'s).
+"""Which entries an eviction removes (the removing is ``writer.evict``'s).
 
 Two ways to choose, by the size of the batch:
 

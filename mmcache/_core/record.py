@@ -68,6 +68,7 @@ class Entry(NamedTuple):
 
 # ------------------------------------------------------------------ build
 _PACK_CHECKED_HEAD = CHECKED_HEAD.pack
+_KF_STR = layout.KF_STR
 INLINE_VALUE = 1024  # values up to this size are copied into the built record
 
 
@@ -82,10 +83,11 @@ def build(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, ex
     A small value is copied into the record's bytes (one store under the
     lock); a large one is not copied twice: the checksum streams over the
     parts and the value is placed as it is."""
-    rkf = (kf & layout.KF_STR) | (KF_SIGNED if secret else 0)
+    rkf = (kf & _KF_STR) | (KF_SIGNED if secret else 0)
     body = _PACK_CHECKED_HEAD(exp, len(kb), len(data), flags, rkf, MAGIC, 0)
     body += kb
-    rec_len = size(len(kb), len(data), secret)
+    # size(), written out: every put runs this
+    rec_len = (HEAD_BYTES + len(kb) + len(data) + (MAC_BYTES if secret else 0) + 7) & ~7
     if len(data) <= INLINE_VALUE:
         body += data
         return body, b"", xxh3_64_intdigest(body), mac(secret, body) if secret else None, rec_len
