@@ -16,6 +16,7 @@ _U32 = layout.U32.unpack_from
 _U32_PACK = layout.U32.pack_into
 _HB = layout.HEADER_BYTES
 _KF_HASHED = layout.KF_HASHED
+_EMPTY = layout.EMPTY
 _OFF_RECLEN = layout.OFF_SLOT_RECLEN
 _OFF_LOGGING = layout.OFF_LOGGING
 _OFF_LOG = layout.OFF_LOG
@@ -29,8 +30,11 @@ def find(g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, 
     span = K + 3
     i = h % n
     o = _HB + i * ss
-    if mm[o : span + o] == probe and not kf & _KF_HASHED:
-        return o, -1  # the common case: the key in its home slot
+    if mm[o : span + o] == probe:
+        if not kf & _KF_HASHED:
+            return o, -1  # the common case of a key stored: in its home slot
+    elif mm[o + K] == _EMPTY:
+        return -1, o  # the common case of a new key: its home slot is free
     free = -1
     for _ in range(n):
         if mm[o : span + o] == probe and (not kf & layout.KF_HASHED or record.record_key(g, o) in (kb, None)):
