@@ -5,7 +5,7 @@ its fields, its magic, the MAC, the size formula (docs/FORMAT.md describes
 the same bytes). The hot paths elsewhere (``table._get_probe``, the writer,
 the builders, eviction) bind these structs' methods and offsets to locals or
 module globals for speed; none spells an offset, a format or a size of its
-own (tests/test_record_layout.py checks). The compiled get mirrors them in
+own (tests/proofs/test_record_layout.py checks). The compiled get mirrors them in
 ``_native/_speedups.c``.
 """
 
