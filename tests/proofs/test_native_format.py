@@ -1,13 +1,13 @@
 """mmcache/_native/format.h, the layout the compiled paths read and write,
-against mmcache/_core/layout.py (the reference): every MMF_ constant that
-names a field or a value of the format must equal layout's."""
+against mmcache/_core/layout.py and record.py (the reference): every MMF_
+constant that names a field or a value of the format must equal theirs."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from mmcache._core import layout
+from mmcache._core import layout, record
 
 HEADER = Path(__file__).resolve().parents[2] / "mmcache" / "_native" / "format.h"
 
@@ -39,21 +39,21 @@ EXPECTED = {
     "DELETED": layout.DELETED,
     "KF_HASHED": layout.KF_HASHED,
     "KF_STR": layout.KF_STR,
-    "KF_SIGNED": layout.KF_SIGNED,
+    "KF_SIGNED": record.KF_SIGNED,
     "MIN_KEY_SIZE": layout.MIN_KEY_SIZE,
     "MAX_KEY_SIZE": layout.MAX_KEY_SIZE,
     "MAX_SLOT_SIZE": 1 << 16,
     "ROSTER_HEADER_BYTES": layout.ROSTER_HEADER_BYTES,
     "SEG_HEADER_BYTES": layout.SEG_HEADER_BYTES,
-    "RECORD_HEADER": layout.RECORD_HEADER,
+    "RECORD_HEADER": record.HEAD_BYTES,
     "REC_CSUM": 0,
-    "REC_EXPIRE": 8,
+    "REC_EXPIRE": record.OFF_EXPIRE,
     "REC_KLEN": 16,
     "REC_VLEN": 20,
     "REC_FLAGS": 24,
-    "REC_KFLAGS": 26,
-    "REC_MAGIC_AT": 27,
-    "REC_MAGIC": layout.REC_MAGIC,
+    "REC_KFLAGS": record.OFF_KFLAGS,
+    "REC_MAGIC_AT": record.OFF_MAGIC,
+    "REC_MAGIC": record.MAGIC,
 }
 
 
@@ -71,8 +71,8 @@ def test_format_h_constants_match_layout() -> None:
 
 def test_the_record_struct_and_slot_head_agree_with_the_offsets() -> None:
     # layout's structs, packed at known values, put each field where format.h says
-    rec = layout.RECORD.pack(1, 2, 3, 4, 5, 6, layout.REC_MAGIC, 0)
-    assert (rec[8], rec[16], rec[20], rec[24], rec[26], rec[27]) == (2, 3, 4, 5, 6, layout.REC_MAGIC)
+    rec = record.HEAD.pack(1, 2, 3, 4, 5, 6, record.MAGIC, 0)
+    assert (rec[8], rec[16], rec[20], rec[24], rec[26], rec[27]) == (2, 3, 4, 5, 6, record.MAGIC)
     head = layout.SLOT_HEAD.pack(1, 2, 3, 4, 5, 6, 7, 8, 0)
     fields = (head[0], head[1], head[2], head[4], head[8], head[12], head[16], head[24])
     assert fields == (1, 2, 3, 4, 5, 6, 7, 8)
