@@ -17,8 +17,8 @@ setup(
     ext_modules=[
         Extension(
             "mmcache._native._speedups",
-            sources=["mmcache/_native/_speedups.c"],
-            depends=["mmcache/_native/xxh3.h"],
+            sources=["mmcache/_native/_speedups.c", "mmcache/_native/_write.c"],
+            depends=["mmcache/_native/xxh3.h", "mmcache/_native/_write.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,

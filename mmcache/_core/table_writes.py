@@ -76,6 +76,10 @@ class TableWrites:
         if s.compact_wanted:
             self._compact(s)
 
+    # The pure put under another name: a handle's compiled put (_native.Putter,
+    # installed as ``put`` on the handle) hands it what it does not answer.
+    _put_pure = put
+
     def _compact(self, s: SharedTable) -> None:
         """Reclaim dead heap space after a write asked for it, with the lock
         released (unless the caller holds it in a transaction: later then)."""

@@ -1,6 +1,7 @@
 """The compiled fast path, when there is one (see ``_speedups.c``).
 
-``Getter(handle)`` makes a handle's native ``get`` (``get`` is the same for
+``Getter(handle)`` makes a handle's native ``get`` and ``Putter(handle)`` its
+native ``put`` (docs/NATIVE.md) (``get`` is the same for
 explicit arguments, for tests and the fuzzer): the same probe, record
 checks, expiry and LRU stamp as the pure path, on the same bytes, so native
 and pure-Python processes share one table. Missing extension (nothing
@@ -29,6 +30,9 @@ get: Callable[..., Any] = _pure
 xxh3_64: Callable[..., int] | None = None
 # Getter(handle, view_min=0) -> the handle's compiled ``get`` (a callable without a Python frame)
 Getter: Callable[..., Callable[..., Any]] | None = None
+# Putter(handle) -> the handle's compiled ``put`` (the common put, lock and all,
+# in one call; the rest goes to ``handle._put_pure``, the pure path)
+Putter: Callable[..., Callable[..., Any]] | None = None
 REASON = "native"
 
 if os.environ.get("MMCACHE_PURE_PYTHON", "") not in ("", "0"):
@@ -52,6 +56,7 @@ else:
     else:
         get = _speedups.get
         Getter = _speedups.Getter
+        Putter = _speedups.Putter
         xxh3_64 = _speedups.xxh3_64
         FALLBACK = _speedups.FALLBACK
 

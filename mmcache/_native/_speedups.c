@@ -20,6 +20,7 @@
 #include <Python.h>
 #include <time.h>
 
+#include "_write.h" /* Putter: the put (_write.c) */
 #include "xxh3.h"
 
 #define HEADER_BYTES 4096
@@ -404,6 +405,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(S_key, "key");
     if (PyType_Ready(&GetterType) < 0 || PyModule_AddObjectRef(m, "Getter", (PyObject *)&GetterType) < 0)
         goto fail;
+    if (mmx_write_init(m) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);
