@@ -43,16 +43,16 @@ test: $(STAMP)
 # The core tests again with the compiled get switched off: the pure-Python
 # path is the reference and must stay complete (make test runs them native).
 PURE_TESTS := tests/test_table_basic.py tests/test_table_processes.py tests/test_table_model.py \
-	tests/test_hostile_files.py tests/test_native.py tests/test_security.py tests/test_expiry_eviction.py \
-	tests/test_expiry_clamp.py tests/test_readonly_cache.py tests/test_rebuild_catch_up.py \
+	tests/test_hostile_files.py tests/test_native.py tests/test_native_put.py tests/test_security.py \
+	tests/test_expiry_eviction.py tests/test_expiry_clamp.py tests/test_readonly_cache.py tests/test_rebuild_catch_up.py \
 	tests/test_decorator.py tests/test_django_backend.py
 test-pure: $(STAMP)
 	MMCACHE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)
 
-# The compiled get under AddressSanitizer: rebuilt in place with ASan, the
+# The compiled get and put under AddressSanitizer: rebuilt in place with ASan, the
 # native, hostile-file and core tests run with libasan preloaded, then the
 # normal build is put back (so do not run `make test` beside it).
-ASAN_TESTS := tests/test_native.py tests/test_hostile_files.py tests/test_table_basic.py \
+ASAN_TESTS := tests/test_native.py tests/test_native_put.py tests/test_hostile_files.py tests/test_table_basic.py \
 	tests/test_table_processes.py tests/test_table_model.py
 test-asan: $(STAMP)
 	MMCACHE_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" $(PY) $(PIP_INSTALL) --no-deps -e .
