@@ -145,8 +145,7 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
             # (it calls _get_probe, the pure path, for what it does not answer)
             self.get = _native.Getter(self)  # type: ignore[method-assign]
             self._get_view = _native.Getter(self, view_min=VIEW_MIN)  # type: ignore[method-assign]
-        if key is None and s.writable and _native.Putter is not None:  # the common put in C (_write.c)
-            self.put = _native.Putter(self)  # type: ignore[method-assign]
+        self._native_writes(s, key, _native.Putter)
         if s.writable:
             self._heal_on_open(s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,

@@ -1,4 +1,4 @@
-"""The compiled put (mmcache/_native/_write.c) against the pure-Python reference.
+"""The compiled put and delete (mmcache/_native/_write.c) against the pure-Python reference.
 
 What it answers and what it hands to the pure path (with the pure path's
 errors); its copy of capacity.rebuild_wanted; threads putting while another
@@ -73,6 +73,34 @@ def test_common_puts_are_native_and_the_rest_goes_to_the_pure_path(path: str) ->
     assert c.get("L" * 40) == b"hashed" and c.get("sur\udc80") == b"surrogate" and c.get("at") == b"abs"
     assert c.get("gone") is None and c.get("k", with_flags=True) == (b"v3", 1)
     assert c.verify() == []
+    c.close()
+
+
+def test_deletes_are_native_and_keep_the_roster_whole(path: str) -> None:
+    c = MmapCache(path, size=1024, key_size=32)
+    assert type(c.delete).__name__ == "Putter"
+    keys = [f"k{i}" for i in range(300)] + [b"b%d" % i for i in range(100)]
+    for k in keys:
+        c.put(k, b"v" * 50)
+    c.put("soon", b"gone", 0.05)
+    c.put("L" * 40, b"hashed")
+    time.sleep(0.1)
+    a0, p0 = c.delete.counts()  # type: ignore[attr-defined]
+    assert c.delete("soon") is False  # expired: removed, but not live
+    assert c.delete("absent") is False and c.delete(b"k1") is False  # (a bytes key is another key)
+    rng = random.Random(4)
+    rng.shuffle(keys)
+    for k in keys[:250]:  # from anywhere in the roster: the last entry moves into the hole
+        assert c.delete(k) is True
+        assert c.get(k) is None
+    a1, p1 = c.delete.counts()  # type: ignore[attr-defined]
+    assert a1 - a0 >= 200 and p1 - p0 <= 10, (a1 - a0, p1 - p0)
+    assert c.delete("L" * 40) is True and c.delete.counts()[1] == p1 + 1  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        c.delete("")
+    assert len(c) == 150 and c.verify() == []
+    assert all(c.get(k) == b"v" * 50 for k in keys[250:])
+    assert c.get_stats()["deletes"] >= 252
     c.close()
 
 
@@ -307,7 +335,7 @@ def test_damaged_numbers_in_the_files_never_crash_the_native_put(path: str) -> N
     for k in keys:
         c.put(k, k.encode() * 3)
     ss, ks = 96, 32
-    answered = _counts(c)[0]
+    answered = _counts(c)[0] + c.delete.counts()[0]  # type: ignore[attr-defined]
     for step in range(600):
         fd = os.open(path, os.O_RDWR)  # (the file at the path: a repair may have replaced it)
         idx = mmap.mmap(fd, 0)
@@ -327,16 +355,18 @@ def test_damaged_numbers_in_the_files_never_crash_the_native_put(path: str) -> N
             idx.close()
         k = rng.choice(keys)
         value = b"%s|%d" % (k.encode(), step)
+        delete = rng.random() < 0.3
         try:
-            c.put(k, value)
+            c.delete(k) if delete else c.put(k, value)
         except MmcacheError:
             pass
         else:
-            assert c.get(k) in (value, None), step
+            assert c.get(k) in ((None,) if delete else (value, None)), step
         c.repair()
         if step % 50 == 49:
             assert c.verify() == []
-    assert _counts(c)[0] - answered > 100  # the damaged table met the native put, not only the pure one
+    # the damaged table met the native put and delete, not only the pure ones
+    assert _counts(c)[0] + c.delete.counts()[0] - answered > 100  # type: ignore[attr-defined]
     c.close()
 
 

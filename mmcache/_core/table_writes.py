@@ -8,9 +8,9 @@ above the writer; a compaction a write asked for runs after the lock is let go.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import CacheFullError, ClosedCacheError
 from . import args as argcheck
@@ -37,6 +37,15 @@ class TableWrites:
         def _shared(self) -> SharedTable: ...
         def contains(self, key: Key) -> bool: ...
         def get_entry(self, key: Key) -> Entry | None: ...
+
+    def _native_writes(self, s: SharedTable, secret: bytes | None, putter: Callable[..., Any] | None) -> None:
+        """Install the compiled put and delete (``putter``: mmcache._native's
+        Putter, a layer above, or None) on this handle where they apply: no
+        secret (the MAC is not native), a writable table. They hand what they
+        do not answer to ``_put_pure`` and ``_delete_pure``, the methods below."""
+        if secret is None and s.writable and putter is not None:
+            self.put = putter(self)  # type: ignore[method-assign]
+            self.delete = putter(self, delete=True)  # type: ignore[method-assign]
 
     def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
             *, flags: int = 0, expire_at_ns: int | None = None) -> None:  # fmt: skip
@@ -136,6 +145,8 @@ class TableWrites:
         kb, kf, probe, h = self._prep(key)
         with s.lock.hold():
             return writer.delete(self._opts, s, kb, kf, probe, h)
+
+    _delete_pure = delete  # (what a handle's compiled delete hands on, as _put_pure)
 
     @contextmanager
     def transaction(self) -> Iterator[MmapCache]:

@@ -20,12 +20,21 @@ class Getter:
     def __call__(self, key: object, default: Any = None, *, with_flags: bool = False) -> Any: ...
 
 class Putter:
-    def __init__(self, handle: Any) -> None: ...
-    def __call__(self, key: object, value: Any, expire: float | None = None, *, flags: int = 0,
-                 expire_at_ns: int | None = None) -> None: ...
+    def __init__(self, handle: Any, delete: bool = False) -> None: ...
+    # put(key, value, expire=None, *, flags=0, expire_at_ns=None) -> None, or delete(key) -> bool
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def counts(self) -> tuple[int, int]: ...
 
 def rebuild_wanted(
-    occ: int, dele: int, live: int, dead: int, nslots: int, index_bytes: int, size: int, cap: int,
-    threshold: float, min_bytes: int, max_size: int | None,
+    occ: int,
+    dele: int,
+    live: int,
+    dead: int,
+    nslots: int,
+    index_bytes: int,
+    size: int,
+    cap: int,
+    threshold: float,
+    min_bytes: int,
+    max_size: int | None,
 ) -> tuple[bool, int | None]: ...

@@ -1,7 +1,9 @@
-/* mmcache._native._speedups, the write side: Putter, MmapCache.put in C.
+/* mmcache._native._speedups, the write side: Putter, MmapCache.put and
+ * MmapCache.delete in C.
  *
- * A Putter is what MmapCache installs as a handle's `put` (no secret, a
- * writable table). One call does the whole common put: the arguments, the
+ * A Putter is what MmapCache installs as a handle's `put`, and with
+ * delete=True as its `delete` (no secret, a writable table; see
+ * TableWrites._native_writes). One call does the whole common put: the
  * writer lock (its thread lock and its flock, taken without waiting), the
  * probe, the record appended to the heap, the slot, roster and header
  * updated, the lock let go. It mirrors the pure path, which is the reference
@@ -19,7 +21,9 @@
  * the header out of its range, a byte cap, a key that needs eviction or a
  * rebuild first, a heap segment without room (the pure path grows or rolls
  * it), a key longer than key_size (hashed), a key, value, expiry or flags
- * of a type or range it does not handle. Files are untrusted: every offset
+ * of a type or range it does not handle. The delete (further down) is
+ * writer.delete's common case, with its own list of what it hands on.
+ * Files are untrusted: every offset
  * and length read from a map is checked against that map's size before use.
  *
  * The GIL is held throughout (the lock is taken without waiting); every
@@ -51,6 +55,7 @@
 #define ST_DELETED 2
 #define KF_STR 2
 #define I_SETS 2            /* layout.SETS in SharedTable.local */
+#define I_DELETES 3         /* layout.DELETES */
 #define NUM_LIMIT (1ULL << 62) /* generation.NUM_LIMIT: byte counts and the write sequence */
 #define SEG_LIMIT (1ULL << 20) /* heap segment numbers (generation.counters_sane) */
 #define NEVER_NS (1ULL << 63)  /* args.NEVER_NS: an expiry from here on is "never" */
@@ -62,7 +67,7 @@
 
 static PyObject *S_s, *S_opts, *S_gen, *S_hot, *S_heap, *S_views, *S_max_seg, *S_needs_repair, *S_caps,
     *S_roster, *S_next_check, *S_flush_due, *S_local, *S_lock, *S_tlock, *S_depth, *S_fd, *S_acquire,
-    *S_release, *S_compact_wanted, *S_grow_to, *S_compact, *S_put_pure, *S_flags, *S_expire, *S_key_size,
+    *S_release, *S_compact_wanted, *S_grow_to, *S_compact, *S_put_pure, *S_delete_pure, *S_flags, *S_expire, *S_key_size,
     *S_max_bytes, *S_secret, *S_max_entries, *S_max_size, *S_threshold, *S_min_bytes;
 
 static inline void put16(uint8_t *p, uint32_t v) {
@@ -191,13 +196,14 @@ static PyObject *gen_caps(PyObject *none, PyObject *gen) {
     return r;
 }
 
-/* 1 with *st filled, 0: the pure path's (no exception set). */
-static int load_state(Putter *p, State *st) {
+/* 1 with *st filled, 0: the pure path's (no exception set). A put needs
+ * the handle's options to allow it (no byte cap, no secret). */
+static int load_state(Putter *p, State *st, int for_put) {
     PyObject *opts = NULL, *gen = NULL, *heap = NULL, *caps = NULL, *nr = NULL;
     int ok = 0, bad = 0;
     st->s = PyObject_GetAttr(p->handle, S_s);
     if (st->s == NULL || st->s == Py_None) goto out;
-    if ((opts = PyObject_GetAttr(p->handle, S_opts)) == NULL || !load_opts(p, opts)) goto out;
+    if (for_put && ((opts = PyObject_GetAttr(p->handle, S_opts)) == NULL || !load_opts(p, opts))) goto out;
     if ((gen = PyObject_GetAttr(st->s, S_gen)) == NULL || (st->hot = PyObject_GetAttr(gen, S_hot)) == NULL ||
         (heap = PyObject_GetAttr(gen, S_heap)) == NULL || (st->views = PyObject_GetAttr(heap, S_views)) == NULL ||
         (st->roster = PyObject_GetAttr(gen, S_roster)) == NULL || (nr = PyObject_GetAttr(gen, S_needs_repair)) == NULL ||
@@ -296,12 +302,65 @@ typedef struct {
     unsigned kf, flags;
 } Put;
 
+/* The header's hot fields (layout.HOT). */
+typedef struct {
+    uint64_t occ, dele, hwm, seg, tail, live, dead, created, seq;
+} Hot;
+
+/* The index map's header read under the lock: 0 (the pure path's) if the
+ * index is retired, logging for a concurrent rebuild, dirty, or a number is
+ * past generation.counters_sane's ranges (the pure path repairs). */
+static int read_hot(const uint8_t *idx, const State *st, Hot *h) {
+    if (idx[OFF_FLAGS] || idx[OFF_LOGGING] || mmx_le32(idx + OFF_DIRTY)) return 0;
+    const uint8_t *p = idx + OFF_HOT;
+    h->occ = mmx_le64(p);
+    h->dele = mmx_le64(p + 8);
+    h->hwm = mmx_le64(p + 16);
+    h->seg = mmx_le32(p + 24);
+    h->tail = mmx_le64(p + 32);
+    h->live = mmx_le64(p + 40);
+    h->dead = mmx_le64(p + 48);
+    h->created = mmx_le64(p + 56);
+    h->seq = mmx_le64(p + 64);
+    const uint64_t n = st->nslots;
+    return !(h->occ > n || h->dele > n - h->occ || h->hwm > n || h->seg >= SEG_LIMIT || h->tail < SEG_HB ||
+             h->tail > st->max_seg || h->live >= NUM_LIMIT || h->dead >= NUM_LIMIT || h->seq >= NUM_LIMIT);
+}
+
+/* slots.find for a key that fits in a slot: *found = the slot (0-based)
+ * holding it, else UINT64_MAX; *free = the first free slot before it (a
+ * tombstone) or where the probe ended (EMPTY), else UINT64_MAX. The probe
+ * stops after nslots slots (a hostile index may have no EMPTY slot). */
+static void find_slot(const uint8_t *idx, const State *st, uint64_t K, const Put *a, uint64_t *found,
+                      uint64_t *free) {
+    const uint64_t nslots = st->nslots, ss = st->ss;
+    uint64_t i = mmx_xxh3_64(a->kb, (size_t)a->n, 0) % nslots;
+    *found = *free = UINT64_MAX;
+    for (uint64_t left = nslots; left; left--) {
+        const uint8_t *sp = idx + HB + i * ss;
+        if (sp[K] == ST_OCCUPIED && sp[K + 1] == a->kf && sp[K + 2] == a->n && memcmp(sp, a->kb, a->n) == 0) {
+            uint64_t z = a->n;
+            while (z < K && sp[z] == 0) z++;
+            if (z == K) {
+                *found = i;
+                return;
+            }
+        }
+        if (sp[K] == ST_EMPTY) {
+            if (*free == UINT64_MAX) *free = i;
+            return;
+        }
+        if (sp[K] == ST_DELETED && *free == UINT64_MAX) *free = i;
+        if (++i == nslots) i = 0;
+    }
+}
+
 /* The locked part: 1 done, 0 the pure path's (nothing changed). The header,
  * the slot and the record are read only now, under the lock. */
 static int place(const Putter *p, State *st, const Put *a, uint64_t *counts) {
     Py_buffer ib = {0}, hb = {0}, rb = {0}, sb = {0};
     int done = 0;
-    const uint64_t K = (uint64_t)p->key_size, ss = st->ss, nslots = st->nslots, max_seg = st->max_seg;
+    const uint64_t K = (uint64_t)p->key_size, ss = st->ss, max_seg = st->max_seg;
     uint64_t mono = clock_ns(CLOCK_MONOTONIC);
     if (mono >= st->next_check || mono >= st->flush_due) return 0; /* a staleness check or stats flush: pure */
     if (PyObject_GetBuffer(PyTuple_GET_ITEM(st->hot, 0), &ib, PyBUF_WRITABLE) < 0) {
@@ -310,36 +369,12 @@ static int place(const Putter *p, State *st, const Put *a, uint64_t *counts) {
     }
     uint8_t *idx = (uint8_t *)ib.buf;
     /* the slot array inside the map (<= 2^32 * 2^16: no overflow) */
-    if ((uint64_t)ib.len < HB || (uint64_t)ib.len - HB < nslots * ss) goto out;
-    if (idx[OFF_FLAGS] || idx[OFF_LOGGING] || mmx_le32(idx + OFF_DIRTY)) goto out; /* retired, logging, dirty */
-    const uint8_t *hot = idx + OFF_HOT;
-    uint64_t occ = mmx_le64(hot), dele = mmx_le64(hot + 8), hwm = mmx_le64(hot + 16);
-    uint64_t seg = mmx_le32(hot + 24), tail = mmx_le64(hot + 32), live = mmx_le64(hot + 40);
-    uint64_t dead = mmx_le64(hot + 48), created = mmx_le64(hot + 56), seq = mmx_le64(hot + 64);
-    /* generation.counters_sane's ranges: past them the pure path repairs */
-    if (occ > nslots || dele > nslots - occ || hwm > nslots || seg >= SEG_LIMIT || tail < SEG_HB ||
-        tail > max_seg || live >= NUM_LIMIT || dead >= NUM_LIMIT || seq >= NUM_LIMIT)
-        goto out;
-
-    /* slots.find: the key's slot, else the first free one */
-    uint64_t i = mmx_xxh3_64(a->kb, (size_t)a->n, 0) % nslots, found = UINT64_MAX, free = UINT64_MAX;
-    for (uint64_t left = nslots; left; left--) {
-        const uint8_t *sp = idx + HB + i * ss;
-        if (sp[K] == ST_OCCUPIED && sp[K + 1] == a->kf && sp[K + 2] == a->n && memcmp(sp, a->kb, a->n) == 0) {
-            uint64_t z = a->n;
-            while (z < K && sp[z] == 0) z++;
-            if (z == K) {
-                found = i;
-                break;
-            }
-        }
-        if (sp[K] == ST_EMPTY) {
-            if (free == UINT64_MAX) free = i;
-            break;
-        }
-        if (sp[K] == ST_DELETED && free == UINT64_MAX) free = i;
-        if (++i == nslots) i = 0;
-    }
+    if ((uint64_t)ib.len < HB || (uint64_t)ib.len - HB < st->nslots * ss) goto out;
+    Hot hh;
+    if (!read_hot(idx, st, &hh)) goto out;
+    uint64_t occ = hh.occ, dele = hh.dele, hwm = hh.hwm, seg = hh.seg, tail = hh.tail, live = hh.live;
+    uint64_t dead = hh.dead, created = hh.created, seq = hh.seq, found, free;
+    find_slot(idx, st, K, a, &found, &free);
     uint64_t at = found != UINT64_MAX ? found : free; /* slot index (0-based) written */
     if (at == UINT64_MAX) goto out;
     uint8_t *sp = idx + HB + at * ss;
@@ -470,9 +505,9 @@ static int after_put(const Putter *p, State *st, const uint64_t *c) {
     return 0;
 }
 
-/* The arguments in the shapes the native put takes; 0: the pure path's. */
-static int check_args(const Putter *p, PyObject *key, PyObject *value, PyObject *expire, PyObject *flags, Put *a,
-                      Py_buffer *vb) {
+/* A str or bytes key that fits in a slot; 0: the pure path's (an empty
+ * key raises there; a longer one is hashed; other types are encoded). */
+static int check_key(const Putter *p, PyObject *key, Put *a) {
     Py_ssize_t n;
     if (PyUnicode_CheckExact(key)) {
         a->kb = (const uint8_t *)PyUnicode_AsUTF8AndSize(key, &n); /* NULL: lone surrogates */
@@ -484,8 +519,150 @@ static int check_args(const Putter *p, PyObject *key, PyObject *value, PyObject 
     } else {
         return 0;
     }
-    if (a->kb == NULL || n < 1 || n > p->key_size) return 0; /* empty (raises), or hashed */
+    if (a->kb == NULL || n < 1 || n > p->key_size) return 0;
     a->n = (uint64_t)n;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ delete
+ * writer.delete's common case: the key found, its record's header read for
+ * the answer (live or expired), the slot tombstoned and taken out of the
+ * roster (slots.remove_slot: the last entry moved into its place), counters
+ * and bytes, the write sequence, in that order between dirty = 1 and 0.
+ * The pure path's: whatever begin() would repair first (also the rebuild
+ * fields past generation.build_sane), a slot whose roster link does not
+ * check out, a record length or a record header it would have to remap. */
+static int unplace(const Putter *p, State *st, const Put *a, int *was_live) {
+    Py_buffer ib = {0}, sb = {0}, hb = {0};
+    int done = 0;
+    const uint64_t K = (uint64_t)p->key_size, nslots = st->nslots, max_seg = st->max_seg;
+    if (clock_ns(CLOCK_MONOTONIC) >= st->next_check) return 0; /* a staleness check: pure */
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(st->hot, 0), &ib, PyBUF_WRITABLE) < 0) {
+        ib.obj = NULL;
+        goto out;
+    }
+    uint8_t *idx = (uint8_t *)ib.buf;
+    Hot h;
+    if ((uint64_t)ib.len < HB || (uint64_t)ib.len - HB < nslots * st->ss || !read_hot(idx, st, &h)) goto out;
+    if (mmx_le64(idx + 120) >= (1ULL << 48) || mmx_le32(idx + 128) >= (1u << 22) || mmx_le64(idx + 136) >= (1ULL << 48))
+        goto out; /* generation.build_sane */
+    uint64_t found, free;
+    find_slot(idx, st, K, a, &found, &free);
+    if (found == UINT64_MAX) { /* not there: False, nothing changed */
+        *was_live = 0;
+        done = 2;
+        goto out;
+    }
+    uint8_t *sp = idx + HB + found * st->ss;
+    uint64_t size = mmx_le32(sp + K + 24), pos = mmx_le32(sp + K + 4), slot = found + 1, seg = mmx_le32(sp + K + 8);
+    uint64_t off = mmx_le32(sp + K + 12);
+    if (size == 0 || size > max_seg) goto out; /* slots.recorded_size reads the record: pure */
+    /* record.is_expired: an unreadable record counts as expired */
+    PyObject *view = seg < (uint64_t)PyList_GET_SIZE(st->views) ? PyList_GET_ITEM(st->views, seg) : NULL;
+    if (view == NULL || !PyMemoryView_Check(view) || PyObject_GetBuffer(view, &hb, PyBUF_SIMPLE) < 0) {
+        hb.obj = NULL;
+        goto out;
+    }
+    const uint64_t hlen = (uint64_t)hb.len;
+    int live = 0;
+    if (off >= SEG_HB) {
+        if (off > hlen || hlen - off < RH) goto out; /* the pure path remaps */
+        const uint8_t *rec = (const uint8_t *)hb.buf + off;
+        if (rec[27] == REC_MAGIC) {
+            if (off + RH + mmx_le32(rec + 16) + mmx_le32(rec + 20) > hlen) goto out;
+            uint64_t exp = mmx_le64(rec + 8);
+            live = !(exp && exp <= clock_ns(CLOCK_REALTIME));
+        }
+    }
+    /* the roster link (remove_slot's `linked`), checked before any store */
+    if (PyObject_GetBuffer(st->roster, &sb, PyBUF_WRITABLE) < 0) {
+        sb.obj = NULL;
+        goto out;
+    }
+    uint8_t *roster = (uint8_t *)sb.buf;
+    const uint64_t rn = (uint64_t)sb.len < ROSTER_HB ? 0 : ((uint64_t)sb.len - ROSTER_HB) / 4;
+    uint64_t occ = h.occ, last = occ - 1, moved = 0;
+    if (!(pos < occ && occ <= rn && mmx_le32(roster + ROSTER_HB + 4 * pos) == slot)) goto out;
+    if (pos < last) {
+        moved = mmx_le32(roster + ROSTER_HB + 4 * last);
+        if (moved < 1 || moved > nslots) goto out;
+    }
+
+    idx[OFF_DIRTY] = 1;
+    publish_fence();
+    sp[K] = ST_DELETED;
+    publish_fence();
+    if (pos < last) {
+        put32(roster + ROSTER_HB + 4 * pos, (uint32_t)moved);
+        put32(idx + HB + (moved - 1) * st->ss + K + 4, (uint32_t)pos);
+    }
+    uint8_t *c = idx + OFF_HOT;
+    put64(c, occ - 1);
+    put64(c + 8, h.dele + 1);
+    put64(c + 40, h.live > size ? h.live - size : 0);
+    put64(c + 48, h.dead + size);
+    put64(c + 64, h.seq + 1);
+    publish_fence();
+    idx[OFF_DIRTY] = 0;
+    *was_live = live;
+    done = 1;
+out:
+    if (sb.obj != NULL) PyBuffer_Release(&sb);
+    if (hb.obj != NULL) PyBuffer_Release(&hb);
+    if (ib.obj != NULL) PyBuffer_Release(&ib);
+    PyErr_Clear();
+    return done;
+}
+
+/* delete(key): Py_True / Py_False; *pure set (and NULL returned, no error)
+ * when the pure path is to answer; NULL with *pure clear: an error. */
+static PyObject *do_delete(Putter *p, PyObject *key, int *pure) {
+    State st = {0};
+    Put a;
+    PyObject *r = NULL;
+    int live = 0, rc = 0;
+    *pure = 1;
+    if (!check_key(p, key, &a) || !load_state(p, &st, 0)) goto out;
+    long depth = take_lock(&st);
+    if (depth < 0) goto out;
+    rc = unplace(p, &st, &a, &live);
+    if (rc == 1) { /* s.local[DELETES] += 1 (not for a key that was not there) */
+        PyObject *v = PyList_GET_ITEM(st.local, I_DELETES);
+        long long n = PyLong_AsLongLong(v);
+        PyObject *nv = n == -1 && PyErr_Occurred() ? NULL : PyLong_FromLongLong(n + 1);
+        if (nv == NULL || PyList_SetItem(st.local, I_DELETES, nv) < 0) rc = -1;
+    }
+    if (drop_lock(&st, depth) < 0) rc = -1;
+    if (rc != 0) *pure = 0;
+    if (rc > 0) r = Py_NewRef(live ? Py_True : Py_False);
+out:
+    state_clear(&st);
+    if (*pure) PyErr_Clear();
+    return r;
+}
+
+static PyObject *deleter_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Putter *p = (Putter *)self;
+    if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
+        int pure;
+        PyObject *r = do_delete(p, args[0], &pure);
+        if (!pure) {
+            if (r != NULL) p->answered++;
+            return r;
+        }
+    }
+    p->passed++;
+    PyObject *f = PyObject_GetAttr(p->handle, S_delete_pure);
+    if (f == NULL) return NULL;
+    PyObject *r = PyObject_Vectorcall(f, args, nargsf, kwnames);
+    Py_DECREF(f);
+    return r;
+}
+
+/* The arguments in the shapes the native put takes; 0: the pure path's. */
+static int check_args(const Putter *p, PyObject *key, PyObject *value, PyObject *expire, PyObject *flags, Put *a,
+                      Py_buffer *vb) {
+    if (!check_key(p, key, a)) return 0;
     a->flags = 0;
     if (flags != NULL) {
         if (!PyLong_CheckExact(flags)) return 0;
@@ -531,7 +708,7 @@ static int do_put(Putter *p, PyObject *key, PyObject *value, PyObject *expire, P
     int rc = 0;
     uint64_t counts[4];
     Put a;
-    if (!check_args(p, key, value, expire, flags, &a, &vb) || !load_state(p, &st)) goto out;
+    if (!check_args(p, key, value, expire, flags, &a, &vb) || !load_state(p, &st, 1)) goto out;
     long depth = take_lock(&st);
     if (depth < 0) goto out; /* held elsewhere: the pure path waits for it */
     rc = place(p, &st, &a, counts);
@@ -592,8 +769,9 @@ static PyObject *putter_call(PyObject *self, PyObject *const *args, size_t nargs
 
 static PyObject *putter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *handle;
-    static char *kwlist[] = {"handle", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &handle)) return NULL;
+    int delete = 0;
+    static char *kwlist[] = {"handle", "delete", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|p", kwlist, &handle, &delete)) return NULL;
     PyObject *ks = PyObject_GetAttr(handle, S_key_size);
     if (ks == NULL) return NULL;
     long key_size = PyLong_AsLong(ks);
@@ -608,7 +786,7 @@ static PyObject *putter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     Py_INCREF(handle);
     p->handle = handle;
     p->key_size = key_size;
-    p->vectorcall = putter_call;
+    p->vectorcall = delete ? deleter_call : putter_call;
     return (PyObject *)p;
 }
 
@@ -637,7 +815,7 @@ static PyObject *putter_counts(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef putter_methods[] = {
-    {"counts", putter_counts, METH_NOARGS, "(puts answered natively, puts handed to the pure path)"},
+    {"counts", putter_counts, METH_NOARGS, "(calls answered natively, calls handed to the pure path)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -645,7 +823,7 @@ static PyTypeObject PutterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mmcache._native._speedups.Putter",
     .tp_basicsize = sizeof(Putter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Putter(handle): MmapCache.put through the compiled path.",
+    .tp_doc = "Putter(handle, delete=False): MmapCache.put (or delete) through the compiled path.",
     .tp_new = putter_new,
     .tp_traverse = (traverseproc)putter_traverse,
     .tp_clear = (inquiry)putter_clear,
@@ -704,6 +882,7 @@ int mmx_write_init(PyObject *m) {
     INTERN(S_grow_to, "grow_to");
     INTERN(S_compact, "_compact");
     INTERN(S_put_pure, "_put_pure");
+    INTERN(S_delete_pure, "_delete_pure");
     INTERN(S_flags, "flags");
     INTERN(S_expire, "expire");
     INTERN(S_key_size, "_key_size");
