@@ -14,8 +14,7 @@ PINS := requirements/constraints.txt
 BUILD_PINS := requirements/build-constraints.txt
 PIP_INSTALL = -m pip install --quiet -c $(PINS) --build-constraint $(BUILD_PINS)
 
-$(STAMP): pyproject.toml setup.py mmcache/_native/_speedups.c mmcache/_native/_write.c mmcache/_native/_write.h \
-		mmcache/_native/xxh3.h $(PINS) $(BUILD_PINS)
+$(STAMP): pyproject.toml setup.py $(wildcard mmcache/_native/*.c mmcache/_native/*.h) $(PINS) $(BUILD_PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c $(PINS) pip
 	$(PY) $(PIP_INSTALL) -e '.[dev]'

@@ -17,8 +17,8 @@ setup(
     ext_modules=[
         Extension(
             "mmcache._native._speedups",
-            sources=["mmcache/_native/_speedups.c", "mmcache/_native/_write.c"],
-            depends=["mmcache/_native/xxh3.h", "mmcache/_native/_write.h"],
+            sources=[f"mmcache/_native/{n}.c" for n in ("_speedups", "_write", "_wstate", "_delete")],
+            depends=[f"mmcache/_native/{n}.h" for n in ("xxh3", "_write", "_write_int")],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,
