@@ -137,8 +137,8 @@ int load_state(Putter *p, State *st, int for_put) {
         (st->lock = PyObject_GetAttr(st->s, S_lock)) == NULL || (st->tlock = PyObject_GetAttr(st->lock, S_tlock)) == NULL)
         goto out;
     if (nr != Py_False || !PyTuple_CheckExact(st->hot) || PyTuple_GET_SIZE(st->hot) < 5 ||
-        !PyList_CheckExact(st->views) || !PyList_CheckExact(st->local) || !PyTuple_CheckExact(caps) ||
-        PyTuple_GET_SIZE(caps) != 2)
+        !PyList_CheckExact(st->views) || !PyList_CheckExact(st->local) || PyList_GET_SIZE(st->local) <= I_DELETES ||
+        !PyTuple_CheckExact(caps) || PyTuple_GET_SIZE(caps) != 2)
         goto out;
     st->nslots = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(st->hot, 1));
     st->ss = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(st->hot, 2));
