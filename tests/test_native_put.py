@@ -1,4 +1,4 @@
-"""The compiled put and delete (mmcache/_native/_write.c) against the pure-Python reference.
+"""The compiled put, add and delete (mmcache/_native/_write.c, _delete.c) against the pure path.
 
 What it answers and what it hands to the pure path (with the pure path's
 errors); its copy of capacity.rebuild_wanted; threads putting while another
@@ -101,6 +101,65 @@ def test_deletes_are_native_and_keep_the_roster_whole(path: str) -> None:
     assert len(c) == 150 and c.verify() == []
     assert all(c.get(k) == b"v" * 50 for k in keys[250:])
     assert c.get_stats()["deletes"] >= 252
+    c.close()
+
+
+def test_add_is_native_and_stores_only_where_no_live_entry_is(path: str) -> None:
+    c = MmapCache(path, size=512, key_size=32)
+    assert type(c.add).__name__ == "Putter"
+    c.put("warm", b"up")
+    c.put("t", b"old", 0.05)
+    time.sleep(0.1)
+    a0, p0 = c.add.counts()  # type: ignore[attr-defined]
+    assert c.add("k", b"1") is True
+    assert c.add("k", b"2") is False and c.get("k") == b"1"  # live: left as it is
+    assert c.add("t", b"new", 10.0, flags=3) is True  # expired: replaced
+    assert c.get("t", with_flags=True) == (b"new", 3)
+    assert c.delete("k") is True and c.add("k", bytearray(b"3")) is True and c.get("k") == b"3"
+    a1, p1 = c.add.counts()  # type: ignore[attr-defined]
+    assert (a1 - a0, p1 - p0) == (4, 0)
+    assert c.add("L" * 40, b"h") is True and c.add("L" * 40, b"h2") is False  # hashed: the pure path's
+    assert c.add("x", b"v", -1) is True and c.get("x") is None  # (expired at once: not stored)
+    with pytest.raises(ValueError):
+        c.add("", b"v")
+    assert c.add.counts() == (a1, p1 + 4)  # type: ignore[attr-defined]
+    assert c.verify() == []
+    c.close()
+
+
+def test_adds_of_native_threads_and_a_pure_process_have_one_winner_per_key(path: str) -> None:
+    keys = [f"k{i}" for i in range(300)]
+    c = MmapCache(path, size=2048)
+    c.put("warm", b"up")
+    code = f"""
+from mmcache import MmapCache, _native
+assert not _native.AVAILABLE
+c = MmapCache({path!r}, size=2048)
+won = [k for k in {keys!r} if c.add(k, b"pure")]
+print(len(won), *won)
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MMCACHE_PURE_PYTHON": "1"}
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    won: list[list[str]] = [[], []]
+
+    def adder(t: int) -> None:
+        for k in keys:
+            if c.add(k, b"native%d" % t):
+                won[t].append(k)
+
+    threads = [threading.Thread(target=adder, args=(t,)) for t in range(2)]
+    for th in threads:
+        th.start()
+    out, _ = child.communicate(timeout=120)
+    for th in threads:
+        th.join(timeout=120)
+    n, *theirs = out.split()
+    assert int(n) == len(theirs)
+    assert sorted(theirs + won[0] + won[1]) == sorted(keys)  # each key added exactly once
+    for k in keys:
+        want = b"pure" if k in theirs else b"native0" if k in won[0] else b"native1"
+        assert c.get(k) == want, k
+    assert c.add.counts()[0] > 100  # type: ignore[attr-defined]
     c.close()
 
 

@@ -39,12 +39,14 @@ class TableWrites:
         def get_entry(self, key: Key) -> Entry | None: ...
 
     def _native_writes(self, s: SharedTable, secret: bytes | None, putter: Callable[..., Any] | None) -> None:
-        """Install the compiled put and delete (``putter``: mmcache._native's
+        """Install the compiled put, add and delete (``putter``: mmcache._native's
         Putter, a layer above, or None) on this handle where they apply: no
         secret (the MAC is not native), a writable table. They hand what they
-        do not answer to ``_put_pure`` and ``_delete_pure``, the methods below."""
+        do not answer to ``_put_pure``, ``_add_pure`` and ``_delete_pure``,
+        the methods below."""
         if secret is None and s.writable and putter is not None:
             self.put = putter(self)  # type: ignore[method-assign]
+            self.add = putter(self, add=True)  # type: ignore[method-assign]
             self.delete = putter(self, delete=True)  # type: ignore[method-assign]
 
     def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
@@ -116,6 +118,8 @@ class TableWrites:
         if s.compact_wanted:
             self._compact(s)
         return stored
+
+    _add_pure = add  # (what a handle's compiled add hands on, as _put_pure)
 
     def _rebuild_and_write(self, need: bool | Room, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
                            body: bytes, apart: bytes | memoryview, csum: int, mac: bytes | None,

@@ -1,8 +1,9 @@
 """The compiled fast path, when there is one (see ``_speedups.c``).
 
-``Getter(handle)`` makes a handle's native ``get`` and ``Putter(handle)`` its
-native ``put`` (docs/NATIVE.md) (``get`` is the same for
-explicit arguments, for tests and the fuzzer): the same probe, record
+``Getter(handle)`` makes a handle's native ``get`` (``get`` is the same for
+explicit arguments, for tests and the fuzzer), ``Putter(handle)`` its native
+``put`` (``add=True``: ``add``, ``delete=True``: ``delete``; docs/NATIVE.md):
+the same probe, record
 checks, expiry and LRU stamp as the pure path, on the same bytes, so native
 and pure-Python processes share one table. Missing extension (nothing
 compiled at install): one RuntimeWarning at import, then pure Python.
@@ -30,8 +31,9 @@ get: Callable[..., Any] = _pure
 xxh3_64: Callable[..., int] | None = None
 # Getter(handle, view_min=0) -> the handle's compiled ``get`` (a callable without a Python frame)
 Getter: Callable[..., Callable[..., Any]] | None = None
-# Putter(handle) -> the handle's compiled ``put`` (the common put, lock and all,
-# in one call; the rest goes to ``handle._put_pure``, the pure path)
+# Putter(handle, add=False, delete=False) -> the handle's compiled ``put`` (or
+# ``add``, ``delete``): the common write, lock and all, in one call; the rest
+# goes to ``handle._put_pure`` (``_add_pure``, ``_delete_pure``), the pure path
 Putter: Callable[..., Callable[..., Any]] | None = None
 REASON = "native"
 

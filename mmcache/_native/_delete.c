@@ -11,7 +11,7 @@
  * fields past generation.build_sane), a slot whose roster link does not
  * check out, a record length or a record header it would have to remap. */
 static int unplace(const Putter *p, State *st, const Put *a, int *was_live) {
-    Py_buffer ib = {0}, sb = {0}, hb = {0};
+    Py_buffer ib = {0}, sb = {0};
     int done = 0;
     const uint64_t K = (uint64_t)p->key_size, nslots = st->nslots, max_seg = st->max_seg;
     if (clock_ns(CLOCK_MONOTONIC) >= st->next_check) return 0; /* a staleness check: pure */
@@ -32,26 +32,10 @@ static int unplace(const Putter *p, State *st, const Put *a, int *was_live) {
         goto out;
     }
     uint8_t *sp = idx + HB + found * st->ss;
-    uint64_t size = mmx_le32(sp + K + 24), pos = mmx_le32(sp + K + 4), slot = found + 1, seg = mmx_le32(sp + K + 8);
-    uint64_t off = mmx_le32(sp + K + 12);
+    uint64_t size = mmx_le32(sp + K + 24), pos = mmx_le32(sp + K + 4), slot = found + 1;
     if (size == 0 || size > max_seg) goto out; /* slots.recorded_size reads the record: pure */
-    /* record.is_expired: an unreadable record counts as expired */
-    PyObject *view = seg < (uint64_t)PyList_GET_SIZE(st->views) ? PyList_GET_ITEM(st->views, seg) : NULL;
-    if (view == NULL || !PyMemoryView_Check(view) || PyObject_GetBuffer(view, &hb, PyBUF_SIMPLE) < 0) {
-        hb.obj = NULL;
-        goto out;
-    }
-    const uint64_t hlen = (uint64_t)hb.len;
-    int live = 0;
-    if (off >= SEG_HB) {
-        if (off > hlen || hlen - off < RH) goto out; /* the pure path remaps */
-        const uint8_t *rec = (const uint8_t *)hb.buf + off;
-        if (rec[27] == REC_MAGIC) {
-            if (off + RH + mmx_le32(rec + 16) + mmx_le32(rec + 20) > hlen) goto out;
-            uint64_t exp = mmx_le64(rec + 8);
-            live = !(exp && exp <= clock_ns(CLOCK_REALTIME));
-        }
-    }
+    int live = record_live(st, sp, K); /* record.is_expired's answer */
+    if (live < 0) goto out;
     /* the roster link (remove_slot's `linked`), checked before any store */
     if (PyObject_GetBuffer(st->roster, &sb, PyBUF_WRITABLE) < 0) {
         sb.obj = NULL;
@@ -86,7 +70,6 @@ static int unplace(const Putter *p, State *st, const Put *a, int *was_live) {
     done = 1;
 out:
     if (sb.obj != NULL) PyBuffer_Release(&sb);
-    if (hb.obj != NULL) PyBuffer_Release(&hb);
     if (ib.obj != NULL) PyBuffer_Release(&ib);
     PyErr_Clear();
     return done;

@@ -1,7 +1,8 @@
-/* mmcache._native._speedups, the write side: Putter, MmapCache.put and
- * MmapCache.delete in C.
+/* mmcache._native._speedups, the write side: Putter, MmapCache.put, add
+ * and delete in C.
  *
- * A Putter is what MmapCache installs as a handle's `put`, and with
+ * A Putter is what MmapCache installs as a handle's `put`, with add=True as
+ * its `add` (a put that leaves a live entry as it is: False) and with
  * delete=True as its `delete` (no secret, a writable table; see
  * TableWrites._native_writes). One call does the whole common put: the
  * writer lock (its thread lock and its flock, taken without waiting), the
@@ -50,8 +51,9 @@ static int want_rebuild(uint64_t occ, uint64_t dele, uint64_t live, uint64_t dea
     return 0;
 }
 
-/* The locked part: 1 done, 0 the pure path's (nothing changed). The header,
- * the slot and the record are read only now, under the lock. */
+/* The locked part: 1 done, 2 an add that found a live entry (nothing
+ * changed), 0 the pure path's (nothing changed). The header, the slot and
+ * the record are read only now, under the lock. */
 static int place(const Putter *p, State *st, const Put *a, uint64_t *counts) {
     Py_buffer ib = {0}, hb = {0}, rb = {0}, sb = {0};
     int done = 0;
@@ -74,6 +76,13 @@ static int place(const Putter *p, State *st, const Put *a, uint64_t *counts) {
     if (at == UINT64_MAX) goto out;
     uint8_t *sp = idx + HB + at * ss;
     uint64_t old = 0;
+    if (found != UINT64_MAX && p->only_if_absent) { /* an add: a live entry stays (writer._make_room) */
+        int live = record_live(st, sp, K);
+        if (live) {
+            done = live > 0 ? 2 : 0;
+            goto out;
+        }
+    }
     if (found != UINT64_MAX) { /* an overwrite: the old record's size from the slot */
         old = mmx_le32(sp + K + 24);
         if (old == 0 || old > max_seg || live + a->rec_len < old) goto out; /* unknown or damaged */
@@ -242,7 +251,8 @@ static int check_args(const Putter *p, PyObject *key, PyObject *value, PyObject 
     return 1;
 }
 
-/* 1 done, 0 the pure path's (nothing changed, no exception), -1 an error. */
+/* 1 stored, 2 an add that found a live entry, 0 the pure path's (nothing changed, no
+ * exception), -1 an error. */
 static int do_put(Putter *p, PyObject *key, PyObject *value, PyObject *expire, PyObject *flags) {
     Py_buffer vb = {0};
     State st = {0};
@@ -255,7 +265,7 @@ static int do_put(Putter *p, PyObject *key, PyObject *value, PyObject *expire, P
     rc = place(p, &st, &a, counts);
     if (rc == 1 && after_put(p, &st, counts) < 0) rc = -1;
     if (drop_lock(&st, depth) < 0) rc = -1;
-    if (rc == 1) {
+    if (rc > 0) {
         PyObject *cw = PyObject_GetAttr(st.s, S_compact_wanted);
         int want = cw == NULL ? -1 : PyObject_IsTrue(cw);
         Py_XDECREF(cw);
@@ -295,13 +305,14 @@ static PyObject *putter_call(PyObject *self, PyObject *const *args, size_t nargs
     if (shape) {
         int rc = do_put(p, args[0], args[1], expire, flags);
         if (rc < 0) return NULL;
-        if (rc == 1) {
+        if (rc > 0) {
             p->answered++;
+            if (p->only_if_absent) return Py_NewRef(rc == 1 ? Py_True : Py_False);
             Py_RETURN_NONE;
         }
     }
     p->passed++;
-    PyObject *pure = PyObject_GetAttr(p->handle, S_put_pure);
+    PyObject *pure = PyObject_GetAttr(p->handle, p->only_if_absent ? S_add_pure : S_put_pure);
     if (pure == NULL) return NULL;
     PyObject *r = PyObject_Vectorcall(pure, args, nargsf, kwnames);
     Py_DECREF(pure);
@@ -310,9 +321,13 @@ static PyObject *putter_call(PyObject *self, PyObject *const *args, size_t nargs
 
 static PyObject *putter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *handle;
-    int delete = 0;
-    static char *kwlist[] = {"handle", "delete", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|p", kwlist, &handle, &delete)) return NULL;
+    int delete = 0, add = 0;
+    static char *kwlist[] = {"handle", "delete", "add", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|pp", kwlist, &handle, &delete, &add)) return NULL;
+    if (delete && add) {
+        PyErr_SetString(PyExc_ValueError, "a Putter is a put, an add or a delete");
+        return NULL;
+    }
     PyObject *ks = PyObject_GetAttr(handle, S_key_size);
     if (ks == NULL) return NULL;
     long key_size = PyLong_AsLong(ks);
@@ -328,6 +343,7 @@ static PyObject *putter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     p->handle = handle;
     p->key_size = key_size;
     p->vectorcall = delete ? deleter_call : putter_call;
+    p->only_if_absent = add;
     return (PyObject *)p;
 }
 
@@ -364,7 +380,7 @@ static PyTypeObject PutterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mmcache._native._speedups.Putter",
     .tp_basicsize = sizeof(Putter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Putter(handle, delete=False): MmapCache.put (or delete) through the compiled path.",
+    .tp_doc = "Putter(handle, delete=False, add=False): MmapCache.put (add, delete) through the compiled path.",
     .tp_new = putter_new,
     .tp_traverse = (traverseproc)putter_traverse,
     .tp_clear = (inquiry)putter_clear,

@@ -39,7 +39,7 @@
 
 extern PyObject *S_s, *S_opts, *S_gen, *S_hot, *S_heap, *S_views, *S_max_seg, *S_needs_repair, *S_caps,
     *S_roster, *S_next_check, *S_flush_due, *S_local, *S_lock, *S_tlock, *S_depth, *S_fd, *S_acquire,
-    *S_release, *S_compact_wanted, *S_grow_to, *S_compact, *S_put_pure, *S_delete_pure, *S_flags, *S_expire,
+    *S_release, *S_compact_wanted, *S_grow_to, *S_compact, *S_put_pure, *S_add_pure, *S_delete_pure, *S_flags, *S_expire,
     *S_key_size, *S_max_bytes, *S_secret, *S_max_entries, *S_max_size, *S_threshold, *S_min_bytes;
 
 static inline void put16(uint8_t *p, uint32_t v) {
@@ -70,6 +70,7 @@ typedef struct {
     uint64_t max_entries, max_size, min_bytes; /* UINT64_MAX / 0 / -: None */
     double threshold;
     int opts_ok; /* no max_bytes, no secret: the native put may answer */
+    int only_if_absent; /* an add: stores only if the key has no live entry */
     long key_size;
     unsigned long long answered, passed; /* puts done here / handed to the pure path */
     vectorcallfunc vectorcall;
@@ -102,6 +103,7 @@ int drop_lock(State *st, long depth);
 int read_hot(const uint8_t *idx, const State *st, Hot *h);
 void find_slot(const uint8_t *idx, const State *st, uint64_t K, const Put *a, uint64_t *found, uint64_t *free);
 int check_key(const Putter *p, PyObject *key, Put *a);
+int record_live(const State *st, const uint8_t *sp, uint64_t K);
 PyObject *deleter_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 #endif

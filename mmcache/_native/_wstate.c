@@ -9,7 +9,7 @@
 
 PyObject *S_s, *S_opts, *S_gen, *S_hot, *S_heap, *S_views, *S_max_seg, *S_needs_repair, *S_caps,
     *S_roster, *S_next_check, *S_flush_due, *S_local, *S_lock, *S_tlock, *S_depth, *S_fd, *S_acquire,
-    *S_release, *S_compact_wanted, *S_grow_to, *S_compact, *S_put_pure, *S_delete_pure, *S_flags, *S_expire, *S_key_size,
+    *S_release, *S_compact_wanted, *S_grow_to, *S_compact, *S_put_pure, *S_add_pure, *S_delete_pure, *S_flags, *S_expire, *S_key_size,
     *S_max_bytes, *S_secret, *S_max_entries, *S_max_size, *S_threshold, *S_min_bytes;
 
 int w_intern(void) {
@@ -37,6 +37,7 @@ int w_intern(void) {
     INTERN(S_grow_to, "grow_to");
     INTERN(S_compact, "_compact");
     INTERN(S_put_pure, "_put_pure");
+    INTERN(S_add_pure, "_add_pure");
     INTERN(S_delete_pure, "_delete_pure");
     INTERN(S_flags, "flags");
     INTERN(S_expire, "expire");
@@ -286,4 +287,35 @@ int check_key(const Putter *p, PyObject *key, Put *a) {
     if (a->kb == NULL || n < 1 || n > p->key_size) return 0;
     a->n = (uint64_t)n;
     return 1;
+}
+
+/* record.is_expired's answer for the record slot `sp` points at, from its
+ * header alone (no checksum): 1 live, 0 expired or unreadable (as the pure
+ * path counts it), -1 the pure path's (a segment not mapped here, or a
+ * record past this process's map of it: the pure path remaps). */
+int record_live(const State *st, const uint8_t *sp, uint64_t K) {
+    uint64_t seg = mmx_le32(sp + K + 8), off = mmx_le32(sp + K + 12);
+    PyObject *view = seg < (uint64_t)PyList_GET_SIZE(st->views) ? PyList_GET_ITEM(st->views, seg) : NULL;
+    Py_buffer hb;
+    if (view == NULL || !PyMemoryView_Check(view) || PyObject_GetBuffer(view, &hb, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    const uint64_t hlen = (uint64_t)hb.len;
+    int live = 0;
+    if (off >= SEG_HB) {
+        const uint8_t *rec = (const uint8_t *)hb.buf + off;
+        if (off > hlen || hlen - off < RH)
+            live = -1;
+        else if (rec[27] != REC_MAGIC)
+            live = 0;
+        else if (off + RH + mmx_le32(rec + 16) + mmx_le32(rec + 20) > hlen) /* < 2^35: no overflow */
+            live = -1;
+        else {
+            uint64_t exp = mmx_le64(rec + 8);
+            live = !(exp && exp <= clock_ns(CLOCK_REALTIME));
+        }
+    }
+    PyBuffer_Release(&hb);
+    return live;
 }
