@@ -381,8 +381,8 @@ HOT_FIELDS = [  # (offset, struct format) of the header numbers a put reads
 
 def test_damaged_numbers_in_the_files_never_crash_the_native_put(path: str) -> None:
     # Another process (here a second map of the index) damages one of the
-    # header's numbers or a slot's fields; the next put, native unless it
-    # falls back, must store its value or raise a clear mmcache error, and
+    # header's numbers or a slot's fields; the next put, add or delete, native
+    # unless it falls back, must do its work or raise a clear mmcache error, and
     # never touch memory outside the maps (make test-asan runs this file;
     # with the tail's bounds checks taken out of _write.c it crashes).
     # Then a repair, so that every step starts from a sound table.
@@ -414,13 +414,19 @@ def test_damaged_numbers_in_the_files_never_crash_the_native_put(path: str) -> N
             idx.close()
         k = rng.choice(keys)
         value = b"%s|%d" % (k.encode(), step)
-        delete = rng.random() < 0.3
+        op = rng.random()
         try:
-            c.delete(k) if delete else c.put(k, value)
+            if op < 0.3:
+                c.delete(k)
+            elif op < 0.45:
+                c.add(k, value)
+            else:
+                c.put(k, value)
         except MmcacheError:
             pass
         else:
-            assert c.get(k) in ((None,) if delete else (value, None)), step
+            got = c.get(k)
+            assert got is None if op < 0.3 else op < 0.45 or got in (value, None), (step, got)
         c.repair()
         if step % 50 == 49:
             assert c.verify() == []
