@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, run_py
 
-from mmcache import MmapCache, _native
+from mmcache import ClosedCacheError, MmapCache, _native
 from mmcache._core import capacity, layout
 
 needs_native = pytest.mark.skipif(not _native.AVAILABLE, reason="the compiled extension is not in use")
@@ -74,6 +74,12 @@ def test_common_puts_are_native_and_the_rest_goes_to_the_pure_path(path: str) ->
     assert c.get("gone") is None and c.get("k", with_flags=True) == (b"v3", 1)
     assert c.verify() == []
     c.close()
+    with pytest.raises(ClosedCacheError):
+        c.put("k", b"v")  # (the pure path's error)
+    with pytest.raises(ClosedCacheError):
+        c.add("k2", b"v")
+    with pytest.raises(ClosedCacheError):
+        c.delete("k")
 
 
 def test_deletes_are_native_and_keep_the_roster_whole(path: str) -> None:
