@@ -41,18 +41,19 @@ test: $(STAMP)
 
 # The core tests again with the compiled get switched off: the pure-Python
 # path is the reference and must stay complete (make test runs them native).
-PURE_TESTS := tests/test_table_basic.py tests/test_table_processes.py tests/test_table_model.py \
-	tests/test_hostile_files.py tests/test_native.py tests/test_native_put.py tests/test_security.py \
-	tests/test_expiry_eviction.py tests/test_expiry_clamp.py tests/test_readonly_cache.py tests/test_rebuild_catch_up.py \
-	tests/test_decorator.py tests/test_django_backend.py
+PURE_TESTS := tests/core/test_table_basic.py tests/core/test_table_processes.py \
+	tests/core/test_table_model.py tests/core/test_hostile_files.py tests/core/test_native.py \
+	tests/core/test_native_put.py tests/core/test_security.py tests/core/test_expiry_eviction.py \
+	tests/core/test_expiry_clamp.py tests/core/test_readonly_cache.py tests/core/test_rebuild_catch_up.py \
+	tests/faces/test_decorator.py tests/faces/test_django_backend.py
 test-pure: $(STAMP)
 	MMCACHE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)
 
 # The compiled get and put under AddressSanitizer: rebuilt in place with ASan, the
 # native, hostile-file and core tests run with libasan preloaded, then the
 # normal build is put back (so do not run `make test` beside it).
-ASAN_TESTS := tests/test_native.py tests/test_native_put.py tests/test_hostile_files.py tests/test_table_basic.py \
-	tests/test_table_processes.py tests/test_table_model.py
+ASAN_TESTS := tests/core/test_native.py tests/core/test_native_put.py tests/core/test_hostile_files.py \
+	tests/core/test_table_basic.py tests/core/test_table_processes.py tests/core/test_table_model.py
 test-asan: $(STAMP)
 	MMCACHE_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" $(PY) $(PIP_INSTALL) --no-deps -e .
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
@@ -64,14 +65,16 @@ test-asan: $(STAMP)
 # on Linux: core, decorator and Django tests with MMCACHE_PORTABLE=1, then a
 # smaller set with 16 KiB pages assumed (Apple Silicon). Each run first
 # prints which answer every question got. About a minute on an idle 2-core machine.
-PORTABLE_TESTS := tests/test_table_basic.py tests/test_table_processes.py tests/test_rebuild_catch_up.py \
-	tests/test_decorator.py tests/test_decorator_processes.py tests/test_django_backend.py \
-	tests/test_security.py tests/test_platform.py tests/test_spawn.py \
-	tests/test_reliability.py::test_full_disk_tmpfs tests/test_reliability.py::test_full_disk_ext4 \
-	tests/test_reliability.py::test_full_disk_table_creation_fails_cleanly \
-	tests/test_reliability.py::test_file_size_limit
-PAGE_16K_TESTS := tests/test_table_basic.py tests/test_rebuild_catch_up.py tests/test_decorator.py \
-	tests/test_django_backend.py tests/test_platform.py
+PORTABLE_TESTS := tests/core/test_table_basic.py tests/core/test_table_processes.py \
+	tests/core/test_rebuild_catch_up.py tests/faces/test_decorator.py \
+	tests/faces/test_decorator_processes.py tests/faces/test_django_backend.py \
+	tests/core/test_security.py tests/core/test_platform.py tests/core/test_spawn.py \
+	tests/proofs/test_reliability.py::test_full_disk_tmpfs \
+	tests/proofs/test_reliability.py::test_full_disk_ext4 \
+	tests/proofs/test_reliability.py::test_full_disk_table_creation_fails_cleanly \
+	tests/proofs/test_reliability.py::test_file_size_limit
+PAGE_16K_TESTS := tests/core/test_table_basic.py tests/core/test_rebuild_catch_up.py \
+	tests/faces/test_decorator.py tests/faces/test_django_backend.py tests/core/test_platform.py
 PLATFORM_ANSWERS := 'from mmcache import _platform as p; print(*(f"  {k}: {v}" for k, v in p.describe().items()), sep="\n")'
 
 .PHONY: test-portable
@@ -89,7 +92,7 @@ test-django42:
 	.venv-django42/bin/python -m pip install --quiet -c requirements/constraints-django42.txt \
 		'django>=4.2,<5' xxhash cloudpickle
 	.venv-django42/bin/python $(PIP_INSTALL) --no-deps -e .
-	MMCACHE_DJANGO_SRC=.cache/django-src-42 .venv-django42/bin/python tests/django_suite/run_suite.py \
+	MMCACHE_DJANGO_SRC=.cache/django-src-42 .venv-django42/bin/python tests/proofs/django_suite/run_suite.py \
 		--backend mmcache.contrib.django.MmapCacheBackend
 
 lint: $(STAMP)
@@ -97,9 +100,9 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check mmcache
 
 reliability: $(STAMP) fuzz-native
-	$(PY) tests/reliability_report.py
+	$(PY) tests/proofs/reliability_report.py
 
-# The fuzzer over the native get's slot and record parsing (tests/fuzz_native.py),
+# The fuzzer over the native get's slot and record parsing (tests/core/fuzz_native.py),
 # for FUZZ_SECONDS: the extension rebuilt with gcc's comparison hooks, atheris'
 # libFuzzer preloaded; then the normal build is put back.
 FUZZ_SECONDS ?= 60
@@ -107,7 +110,7 @@ fuzz-native: $(STAMP)
 	$(PY) $(PIP_INSTALL) atheris  # the fuzz extra, at its pinned version
 	MMCACHE_CFLAGS="-fsanitize-coverage=trace-cmp" $(PY) $(PIP_INSTALL) --no-deps -e .
 	ATH=$$($(PY) -c "import atheris, os; print(os.path.dirname(os.path.dirname(atheris.__file__)))"); \
-		LD_PRELOAD=$$ATH/ubsan_with_fuzzer.so $(PY) tests/fuzz_native.py -max_total_time=$(FUZZ_SECONDS) \
+		LD_PRELOAD=$$ATH/ubsan_with_fuzzer.so $(PY) tests/core/fuzz_native.py -max_total_time=$(FUZZ_SECONDS) \
 		-print_final_stats=1; rc=$$?; $(PY) $(PIP_INSTALL) --no-deps -e .; exit $$rc
 
 bench-quick: $(STAMP)

@@ -12,7 +12,7 @@ from ._core import layout
 
 # Where the Django backend keeps its table inside LOCATION: the same name as
 # mmcache.contrib.django._tables.TABLE_NAME (not imported: Django is optional;
-# tests/test_cli_django.py checks that the two agree).
+# tests/faces/test_cli_django.py checks that the two agree).
 DJANGO_TABLE_NAME = "mmcache"
 # Directory entries read (their first bytes) to name the tables in a directory.
 _SCAN_LIMIT = 200

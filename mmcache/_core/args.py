@@ -82,7 +82,7 @@ def _expire_other(expire: object) -> int:
 # defaults to the seed's fixed size: the seed's capacity without its 92 MiB index
 # up front. MIN_SIZE is the smallest table that holds one entry: size - 1 data
 # slots, of which _write.live_cap_for lets min(int(n * LIVE_FRACTION), n - 1) be
-# live (size 3 holds none; tests/test_table_basic.py checks both ends).
+# live (size 3 holds none; tests/core/test_table_basic.py checks both ends).
 DEFAULT_SIZE = 1_000_000
 DEFAULT_INITIAL_SIZE = 4096
 MIN_SIZE = 4

@@ -33,7 +33,7 @@
 #define NEVER_NS (1ULL << 63)  /* args.NEVER_NS: an expiry from here on is "never" */
 #define FAR_S (9223372036854775808.0 / 1e9)
 /* capacity.EARLY_FRACTION = (LIVE_FRACTION + LOAD_FRACTION) / 2; the 0.9 of
- * rebuild_wanted (tests/test_native_put.py checks both against capacity.py) */
+ * rebuild_wanted (tests/core/test_native_put.py checks both against capacity.py) */
 #define EARLY_FRACTION ((0.5 + 0.85) / 2)
 #define GROW_AT 0.9
 

@@ -4,7 +4,7 @@
  * [8, end) of a record), seed 0 there; any seed is supported and tested.
  * Plain portable C (no SIMD): every read is a byte-wise little-endian load,
  * so unaligned input from a mapped file is fine. Checked against the
- * `xxhash` package in tests/test_native.py (lengths 0..300 and beyond, seeds).
+ * `xxhash` package in tests/core/test_native.py (lengths 0..300 and beyond, seeds).
  */
 #ifndef MMCACHE_XXH3_H
 #define MMCACHE_XXH3_H

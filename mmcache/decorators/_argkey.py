@@ -33,6 +33,45 @@ _P = inspect.Parameter
 _ANY_SIG = inspect.Signature([_P("args", _P.VAR_POSITIONAL), _P("kwargs", _P.VAR_KEYWORD)])
 
 
+def _name_prefix(
+    func: Callable[..., Any], typed: bool, version: str | int | None, name: str | None
+) -> tuple[bytes, bytes]:
+    """The keyer's namespace (its repr, ``key=``'s salt) and the prefix every key hashes."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if name is None and (not isinstance(module, str) or not isinstance(qualname, str)):
+        raise TypeError(f"mmap_cached: {func!r} has no __module__/__qualname__ to key it by")
+    if isinstance(version, bool) or not isinstance(version, str | int | None):
+        raise TypeError(f"mmap_cached: version must be a str or an int, not {version!r}")
+    if name is None and "<lambda>" in str(qualname) and version is None:
+        raise TypeError("mmap_cached: lambdas all share one name; use a def or pass version=")
+    ns = (f"{module}:{qualname}" if name is None else name) + ("" if version is None else f"@{version}")
+    prefix = b"mmcache-argkey" + bytes([ENCODING_VERSION, typed])
+    # name= (the decorator's table id) replaces module and qualname; its own
+    # marker byte, so no name can give the bytes of a (module, qualname) pair.
+    prefix += (_sb(str(module)) + _sb(str(qualname))) if name is None else (b"I" + _sb(name))
+    prefix += b"N" if version is None else _sb(str(version))
+    return ns.encode("utf-8", "surrogatepass"), prefix
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):  # some builtins have none
+        return _ANY_SIG
+
+
+def _by_kind(
+    params: list[inspect.Parameter],
+) -> tuple[list[inspect.Parameter], list[inspect.Parameter], str | None, str | None]:
+    """The parameters bound by position (positional-only first), the
+    keyword-only ones, and the names of ``*args`` and ``**kwargs`` (or None)."""
+    pos = [p for p in params if p.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)]
+    kwonly = [p for p in params if p.kind is _P.KEYWORD_ONLY]
+    varargs = next((p.name for p in params if p.kind is _P.VAR_POSITIONAL), None)
+    return pos, kwonly, varargs, next((p.name for p in params if p.kind is _P.VAR_KEYWORD), None)
+
+
 class ArgKeyer:
     """Turns calls of one function into 16-byte keys, stable across processes and runs.
 
@@ -50,52 +89,45 @@ class ArgKeyer:
         version: str | int | None = None,
         name: str | None = None,
     ) -> None:
-        module = getattr(func, "__module__", None)
-        qualname = getattr(func, "__qualname__", None)
-        if name is None and (not isinstance(module, str) or not isinstance(qualname, str)):
-            raise TypeError(f"mmap_cached: {func!r} has no __module__/__qualname__ to key it by")
-        if isinstance(version, bool) or not isinstance(version, str | int | None):
-            raise TypeError(f"mmap_cached: version must be a str or an int, not {version!r}")
-        if name is None and "<lambda>" in str(qualname) and version is None:
-            raise TypeError("mmap_cached: lambdas all share one name; use a def or pass version=")
-        qualname = str(qualname)
+        self.namespace: bytes
+        self.namespace, self._prefix = _name_prefix(func, bool(typed), version, name)
         self.func, self.typed, self.version = func, bool(typed), version
         self.ignore = frozenset([ignore] if isinstance(ignore, str) else ignore)
-        ns = (f"{module}:{qualname}" if name is None else name) + ("" if version is None else f"@{version}")
-        self.namespace: bytes = ns.encode("utf-8", "surrogatepass")
-        self._prefix = b"mmcache-argkey" + bytes([ENCODING_VERSION, self.typed])
-        # name= (the decorator's table id) replaces module and qualname; its own
-        # marker byte, so no name can give the bytes of a (module, qualname) pair.
-        self._prefix += (_sb(str(module)) + _sb(qualname)) if name is None else (b"I" + _sb(name))
-        self._prefix += b"N" if version is None else _sb(str(version))
-        try:
-            self._sig = inspect.signature(func)
-        except (TypeError, ValueError):  # some builtins have none
-            self._sig = _ANY_SIG
+        self._read_signature(func)
+        self._plan_fast_paths()
+        self.key: Callable[[tuple[Any, ...], dict[str, Any]], bytes] = self._exact_key()
+
+    def _read_signature(self, func: Callable[..., Any]) -> None:
+        """What binding a call needs: the parameters by kind, their defaults, where each goes."""
+        self._sig = _signature(func)
         params = list(self._sig.parameters.values())
-        pos = [p for p in params if p.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)]
-        kwonly = [p for p in params if p.kind is _P.KEYWORD_ONLY]
-        self._varargs = next((p.name for p in params if p.kind is _P.VAR_POSITIONAL), None)
-        self._varkw = next((p.name for p in params if p.kind is _P.VAR_KEYWORD), None)
+        pos, kwonly, self._varargs, self._varkw = _by_kind(params)
         unknown = self.ignore - {p.name for p in params}
         if unknown and self._varkw is None:
+            qualname = getattr(func, "__qualname__", None)
             raise ValueError(f"mmap_cached: ignore= names {sorted(unknown)}, not in {qualname}()")
         self._pos, self._npos = [p.name for p in pos], len(pos)
         self._nposonly = sum(p.kind is _P.POSITIONAL_ONLY for p in params)
         self._kwonly = [p.name for p in kwonly]
         # Defaults of the bound parameters (positional then keyword-only), _MISSING if required.
         self._defaults = [_MISSING if p.default is _P.empty else p.default for p in pos + kwonly]
-        self._fast = self._varargs is None and self._varkw is None
         self._allnames = names = self._pos + self._kwonly
         self._index = {n: i for i, n in enumerate(names) if i >= self._nposonly}
-        # Positional-only calls of "fast" functions: values = args + _tails[len(args)].
-        nreq = max([i + 1 for i, p in enumerate(pos) if p.default is _P.empty], default=0)
-        fast = self._fast and all(p.default is not _P.empty for p in kwonly)
-        self._tails = {k: tuple(self._defaults[k:]) for k in range(nreq, self._npos + 1) if fast}
+        # The fewest positional arguments a call can give; a keyword-only parameter without default.
+        self._nreq = max([i + 1 for i, p in enumerate(pos) if p.default is _P.empty], default=0)
+        self._kwonly_required = any(p.default is _P.empty for p in kwonly)
+
+    def _plan_fast_paths(self) -> None:
+        """The shortcuts ``_key_bound`` takes: ``_fast`` (no ``*args``/``**kwargs``:
+        a keyword argument goes to its slot), ``_tails`` (a positional call of
+        ``k`` arguments is ``args + _tails[k]``), ``_keep`` (the values not ignored)."""
+        self._fast = self._varargs is None and self._varkw is None
+        fast = self._fast and not self._kwonly_required
+        self._tails = {k: tuple(self._defaults[k:]) for k in range(self._nreq, self._npos + 1) if fast}
+        names = self._allnames
         keep = [i for i, n in enumerate(names) if n not in self.ignore]
         self._keep = None if len(keep) == len(names) else keep
         self._names = [names[i] for i in keep]
-        self.key: Callable[[tuple[Any, ...], dict[str, Any]], bytes] = self._exact_key()
 
     def __repr__(self) -> str:
         return f"ArgKeyer({self.namespace.decode('utf-8', 'replace')!r}, typed={self.typed})"
@@ -162,10 +194,15 @@ class ArgKeyer:
                 fn = disp.get(type(v))
                 parts.append(fn(v, typed, 0) if fn else _enc_slow(v, typed, 0))
         except _Unencodable:
-            for name, v in zip(self._names, values, strict=True):
-                self._arg(name, v)  # raises the TypeError naming the argument
+            self._name_culprit(zip(self._names, values, strict=True))
             raise
         return _digest(b"".join(parts))
+
+    def _name_culprit(self, named: Iterable[tuple[str, Any]]) -> None:
+        """Raise the TypeError naming the first argument with no stable encoding."""
+        for name, v in named:
+            if name not in self.ignore:
+                self._arg(name, v)
 
     def _arg(self, name: str, value: Any) -> bytes:
         try:
@@ -181,8 +218,34 @@ class ArgKeyer:
         raise TypeError(f"mmap_cached: arguments do not match {self._sig}")
 
     def _key_general(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """Bind any call shape by hand, *args and **kwargs included."""
-        pos, nargs, npos, ign, t = self._pos, len(args), self._npos, self.ignore, self.typed
+        """Bind any call shape by hand (``_bind_general``), then encode the
+        named parameters in order, ``*args`` counted, ``**kwargs`` sorted."""
+        values, extra, kw = self._bind_general(args, kwargs)
+        ign, t, parts = self.ignore, self.typed, [self._prefix]
+        try:
+            for n, v in zip(self._allnames, values, strict=True):
+                if n not in ign:
+                    parts.append(_enc(v, t, 0))
+            if self._varargs is not None and self._varargs not in ign:
+                parts.append(_HDR(b"*", len(extra)))
+                for v in extra:
+                    parts.append(_enc(v, t, 0))
+            if self._varkw is not None and self._varkw not in ign:
+                items = sorted([_sb(k) + _enc(v, t, 0) for k, v in kw.items() if k not in ign])
+                parts += [_HDR(b"%", len(items)), *items]
+        except _Unencodable:  # find and name the culprit
+            star = [(f"*{self._varargs}[{i}]", v) for i, v in enumerate(extra)]
+            self._name_culprit([*zip(self._allnames, values, strict=True), *star, *kw.items()])
+            raise
+        return _digest(b"".join(parts))
+
+    def _bind_general(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
+        """The values of the named parameters (defaults applied), the extra
+        positional arguments and the extra keyword arguments; Python's
+        TypeError for a call that does not fit the signature."""
+        pos, nargs, npos = self._pos, len(args), self._npos
         if nargs > npos and self._varargs is None:
             self._bad_call(args, kwargs)
         values = [*args[:npos], *self._defaults[nargs:npos]]
@@ -196,26 +259,6 @@ class ArgKeyer:
         if self._kwonly:
             kwdefs = self._defaults[npos:]
             values += [kw.pop(n, d) for n, d in zip(self._kwonly, kwdefs, strict=True)]
-        names = self._allnames
         if (kw and self._varkw is None) or any(v is _MISSING for v in values):
             self._bad_call(args, kwargs)
-        extra = args[npos:]
-        parts = [self._prefix]
-        try:
-            for n, v in zip(names, values, strict=True):
-                if n not in ign:
-                    parts.append(_enc(v, t, 0))
-            if self._varargs is not None and self._varargs not in ign:
-                parts.append(_HDR(b"*", len(extra)))
-                for v in extra:
-                    parts.append(_enc(v, t, 0))
-            if self._varkw is not None and self._varkw not in ign:
-                items = sorted([_sb(k) + _enc(v, t, 0) for k, v in kw.items() if k not in ign])
-                parts += [_HDR(b"%", len(items)), *items]
-        except _Unencodable:  # find and name the culprit
-            star = [(f"*{self._varargs}[{i}]", v) for i, v in enumerate(extra)]
-            for n, v in [*zip(names, values, strict=True), *star, *kw.items()]:
-                if n not in ign:
-                    self._arg(n, v)
-            raise
-        return _digest(b"".join(parts))
+        return values, args[npos:], kw

@@ -112,6 +112,15 @@ def _feed(h: Any, code: types.CodeType) -> None:
     def index(offset: int) -> int:
         return bisect.bisect_left(offsets, offset)
 
+    parts = _instruction_parts(instrs, index) + _exception_parts(code, index)
+    h.update(encode(parts))
+    shape = (code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags & _FLAG_MASK)
+    h.update(encode((shape, code.co_varnames, code.co_freevars, code.co_cellvars)))
+
+
+def _instruction_parts(instrs: list[dis.Instruction], index: Callable[[int], int]) -> list[bytes]:
+    """One part per instruction; a constant's load is held back one step, so a
+    class body's docstring (a constant stored to ``__doc__``) is left out."""
     parts: list[bytes] = []
     pending_const: bytes | None = None
     for ins in instrs:
@@ -126,22 +135,30 @@ def _feed(h: Any, code: types.CodeType) -> None:
                 continue
             parts.append(pending_const)
             pending_const = None
-        if ins.opcode in _JUMPS:
-            parts.append(b"J%d:%d" % (ins.opcode, index(ins.argval)))
-        elif ins.opcode in _NAMES:  # the name and flag bits ("NULL + name"), not an index into co_names
-            parts.append(b"N%d:" % ins.opcode + _value(ins.argrepr))
-        else:
-            arg = b"" if ins.arg is None else encode(ins.arg)
-            parts.append(b"I%d:" % ins.opcode + arg + b":" + _value(ins.argval))
+        parts.append(_instruction(ins, index))
     if pending_const is not None:
         parts.append(pending_const)
+    return parts
+
+
+def _instruction(ins: dis.Instruction, index: Callable[[int], int]) -> bytes:
+    """An instruction that loads no constant: a jump by its target's index, a
+    name by itself (and flag bits: "NULL + name"), not by an index into co_names."""
+    if ins.opcode in _JUMPS:
+        return b"J%d:%d" % (ins.opcode, index(ins.argval))
+    if ins.opcode in _NAMES:
+        return b"N%d:" % ins.opcode + _value(ins.argrepr)
+    arg = b"" if ins.arg is None else encode(ins.arg)
+    return b"I%d:" % ins.opcode + arg + b":" + _value(ins.argval)
+
+
+def _exception_parts(code: types.CodeType, index: Callable[[int], int]) -> list[bytes]:
+    """The exception table, its ranges and targets as instruction indices."""
     table = getattr(dis, "_parse_exception_table", None)
-    if table is not None:
-        for e in table(code):
-            span = (index(e.start), index(e.end), index(e.target), e.depth, e.lasti)
-            parts.append(b"E%d,%d,%d,%d,%d" % span)
-    else:  # pragma: no cover - every supported Python has it; offsets are still canonical
-        parts.append(b"E" + code.co_exceptiontable)
-    h.update(encode(parts))
-    shape = (code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags & _FLAG_MASK)
-    h.update(encode((shape, code.co_varnames, code.co_freevars, code.co_cellvars)))
+    if table is None:  # pragma: no cover - every supported Python has it; offsets are still canonical
+        return [b"E" + code.co_exceptiontable]
+    parts = []
+    for e in table(code):
+        span = (index(e.start), index(e.end), index(e.target), e.depth, e.lasti)
+        parts.append(b"E%d,%d,%d,%d,%d" % span)
+    return parts

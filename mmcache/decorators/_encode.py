@@ -290,11 +290,12 @@ def _e_dtype(obj: Any, typed: bool, depth: int) -> bytes:
     return b"Z" + _descr(obj)
 
 
-def _numpy_encoder(obj: object) -> _Enc | None:
-    """The encoder of a numpy type (registered for next time), or None: generic path."""
+def _e_numpy(obj: Any, typed: bool, depth: int) -> bytes | None:
+    """A numpy array, scalar or dtype (its encoder registered for next time),
+    or None: ndarray subclasses, Generator, ... are reduced like any object."""
     np, cls = sys.modules.get("numpy"), type(obj)
     fn: _Enc
-    if np is None:
+    if np is None or str(getattr(cls, "__module__", "")).partition(".")[0] != "numpy":
         return None
     if cls is np.ndarray:
         fn = _e_ndarray
@@ -303,9 +304,9 @@ def _numpy_encoder(obj: object) -> _Enc | None:
     elif isinstance(obj, np.dtype):
         fn = _e_dtype
     else:
-        return None  # ndarray subclasses, Generator, ...: reduced like any object
+        return None
     _UNTYPED[cls] = _TYPED[cls] = fn
-    return fn
+    return fn(obj, typed, depth)
 
 
 def _stateless(obj: object) -> bool:
@@ -328,38 +329,64 @@ _BASES: tuple[tuple[type | tuple[type, ...], _Enc], ...] = (
 )
 
 
+def _e_enum(obj: Any, typed: bool, depth: int) -> bytes | None:
+    if not isinstance(obj, enum.Enum):
+        return None
+    return b"E" + _clsname(type(obj)) + _enc(obj.value, typed, depth + 1)
+
+
+def _e_dataclass(obj: Any, typed: bool, depth: int) -> bytes | None:
+    if not hasattr(type(obj), "__dataclass_fields__"):
+        return None
+    names = [f.name for f in dataclasses.fields(obj) if f.compare]
+    body = [_sb(n) + _enc(getattr(obj, n), typed, depth + 1) for n in names]
+    return _HDR(b"@", len(names)) + _clsname(type(obj)) + b"".join(body)
+
+
+def _e_routine(obj: Any, typed: bool, depth: int) -> bytes | None:
+    """A function by name; a bound method as its ``__self__`` and name."""
+    if not isinstance(obj, _ROUTINES):
+        return None
+    owner = getattr(obj, "__self__", None)
+    if owner is None or isinstance(owner, types.ModuleType):
+        return _global(obj)
+    return b"M" + _enc(owner, typed, depth + 1) + _sb(str(getattr(obj, "__name__", "")))
+
+
+def _e_builtin_subclass(obj: Any, typed: bool, depth: int) -> bytes | None:
+    """A stateless subclass of a builtin as its base (``typed``: with its class name)."""
+    for base, enc in _BASES:
+        if isinstance(obj, base) and _stateless(obj):
+            body = enc(obj, typed, depth)
+            return b"K" + _clsname(type(obj)) + body if typed else body
+    return None
+
+
+# What _enc_slow tries, in order, before reducing as pickle would: each
+# encoder returns None for a value that is not its kind.
+_SLOW: tuple[Callable[[Any, bool, int], bytes | None], ...] = (
+    _e_numpy,
+    _e_enum,
+    _e_dataclass,
+    lambda o, t, d: _global(o) if isinstance(o, type) else None,  # a class
+    _e_routine,
+    lambda o, t, d: b"o" + _sb(o.__name__) if isinstance(o, types.ModuleType) else None,
+    lambda o, t, d: _e_path(o, t, d) if isinstance(o, PurePath) else None,
+    _e_builtin_subclass,
+)
+
+
 def _enc_slow(obj: Any, typed: bool, depth: int) -> bytes:
     """Everything whose exact type is not in the dispatch tables."""
     _check_depth(obj, depth)
-    cls, d1 = type(obj), depth + 1
+    cls = type(obj)
     hook = getattr(cls, "__mmcache_key__", None)
-    if hook is not None:
-        return b"h" + _clsname(cls) + _enc(hook(obj), typed, d1)
-    if str(getattr(cls, "__module__", "")).partition(".")[0] == "numpy":
-        fn = _numpy_encoder(obj)
-        if fn is not None:
-            return fn(obj, typed, depth)
-    if isinstance(obj, enum.Enum):
-        return b"E" + _clsname(cls) + _enc(obj.value, typed, d1)
-    if hasattr(cls, "__dataclass_fields__"):
-        names = [f.name for f in dataclasses.fields(obj) if f.compare]
-        body = [_sb(n) + _enc(getattr(obj, n), typed, d1) for n in names]
-        return _HDR(b"@", len(names)) + _clsname(cls) + b"".join(body)
-    if isinstance(obj, type):
-        return _global(obj)
-    if isinstance(obj, _ROUTINES):
-        owner = getattr(obj, "__self__", None)
-        if owner is None or isinstance(owner, types.ModuleType):
-            return _global(obj)
-        return b"M" + _enc(owner, typed, d1) + _sb(str(getattr(obj, "__name__", "")))
-    if isinstance(obj, types.ModuleType):
-        return b"o" + _sb(obj.__name__)
-    if isinstance(obj, PurePath):
-        return _e_path(obj, typed, depth)
-    for base, enc in _BASES:
-        if isinstance(obj, base) and _stateless(obj):
-            body_ = enc(obj, typed, depth)
-            return b"K" + _clsname(cls) + body_ if typed else body_
+    if hook is not None:  # first, and here: the hook keys methods' self on every call
+        return b"h" + _clsname(cls) + _enc(hook(obj), typed, depth + 1)
+    for encoder in _SLOW:
+        out = encoder(obj, typed, depth)
+        if out is not None:
+            return out
     return _e_reduce(obj, typed, depth)
 
 

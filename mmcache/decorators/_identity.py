@@ -153,6 +153,26 @@ def identify(
     name, namespace = _check("name", name), _check("namespace", namespace)
     if name is not None and namespace is not None:
         raise ValueError("mmap_cached: give name= (the whole identity) or namespace=, not both")
+    module, qualname = _names(func, name)
+    code = code_hash(func)
+    if hash_code and code is None:
+        raise TypeError(f"mmap_cached: hash_code=True needs a Python function, not {func!r}")
+    table_id = name if name is not None else f"{module}:{qualname}@{_where(func, qualname, namespace, code)}"
+    hashed = code if (hash_code or (hash_code is None and version is None)) else None
+    tag = _tag(version, hashed, tags)
+    names, cells = func_cells(func)
+    return Identity(table_id, closure_version(tag, names, [cell_value(c) for c in cells]), tag, hashed)
+
+
+def _tag(version: str | int | None, hashed: str | None, tags: str | None) -> str:
+    """What the keys' results depend on: the key scheme, ``version=``, the code hash, ``tags=``."""
+    parts = [KEYSPACE] + ([] if version is None else [f"v={version}"])
+    parts += [f"code={hashed}"] if hashed else []
+    return "|".join(parts + ([] if tags is None else [f"tags={tags}"]))
+
+
+def _names(func: Callable[..., Any], name: str | None) -> tuple[str, str]:
+    """``func``'s module (``__main__`` for a spawned child's ``__mp_main__``) and qualified name."""
     module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", None)
     if not isinstance(module, str) or not isinstance(qualname, str):  # a partial, a callable object
         if name is None:
@@ -160,29 +180,23 @@ def identify(
         module, qualname = str(module), str(qualname)
     if module in _MAIN:  # a spawned multiprocessing child imports the script as __mp_main__
         module = "__main__"
-    code = code_hash(func)
-    if hash_code and code is None:
-        raise TypeError(f"mmap_cached: hash_code=True needs a Python function, not {func!r}")
-    lambda_ = "<lambda>" in qualname
-    if name is not None:
-        table_id = name
-    else:
-        where = None
-        if namespace is not None:
-            where = "ns=" + namespace
-        elif (path := source_file(func)) is not None:
-            where = "file=" + path
-        if where is None and code is None:  # a builtin: its import name is unique
-            where = "builtin"
-        elif where is None or lambda_:  # told apart by their code
-            where = ("" if where is None else where + "#") + "code=" + str(code)
-        table_id = f"{module}:{qualname}@{where}"
-    hashed = code if (hash_code or (hash_code is None and version is None)) else None
-    parts = [KEYSPACE] + ([] if version is None else [f"v={version}"])
-    parts += [f"code={hashed}"] if hashed else []
-    tag = "|".join(parts + ([] if tags is None else [f"tags={tags}"]))
-    names, cells = func_cells(func)
-    return Identity(table_id, closure_version(tag, names, [cell_value(c) for c in cells]), tag, hashed)
+    return module, qualname
+
+
+def _where(func: Callable[..., Any], qualname: str, namespace: str | None, code: str | None) -> str:
+    """What tells ``module:qualname`` apart: the namespace, else the source
+    file; a lambda, or a function with neither, adds its code hash; a builtin
+    (neither, and no code) is ``builtin``."""
+    where = None
+    if namespace is not None:
+        where = "ns=" + namespace
+    elif (path := source_file(func)) is not None:
+        where = "file=" + path
+    if where is None and code is None:  # a builtin: its import name is unique
+        return "builtin"
+    if where is None or "<lambda>" in qualname:  # told apart by their code
+        return ("" if where is None else where + "#") + "code=" + str(code)
+    return where
 
 
 def closure_version(tag: str, names: Sequence[str], values: Sequence[Any]) -> str:

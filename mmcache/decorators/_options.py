@@ -46,6 +46,18 @@ def _l2(l2: Any, l2_errors: str) -> None:
         check_l2(l2)
 
 
+def _key(key: Callable[..., Any] | None, ignore: tuple[str, ...]) -> None:
+    if key is not None and not callable(key):
+        raise TypeError(f"mmap_cached: key= must be a function of the call's arguments, not {key!r}")
+    if key is not None and ignore:
+        raise ValueError("mmap_cached: ignore= has no effect with key=; leave the arguments out in key=")
+
+
+def _max_entries(n: int | None) -> None:
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"mmap_cached: max_entries must be a positive int or None, not {n!r}")
+
+
 def options(
     *,
     path: str | os.PathLike[str] | None,
@@ -68,13 +80,8 @@ def options(
 ) -> dict[str, Any]:
     """The validated, normalised options (what ``cache_parameters()`` shows)."""
     ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
-    if key is not None and not callable(key):
-        raise TypeError(f"mmap_cached: key= must be a function of the call's arguments, not {key!r}")
-    if key is not None and ignore:
-        raise ValueError("mmap_cached: ignore= has no effect with key=; leave the arguments out in key=")
-    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int)
-                                    or max_entries < 1):  # fmt: skip
-        raise ValueError(f"mmap_cached: max_entries must be a positive int or None, not {max_entries!r}")
+    _key(key, ignore)
+    _max_entries(max_entries)
     if lease_ttl is None:
         raise TypeError("mmap_cached: lease_ttl must be a number of seconds")
     ttl, stale_ttl = _seconds("ttl", ttl), _seconds("stale_ttl", stale_ttl)

@@ -201,20 +201,7 @@ def flight(
         if not held(table, key):
             lease = acquire(table, key, lease_ttl)
             if lease is not None:
-                saving = False
-                try:
-                    value = lookup(key)  # it may have landed just before we got the lease
-                    if value is MISS and tiered:
-                        value = yield FETCH
-                    if value is not MISS:
-                        return value, False
-                    value = yield COMPUTE
-                    saving = True
-                    save(key, value, lease)  # stores and releases under one hold of the lock
-                    return value, True
-                finally:
-                    if not saving:
-                        release(lease)
+                return (yield from _leased(lease, key, lookup, save, tiered))
         value = lookup(key)
         if value is not MISS:
             return value, False
@@ -223,11 +210,43 @@ def flight(
             break
         yield delay if deadline is None else min(delay, deadline - now)
         delay = min(delay * 1.5, _MAX_DELAY)
+    return (yield from _unguarded(key, save, tiered))
+
+
+def _leased(
+    lease: Lease,
+    key: bytes,
+    lookup: Callable[[bytes], Any],
+    save: Callable[[bytes, Any, Lease | None], object],
+    tiered: bool,
+) -> Flight:
+    """``flight`` once it holds the lease: the value if it landed meanwhile,
+    else the second tier's, else computed and saved. The lease is released
+    on every way out (``save`` releases it under the hold of the lock it stores in)."""
+    saving = False
+    try:
+        value = lookup(key)  # it may have landed just before we got the lease
+        if value is MISS and tiered:
+            value = yield FETCH
+        if value is not MISS:
+            return value, False
+        value = yield COMPUTE
+        saving = True
+        save(key, value, lease)  # stores and releases under one hold of the lock
+        return value, True
+    finally:
+        if not saving:
+            release(lease)
+
+
+def _unguarded(key: bytes, save: Callable[[bytes, Any, Lease | None], object], tiered: bool) -> Flight:
+    """``flight`` after waiting long enough (or with lock_timeout=0): the
+    second tier's value, else computed without a lease."""
     if tiered:
         value = yield FETCH
         if value is not MISS:
             return value, False
-    value = yield COMPUTE  # waited long enough (or lock_timeout=0): compute without a lease
+    value = yield COMPUTE
     save(key, value, None)
     return value, True
 

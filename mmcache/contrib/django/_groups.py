@@ -43,33 +43,38 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             i += 1
             out.append(re.escape(pattern[i]))
         elif c == "[":
-            j = i + 1
-            negate = j < n and pattern[j] == "^"
-            if negate:
-                j += 1
-            items: list[str] = []
-            while j < n and pattern[j] != "]":
-                if pattern[j] == "\\" and j + 1 < n:
-                    j += 1
-                    items.append(re.escape(pattern[j]))
-                elif j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
-                    lo, hi = sorted((pattern[j], pattern[j + 2]))
-                    items.append(f"{re.escape(lo)}-{re.escape(hi)}")
-                    j += 2
-                else:
-                    items.append(re.escape(pattern[j]))
-                j += 1
-            # Redis reads an unclosed "[" to the end of the pattern; "[]" matches
-            # nothing and "[^]" any one character.
-            if items:
-                out.append(f"[{'^' if negate else ''}{''.join(items)}]")
-            else:
-                out.append("." if negate else "(?!)")
-            i = j
+            regex, i = _glob_class(pattern, i + 1)
+            out.append(regex)
         else:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out), re.DOTALL)
+
+
+def _glob_class(pattern: str, j: int) -> tuple[str, int]:
+    """The regex of the ``[...]`` class whose body starts at ``pattern[j]``,
+    and the index of its closing ``]`` (or the pattern's end)."""
+    n = len(pattern)
+    negate = j < n and pattern[j] == "^"
+    if negate:
+        j += 1
+    items: list[str] = []
+    while j < n and pattern[j] != "]":
+        if pattern[j] == "\\" and j + 1 < n:
+            j += 1
+            items.append(re.escape(pattern[j]))
+        elif j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
+            lo, hi = sorted((pattern[j], pattern[j + 2]))
+            items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+            j += 2
+        else:
+            items.append(re.escape(pattern[j]))
+        j += 1
+    # Redis reads an unclosed "[" to the end of the pattern; "[]" matches
+    # nothing and "[^]" any one character.
+    if items:
+        return f"[{'^' if negate else ''}{''.join(items)}]", j
+    return ("." if negate else "(?!)"), j
 
 
 def delete_matching(t: MmapCache, regex: re.Pattern[str]) -> int:
