@@ -45,15 +45,17 @@ PURE_TESTS := tests/core/test_table_basic.py tests/core/test_table_processes.py 
 	tests/core/test_table_model.py tests/core/test_hostile_files.py tests/core/test_native.py \
 	tests/core/test_native_put.py tests/core/test_security.py tests/core/test_expiry_eviction.py \
 	tests/core/test_expiry_clamp.py tests/core/test_readonly_cache.py tests/core/test_rebuild_catch_up.py \
-	tests/faces/test_decorator.py tests/faces/test_django_backend.py
+	tests/faces/test_decorator.py tests/faces/test_django_backend.py tests/faces/test_argkey_pinned.py \
+	tests/faces/test_decorator_native.py
 test-pure: $(STAMP)
 	MMCACHE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)
 
 # The compiled get and put under AddressSanitizer: rebuilt in place with ASan, the
 # native, hostile-file and core tests run with libasan preloaded, then the
 # normal build is put back (so do not run `make test` beside it).
-ASAN_TESTS := tests/core/test_native.py tests/core/test_native_put.py tests/core/test_hostile_files.py \
-	tests/core/test_table_basic.py tests/core/test_table_processes.py tests/core/test_table_model.py
+ASAN_TESTS := tests/core/test_native.py tests/core/test_native_put.py tests/faces/test_decorator_native.py \
+	tests/core/test_hostile_files.py tests/core/test_table_basic.py tests/core/test_table_processes.py \
+	tests/core/test_table_model.py
 test-asan: $(STAMP)
 	MMCACHE_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" $(PY) $(PIP_INSTALL) --no-deps -e .
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \

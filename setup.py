@@ -1,7 +1,7 @@
-"""The optional compiled get path (mmcache/_native/_speedups.c).
+"""The optional compiled paths (mmcache/_native/: the get, the decorator's key).
 
 Everything else is in pyproject.toml. ``optional=True``: where no C compiler
-or no Python headers exist the build of this one extension fails with a
+or no Python headers exist the build of these extensions fails with a
 warning and the install goes on; mmcache then runs pure Python (and says so
 once, at import). ``MMCACHE_CFLAGS`` adds compiler flags (``make test-asan``
 builds with AddressSanitizer that way).
@@ -22,6 +22,14 @@ setup(
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,
-        )
+        ),
+        # The decorator's key of its commonest call (mmcache/decorators/_argkey.py uses it).
+        Extension(
+            "mmcache._native._decorator",
+            sources=["mmcache/_native/_decorator.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
+            extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
+            optional=True,
+        ),
     ]
 )

@@ -130,7 +130,7 @@ def putting(put: Callable[[str, Any], object], v: Any) -> Callable[[Iterable[str
 def put_path(base: Path, cfg: Config, kind: ValueKind, n: int) -> Profile:
     """Overwrites of ``n`` keys: compaction's share, the lock, the record, the rest."""
     from mmcache import MmapCache
-    from mmcache._core import writer as _write
+    from mmcache._core import record
 
     reps = 5 if cfg.quick else 9
     keys = pool_keys(n)
@@ -152,7 +152,7 @@ def put_path(base: Path, cfg: Config, kind: ValueKind, n: int) -> Profile:
         )
     finally:
         os.close(fd)
-    build = per_op(each(lambda k: _write.prepare(None, k.encode(), 2, v, 0, 0)), keys, reps)
+    build = per_op(each(lambda k: record.build(None, k.encode(), 2, v, 0, 0)), keys, reps)
     parts = [
         ("compaction's share (whole − puts that never ask for one)", max(0.0, whole - no_compaction)),
         ("writer lock: flock + unlock", lock),

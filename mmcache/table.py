@@ -19,7 +19,7 @@ from xxhash import xxh3_64_intdigest
 
 from . import _native
 from ._core import args as argcheck
-from ._core import capacity, generation, layout, maintenance, writer
+from ._core import capacity, generation, layout, maintenance, record, writer
 from ._core import rebuild as rebuilder
 from ._core.generation import Params
 from ._core.lookup import TableLookup
@@ -35,19 +35,21 @@ LIVE_FRACTION = capacity.LIVE_FRACTION  # live entries per slot: size a table at
 Key = str | bytes
 
 _HB = layout.HEADER_BYTES
-_RH = layout.RECORD_HEADER
-_REC = layout.RECORD.unpack_from
+_HEAD = record.HEAD.unpack_from
+_OFF_KEY = record.OFF_KEY
+_OFF_CHECKED = record.OFF_CHECKED
+_REC_MAGIC = record.MAGIC
 _LOC = layout.SLOT_LOC.unpack_from
 _time_ns = time.time_ns
 _MISS = object()
 _monotonic_ns = time.monotonic_ns
 _SLOT_TAIL = struct.Struct("<xIII").pack  # a slot's pad, roster position, seg, off
+_MEMO_TESTED = layout.OFF_SLOT_MTIME  # a memoised hit tests the slot's bytes up to here (past the key)
 _COUNT = layout.U64.unpack_from
 _OFF_COUNTERS = layout.OFF_COUNTERS  # the first counter: occupied slots
 # The read paths below count in s.local[0] (layout.HITS) and s.local[1]
 # (layout.MISSES) by literal index: a name would cost a global lookup per get.
 assert (layout.HITS, layout.MISSES) == (0, 1)
-_REC_MAGIC = layout.REC_MAGIC
 _KF_STR = layout.KF_STR
 # Keys a process memoises per table before starting afresh (about 300 bytes
 # each): a working set up to this size is served from the memo.
@@ -343,11 +345,11 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
             heap = g.heap
             try:
                 mv = heap.views[seg]
-                csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)
+                csum, exp, klen, vlen, flags, rkf, magic, _ = _HEAD(mv, off)
             except (IndexError, TypeError, struct.error):
                 mv = None  # segment not mapped yet, or mapped too short
             if mv is not None:
-                vs = off + _RH + klen
+                vs = off + _OFF_KEY + klen
                 ve = vs + vlen
                 m = maps[seg]
                 if (
@@ -356,7 +358,7 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
                     and klen == n
                     and not (rkf ^ kf) & _KF_STR
                     and m[vs - n : vs] == kb
-                    and xxh3_64_intdigest(mv[off + 8 : ve]) == csum
+                    and xxh3_64_intdigest(mv[off + _OFF_CHECKED : ve]) == csum
                 ):
                     # Memoise, with the slot as read above as the test (one
                     # read: a writer that changed it since makes the test fail).
@@ -365,9 +367,9 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
                         if s.memo_skip:  # see SharedTable.admit
                             s.memo_skip -= 1
                         elif s.admit(_MEMO_ENTRIES):
-                            memo[key] = (kt, mm, o, o + key_size + 16, sk + _SLOT_TAIL(pos, seg, off), m,
-                                         vs, ve, exp, flags, recency if track_recency else None,
-                                         rec_base + i)  # fmt: skip
+                            memo[key] = (kt, mm, o, o + key_size + _MEMO_TESTED,
+                                         sk + _SLOT_TAIL(pos, seg, off), m, vs, ve, exp, flags,
+                                         recency if track_recency else None, rec_base + i)  # fmt: skip
                     if exp and exp <= _time_ns():
                         s.local[1] += 1
                         return default

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import array
 import itertools
+import struct
 import time
 from collections.abc import Collection, Iterable
+from typing import cast
 
 from xxhash import xxh3_64_intdigest
 
 from . import generation, layout, record
 from .fs import populate
 from .generation import Generation
+from .heap import Heap
 
 SKIP = 0xFFFFFFFF  # new_of_old marker: the record was expired or unreadable
 
@@ -32,6 +35,39 @@ def _fault_in(ng: Generation) -> None:
     populate(ng.idx, 0, len(ng.idx))
     populate(ng.roster, 0, len(ng.roster))
     ng.heap.prefault = True
+
+
+def _mapped(heap: Heap, seg: int) -> tuple[memoryview | None, int]:
+    """Segment ``seg`` as this process maps it now, and its length
+    ((None, -1): not mapped)."""
+    view = heap.views[seg] if seg < len(heap.views) else None
+    return view, -1 if view is None else len(view)
+
+
+_UNREADABLE = (memoryview(b""), 0, 0, 0, 0, -1)
+
+
+def _remapped_head(heap: Heap, seg: int, off: int) -> tuple[memoryview, int, int, int, int, int]:
+    """(segment view, expire_ns, klen, vlen, kflags, magic) of the record at
+    ``off`` when our map of its segment does not reach it: mapped anew
+    (magic -1 if it cannot be read)."""
+    src = heap.view(seg, off + record.HEAD_BYTES)
+    if src is None:
+        return _UNREADABLE
+    _c, exp, klen, vlen, _f, rkf, magic, _ = record.HEAD.unpack_from(src, off)
+    return src, exp, klen, vlen, rkf, magic
+
+
+def _remapped(heap: Heap, seg: int, src: memoryview | None, off: int,
+              size: int) -> tuple[memoryview | None, int]:  # fmt: skip
+    """``_mapped`` for a record of ``size`` bytes at ``off`` that our map
+    ``src`` of its segment does not reach: mapped anew; (None, -1) if it
+    cannot be read (a segment not mapped here, a damaged view, a length of 0
+    (a table written without record lengths) or a place in the segment's header)."""
+    if src is None or not size or off < layout.SEG_HEADER_BYTES:
+        return None, -1
+    view = heap.view(seg, off + size)
+    return view, -1 if view is None else len(view)
 
 
 class Builder:
@@ -58,27 +94,28 @@ class Builder:
         The record is copied verbatim, checksum (and MAC) included, without
         recomputing it: readers check every record anyway, so a damaged one
         stays a miss. The new slot's key and hash come from the old slot.
-        One loop with everything in locals: this is most of a compaction."""
+        One loop with everything in locals: this is most of a compaction
+        (a record our maps do not reach yet is read by a function of its own)."""
         self.visited.append(slots)
         g, ng = self.g, self.ng
         K = g.params.key_size
-        om, oss, views = g.idx, g.slot_size, g.heap.views
+        # (a segment not mapped here is None: indexing it raises TypeError, handled below)
+        om, oss, views = g.idx, g.slot_size, cast("list[memoryview]", g.heap.views)
         nm, n, nss = ng.idx, ng.nslots, ng.slot_size
         orec, nrec, orb, nrb = g.recency, ng.recency, g.rec_base - 1, ng.rec_base - 1
         roster = ng.roster
         nheap = ng.heap
         unpack_slot, pack_slot = self.unpack_slot, self.pack_slot
-        rec_head, pack_u32 = layout.RECORD.unpack_from, layout.U32.pack_into
+        head, size, pack_u32 = record.HEAD.unpack_from, record.size, layout.U32.pack_into
         new_of_old, copied_loc = self.new_of_old, self.copied_loc
-        OCC, DEL, MAGIC = layout.OCCUPIED, layout.DELETED, layout.REC_MAGIC
-        SIGNED, HASHED = layout.KF_SIGNED, layout.KF_HASHED
-        HB, RH = layout.HEADER_BYTES, layout.RECORD_HEADER
-        SH, RHB = layout.SEG_HEADER_BYTES, layout.ROSTER_HEADER_BYTES
+        OCC, DEL, MAGIC = layout.OCCUPIED, layout.DELETED, record.MAGIC
+        SIGNED, HASHED = record.KF_SIGNED, layout.KF_HASHED
+        HB, SH, RHB = layout.HEADER_BYTES, layout.SEG_HEADER_BYTES, layout.ROSTER_HEADER_BYTES
         now = self.now
         nseg, tail = self.seg, self.tail
         occ, hwm, live, expired, dele = self.occ, self.hwm, self.live, self.expired, self.dele
-        nviews = nheap.views
-        dst = nviews[nseg] if nseg < len(nviews) else None
+        dst, dlim = _mapped(nheap, nseg)
+        dlim = min(dlim, nheap.max_segment_bytes)
         for slot in slots:
             o = HB + (slot - 1) * oss
             skey, state, kflags, sklen, _pos, seg, off, mtime, _len, _ = unpack_slot(om, o)
@@ -86,27 +123,25 @@ class Builder:
             new_of_old[slot] = SKIP
             if state != OCC or off < SH:
                 continue
-            src = views[seg] if seg < len(views) else None
-            if src is None or off + RH > len(src):
-                src = g.heap.view(seg, off + RH)
-                if src is None:
-                    continue
-            _c, exp, klen, vlen, _f, rkf, magic, _ = rec_head(src, off)
+            try:
+                src = views[seg]
+                _c, exp, klen, vlen, _f, rkf, magic, _ = head(src, off)
+            except (IndexError, TypeError, struct.error):  # not mapped here, or mapped too short
+                src, exp, klen, vlen, rkf, magic = _remapped_head(g.heap, seg, off)
             if magic != MAGIC:
                 continue
-            if exp and exp <= now:
+            if 0 < exp <= now:
                 expired += 1
                 continue
-            rec_len = (RH + klen + vlen + (16 if rkf & SIGNED else 0) + 7) & ~7
-            if off + rec_len > len(src):
-                src = g.heap.view(seg, off + rec_len)
-                if src is None:
-                    continue
+            rec_len = size(klen, vlen, rkf & SIGNED)
+            if off + rec_len > len(src) and (src := g.heap.view(seg, off + rec_len)) is None:
+                continue
             end = tail + rec_len
-            if dst is None or end > len(dst) or end > nheap.max_segment_bytes:
+            if end > dlim:
                 nseg, tail, dst = nheap.append(nseg, tail, rec_len)
+                dlim = min(len(dst), nheap.max_segment_bytes)
                 end = tail + rec_len
-            dst[tail:end] = src[off : off + rec_len]
+            dst[tail:end] = src[off : off + rec_len]  # type: ignore[index]
             key = skey[:sklen]
             h = int.from_bytes(key[:8], "little") if kflags & HASHED else xxh3_64_intdigest(key)
             i = h % n
@@ -261,12 +296,11 @@ class HeapCopier:
         nheap = ng.heap
         loc_len = layout.SLOT_LOC_MTIME_LEN.unpack_from
         pack_loc = layout.SLOT_LOC.pack_into
-        OCC, MAGIC, HB, SH = layout.OCCUPIED, layout.REC_MAGIC, layout.HEADER_BYTES, layout.SEG_HEADER_BYTES
-        at_loc, at_magic = K + layout.OFF_SLOT_LOC, 27  # the magic byte's offset in a record
+        OCC, MAGIC, HB, SH = layout.OCCUPIED, record.MAGIC, layout.HEADER_BYTES, layout.SEG_HEADER_BYTES
+        at_loc, at_magic = K + layout.OFF_SLOT_LOC, record.OFF_MAGIC
         nseg, tail, written = self.seg, self.tail, self.written
-        nviews = nheap.views
-        dst = nviews[nseg] if nseg < len(nviews) else None
-        dlim = -1 if dst is None else min(len(dst), nheap.max_segment_bytes)
+        dst, dlim = _mapped(nheap, nseg)
+        dlim = min(dlim, nheap.max_segment_bytes)
         sseg, src, slim = -1, None, -1
         for slot in slots:
             o = HB + (slot - 1) * ss
@@ -274,14 +308,12 @@ class HeapCopier:
                 continue
             seg, off, _mtime, size = loc_len(nm, o + at_loc)
             if seg != sseg:
-                sseg, src = seg, heap.views[seg] if seg < len(heap.views) else None
-                slim = -1 if src is None else len(src)
+                sseg = seg
+                src, slim = _mapped(heap, seg)
             rend = off + size
             if rend > slim or not size or off < SH:
-                if src is not None and size and off >= SH:  # our map is older than the record
-                    src = heap.view(seg, rend)
-                    slim = -1 if src is None else len(src)
-                if rend > slim or not size or off < SH:
+                src, slim = _remapped(heap, seg, src, off, size)
+                if src is None:
                     self.failed = True  # unreadable, or a table written without record lengths
                     break
             if src[off + at_magic] != MAGIC:  # type: ignore[index]

@@ -1,4 +1,4 @@
-"""Which entries an eviction removes (the removing is ``_write.evict``'s).
+"""Which entries an eviction removes (the removing is ``writer.evict``'s).
 
 Two ways to choose, by the size of the batch:
 
@@ -31,6 +31,8 @@ SAMPLES = 8  # candidates looked at per sampled eviction (Redis uses 5)
 _HB = layout.HEADER_BYTES
 _U32 = layout.U32.unpack_from
 _U64 = layout.U64.unpack_from
+_EXPIRE = record.EXPIRE.unpack_from
+_OFF_EXPIRE = record.OFF_EXPIRE
 _MASK = layout.STAMP_MASK  # ages modulo 2**64: a stamp in the future is the oldest
 
 
@@ -39,7 +41,7 @@ def expired_fast(g: Generation, o: int, now: int) -> bool:
     read straight from the mapped heap when it is mapped (the common case)."""
     seg, off = layout.SLOT_LOC.unpack_from(g.idx, o + g.params.key_size + layout.OFF_SLOT_LOC)
     try:
-        exp: int = layout.U64.unpack_from(g.heap.views[seg], off + 8)[0]
+        exp: int = _EXPIRE(g.heap.views[seg], off + _OFF_EXPIRE)[0]
     except (IndexError, TypeError, struct.error):
         return record.is_expired(g, o, now)
     return bool(exp) and exp <= now
@@ -107,7 +109,7 @@ def oldest(g: Generation, n: int, lru: bool, now: int, stamp_now: int) -> list[t
             continue
         seg, off = loc(mm, o + loc_at)
         try:
-            exp = _U64(views[seg], off + 8)[0]
+            exp = _EXPIRE(views[seg], off + _OFF_EXPIRE)[0]
         except (IndexError, TypeError, struct.error):
             exp = now if record.is_expired(g, o, now) else 0
         if exp and exp <= now:

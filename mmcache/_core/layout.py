@@ -1,9 +1,8 @@
-"""The file format in one place: every struct, magic number and file name.
-
-Offsets are named here; ``_record`` is the one parser of a record, while the
-hot paths (``table._get_probe``, ``_write``, ``_builders``) unpack the same
-structs inline for speed. docs/FORMAT.md describes the
-same bytes for readers in other languages; keep the two in step and bump
+"""The file format in one place: every struct, offset, magic number and file
+name, except a heap record's, which ``record`` holds (the one module that
+builds, parses, sizes and checks a record). Other modules name these, never
+spell an offset of their own. docs/FORMAT.md describes the same bytes for
+readers in other languages; keep the three in step and bump
 ``FORMAT_VERSION`` on any incompatible change. All integers are little-endian.
 
 Files of one table (``gen`` is the generation, bumped by every rebuild):
@@ -141,7 +140,6 @@ OFF_SLOT_RECLEN = 24
 EMPTY, OCCUPIED, DELETED = 0, 1, 2
 KF_HASHED = 1  # slot holds a digest of the key
 KF_STR = 2  # the key was given as str (UTF-8 encoded on disk)
-KF_SIGNED = 4  # (records only) a 16-byte keyed BLAKE2b MAC follows the value
 DIGEST_BYTES = 16
 MIN_KEY_SIZE = DIGEST_BYTES
 MAX_KEY_SIZE = 255  # klen is a u8
@@ -184,33 +182,12 @@ SEG_MAGIC = b"MMCHEAP\x00"
 SEG_HEADER = struct.Struct("<8sIIQ")  # magic, version, segment number, generation
 SEG_HEADER_BYTES = 64
 
-# A record, 8-byte aligned, never rewritten once published:
-#   0: u64 checksum: xxh3_64 (seed 0, never keyed) of bytes [8, end); a table
-#      with a secret signs the record with the MAC below instead
-#   8: u64 expire_ns (CLOCK_REALTIME; 0 = never)
-#  16: u32 klen | 20: u32 vlen | 24: u16 flags (the caller's codec tag)
-#  26: u8 kflags (KF_STR, KF_SIGNED) | 27: u8 REC_MAGIC | 28: u32 reserved (0)
-#  32: key[klen] | 32+klen: value[vlen]
-#  [if KF_SIGNED] 32+klen+vlen: 16-byte keyed BLAKE2b of bytes [8, 32+klen+vlen)
-RECORD = struct.Struct("<QQIIHBBI")
-RECORD_HEADER = RECORD.size
-assert RECORD_HEADER == 32
-REC_MAGIC = 0xA7
+# Records follow the segment header, 8-byte aligned: their layout (structs,
+# offsets, magic, MAC, size) is ``record``'s, the one module that builds,
+# parses, sizes and checks one.
 MAX_SEGMENT_LIMIT = 2**32 - 8  # offsets are u32
 DEFAULT_MAX_SEGMENT_BYTES = 1 << 30
 MIN_SEGMENT_BYTES = 1 << 16
-
-
-def align8(n: int) -> int:
-    return (n + 7) & ~7
-
-
-MAC_BYTES = 16
-
-
-def record_size(klen: int, vlen: int, signed: bool = False) -> int:
-    """Bytes a record takes in the heap, MAC and padding included."""
-    return align8(RECORD_HEADER + klen + vlen + (MAC_BYTES if signed else 0))
 
 
 def index_bytes(size: int, slot_size: int) -> int:

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from ..table import Key, MmapCache
 
 _HB = layout.HEADER_BYTES
-_RH = layout.RECORD_HEADER
-_REC = layout.RECORD.unpack_from
+_HEAD = record.HEAD.unpack_from
+_OFF_KEY = record.OFF_KEY
+_OFF_CHECKED = record.OFF_CHECKED
 _LOC = layout.SLOT_LOC.unpack_from
 _time_ns = time.time_ns
 _monotonic_ns = time.monotonic_ns
@@ -87,20 +88,20 @@ class TableLookup:
         mm = g.idx
         seg, off = _LOC(mm, o + K + layout.OFF_SLOT_LOC)
         heap = g.heap
-        mv = heap.view(seg, off + _RH)  # (the mapped view if it reaches far enough)
+        mv = heap.view(seg, off + _OFF_KEY)  # the header (the mapped view if it reaches far enough)
         if mv is None:
             return False
-        csum, exp, klen, vlen, flags, rkf, magic, _ = _REC(mv, off)
-        start = off + _RH
+        csum, exp, klen, vlen, flags, rkf, magic, _ = _HEAD(mv, off)
+        start = off + _OFF_KEY
         end = start + klen + vlen
         if end > len(mv) and (mv := heap.view(seg, end)) is None:
             return False
         if (
-            magic != layout.REC_MAGIC
+            magic != record.MAGIC
             or klen != len(kb)
             or (rkf ^ kf) & layout.KF_STR
             or mv[start : start + klen] != kb
-            or (c._opts.verify_checksums and xxh3_64_intdigest(mv[off + 8 : end]) != csum)
+            or (c._opts.verify_checksums and xxh3_64_intdigest(mv[off + _OFF_CHECKED : end]) != csum)
         ):
             return False
         if (key := c._opts.secret) is not None and not record.mac_ok(g, seg, off, end, rkf, key):
@@ -112,7 +113,10 @@ class TableLookup:
                 return None
         if c._opts.track_recency:
             g.touch_recency((o - _HB) // ss + 1, _monotonic_ns())
-        return heap.maps[seg][start + klen : end], flags, exp, o
+        # Sliced from the map behind the view in hand, not from heap.maps: a
+        # generation switch by another thread empties the old heap's lists
+        # (Heap.close) while this read of the old generation goes on.
+        return mv.obj[start + klen : end], flags, exp, o  # type: ignore[index]
 
     def get_entry(self, key: Key) -> Entry | None:
         """The value with its codec flags, mtime and expiry, or None on a miss."""

@@ -18,7 +18,7 @@ from . import rebuild as rebuilder
 from .capacity import live_cap
 from .fs import total_size
 from .generation import Generation, roster_snapshot
-from .record import Entry, mac_ok, read_record, slot_record_size
+from .record import OFF_KEY, Entry, mac_ok, read_record, slot_record_size
 from .repair import damaged_segments, fix, scan
 
 if TYPE_CHECKING:
@@ -58,10 +58,10 @@ def iter_items(opts: Options, s: SharedTable, values: bool) -> Iterator[tuple[An
         seg, off, exp, klen, vlen, _flags, rkf, _ = r
         if exp and exp <= now:
             continue
-        if not mac_ok(g, seg, off, off + layout.RECORD_HEADER + klen + vlen, rkf, opts.secret):
+        start = off + OFF_KEY
+        if not mac_ok(g, seg, off, start + klen + vlen, rkf, opts.secret):
             continue
         mm = g.heap.maps[seg]
-        start = off + layout.RECORD_HEADER
         kb = mm[start : start + klen]
         yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)
 
@@ -76,7 +76,7 @@ def iter_entries(opts: Options, s: SharedTable) -> Iterator[tuple[Any, Any]]:
         if r is None:
             continue
         seg, off, exp, klen, vlen, flags, rkf, _ = r
-        start = off + layout.RECORD_HEADER
+        start = off + OFF_KEY
         if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, opts.secret):
             continue
         mm = g.heap.maps[seg]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..keys import slot_key
 from . import layout
 from .generation import Generation, heal_numbers
-from .record import read_record, slot_record_size
+from .record import OFF_KEY, read_record, slot_record_size
 
 
 def scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
@@ -41,7 +41,7 @@ def scan(g: Generation) -> tuple[list[int], int, int, list[str], list[int]]:
             bad.append(o)
             continue
         seg, off, _e, klen, _v, _f, rkf, _ = r
-        start = off + layout.RECORD_HEADER
+        start = off + OFF_KEY
         kb = g.heap.maps[seg][start : start + klen]
         skey, hashed, _h = slot_key(kb, K)
         kf, sklen = mm[o + K + 1], mm[o + K + 2]

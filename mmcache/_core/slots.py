@@ -8,23 +8,16 @@ what a writer killed among them left.
 from __future__ import annotations
 
 import mmap
-import struct
 
 from . import layout, record
 from .generation import Generation
 
 _U32 = layout.U32.unpack_from
 _U32_PACK = layout.U32.pack_into
-_REC = layout.RECORD.unpack_from
-_LOC = layout.SLOT_LOC.unpack_from
 _HB = layout.HEADER_BYTES
-_RH = layout.RECORD_HEADER
-_MAC = layout.MAC_BYTES
-_MAGIC = layout.REC_MAGIC
-_KF_SIGNED = layout.KF_SIGNED
 _KF_HASHED = layout.KF_HASHED
+_EMPTY = layout.EMPTY
 _OFF_RECLEN = layout.OFF_SLOT_RECLEN
-_OFF_LOC = layout.OFF_SLOT_LOC
 _OFF_LOGGING = layout.OFF_LOGGING
 _OFF_LOG = layout.OFF_LOG
 _OFF_LOG_ENTRIES = layout.OFF_LOG_ENTRIES
@@ -37,8 +30,11 @@ def find(g: Generation, kb: bytes, kf: int, probe: bytes, h: int) -> tuple[int, 
     span = K + 3
     i = h % n
     o = _HB + i * ss
-    if mm[o : span + o] == probe and not kf & _KF_HASHED:
-        return o, -1  # the common case: the key in its home slot
+    if mm[o : span + o] == probe:
+        if not kf & _KF_HASHED:
+            return o, -1  # the common case of a key stored: in its home slot
+    elif mm[o + K] == _EMPTY:
+        return -1, o  # the common case of a new key: its home slot is free
     free = -1
     for _ in range(n):
         if mm[o : span + o] == probe and (not kf & layout.KF_HASHED or record.record_key(g, o) in (kb, None)):
@@ -68,20 +64,7 @@ def recorded_size(g: Generation, o: int) -> int:
     """Padded size of the record slot ``o`` points at: the slot's record
     length field, or (0 there) the record's own header."""
     n: int = _U32(g.idx, o + g.key_size + _OFF_RECLEN)[0]
-    return n if 0 < n <= g.heap.max_segment_bytes else record_size_at(g, o)
-
-
-def record_size_at(g: Generation, o: int) -> int:
-    """Padded size of the record slot ``o`` points at (0 if unreadable)."""
-    seg, off = _LOC(g.idx, o + g.key_size + _OFF_LOC)
-    try:
-        _c, _e, klen, vlen, _f, rkf, magic, _ = _REC(g.heap.views[seg], off)
-    except (IndexError, TypeError, struct.error):
-        return record.slot_record_size(g, o)
-    if magic != _MAGIC:
-        return 0
-    size: int = (_RH + klen + vlen + (_MAC if rkf & _KF_SIGNED else 0) + 7) & ~7  # layout.record_size
-    return size
+    return n if 0 < n <= g.heap.max_segment_bytes else record.size_at(g, o)
 
 
 def bump_seq(mm: mmap.mmap) -> None:

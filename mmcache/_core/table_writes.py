@@ -1,7 +1,7 @@
 """MmapCache's per-key writes: put, add, touch, delete, transaction.
 
 A mixin of ``MmapCache``: the record is prepared before the writer lock is
-taken (``writer.prepare``), placed under it (``writer.write``), and the
+taken (``record.build``), placed under it (``writer.write``), and the
 writer's answers (a rebuild to grow or purge) are acted on here, one layer
 above the writer; a compaction a write asked for runs after the lock is let go.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import CacheFullError, ClosedCacheError
 from . import args as argcheck
-from . import capacity, writer
+from . import capacity, record, writer
 from . import rebuild as rebuilder
 from .capacity import Room
 
@@ -75,13 +75,13 @@ class TableWrites:
         # The record and its checksum are made before the lock is taken,
         # which is then held only to place them.
         opts = self._opts
-        body, apart, csum, mac = writer.prepare(opts.secret, kb, kf, data, exp, flags)
+        body, apart, csum, mac, rec_len = record.build(opts.secret, kb, kf, data, exp, flags)
         lock = s.lock
         lock.acquire()
         try:
-            done = writer.write(opts, s, kb, kf, probe, h, body, apart, csum, mac, False)
+            done = writer.write(opts, s, kb, kf, probe, h, body, apart, csum, mac, rec_len, False)
             if done is not True:
-                self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, False)
+                self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, rec_len, False)
         finally:
             lock.release()
         if s.compact_wanted:
@@ -111,10 +111,11 @@ class TableWrites:
         exp = argcheck.expire_ns(expire, expire_at_ns)
         if exp < 0:
             return not self.contains(key)
-        body, apart, csum, mac = writer.prepare(self._opts.secret, kb, kf, data, exp, flags)
+        body, apart, csum, mac, rec_len = record.build(self._opts.secret, kb, kf, data, exp, flags)
         with s.lock.hold():
-            done = writer.write(self._opts, s, kb, kf, probe, h, body, apart, csum, mac, True)
-            stored = self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, True)
+            done = writer.write(self._opts, s, kb, kf, probe, h, body, apart, csum, mac, rec_len, True)
+            stored = self._rebuild_and_write(done, s, kb, kf, probe, h, body, apart, csum, mac, rec_len,
+                                             True)  # fmt: skip
         if s.compact_wanted:
             self._compact(s)
         return stored
@@ -123,14 +124,15 @@ class TableWrites:
 
     def _rebuild_and_write(self, need: bool | Room, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
                            body: bytes, apart: bytes | memoryview, csum: int, mac: bytes | None,
-                           only_if_absent: bool) -> bool:  # fmt: skip
+                           rec_len: int, only_if_absent: bool) -> bool:  # fmt: skip
         """The writer's answer acted on, lock held: while it asks for a
         rebuild (``Room`` grow or purge), rebuild and write again."""
         for _ in range(1000):
             if isinstance(need, bool):
                 return need
             rebuilder.rebuild(None, s, need.n if need.action == capacity.GROW else None)
-            need = writer.write(self._opts, s, kb, kf, probe, h, body, apart, csum, mac, only_if_absent)
+            need = writer.write(self._opts, s, kb, kf, probe, h, body, apart, csum, mac, rec_len,
+                                only_if_absent)  # fmt: skip
         raise CacheFullError("could not make room for the entry")  # pragma: no cover - a rebuild frees room
 
     def touch(self, key: Key, expire: float | None = None) -> bool:

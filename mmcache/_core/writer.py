@@ -19,13 +19,11 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from xxhash import xxh3_64, xxh3_64_intdigest
-
 from ..errors import CacheFullError, CorruptCacheError, ValueTooLargeError
 from . import evict as evicting
 from . import generation, layout, record, repair
 from .capacity import EVICT, PURGE, Room, caps, live_cap, rebuild_wanted, room
-from .slots import bump_seq, find, log_change, record_size_at, recorded_size, remove_slot
+from .slots import bump_seq, find, log_change, recorded_size, remove_slot
 
 if TYPE_CHECKING:
     from .generation import Generation
@@ -37,21 +35,20 @@ _OFF_HOT = layout.OFF_HOT
 _HB = layout.HEADER_BYTES
 _U32 = layout.U32.unpack_from
 _HOT_PACK = layout.HOT.pack_into
-_U64_PACK = layout.U64.pack_into
 _LOC_MTIME_LEN_PACK = layout.SLOT_LOC_MTIME_LEN.pack_into
 _OFF_RECLEN = layout.OFF_SLOT_RECLEN
 _OFF_LOC = layout.OFF_SLOT_LOC
 _OFF_FLAGS = layout.OFF_FLAGS
 _OFF_DIRTY = layout.OFF_DIRTY
 _SETS = layout.SETS
-_MAC = layout.MAC_BYTES
-_MAGIC = layout.REC_MAGIC
-_KF_STR = layout.KF_STR
-_KF_SIGNED = layout.KF_SIGNED
 _OFF_LOGGING = layout.OFF_LOGGING
 _U32_PACK = layout.U32.pack_into
-_REC_BODY = struct.Struct("<" + layout.RECORD.format[2:]).pack  # RECORD after its checksum
 _OCC_DEL = struct.Struct("<QQ").unpack_from  # occupied, deleted (the start of HOT)
+# A record's parts as record.build made them: the checksum, the checked
+# bytes from OFF_CHECKED on, the value (if apart), the MAC.
+_CHECKSUM_PACK = record.CHECKSUM.pack_into
+_OFF_CHECKED = record.OFF_CHECKED
+_MAC = record.MAC_BYTES
 _EMPTY, _OCCUPIED, _DELETED = layout.EMPTY, layout.OCCUPIED, layout.DELETED
 _ROSTER_HB = layout.ROSTER_HEADER_BYTES
 _monotonic_ns = time.monotonic_ns
@@ -69,73 +66,31 @@ def begin(s: SharedTable) -> Generation:
     return g
 
 
-INLINE_VALUE = 1024  # values up to this size are copied into the prepared record
-
-
-def prepare(secret: bytes | None, kb: bytes, kf: int, data: bytes | memoryview, exp: int,
-            flags: int) -> tuple[bytes, bytes | memoryview, int, bytes | None]:  # fmt: skip
-    """A record built before the writer lock is taken, so that the lock is
-    held only to place it: (its bytes after the checksum, the value if it
-    is placed separately (else b""), the checksum, the MAC or None).
-
-    A small value is copied into the record's bytes (one store under the
-    lock); a large one is not copied twice: the checksum streams over the
-    parts and the value is placed as it is."""
-    rkf = (kf & _KF_STR) | (_KF_SIGNED if secret else 0)
-    body = _REC_BODY(exp, len(kb), len(data), flags, rkf, _MAGIC, 0)
-    body += kb
-    if len(data) <= INLINE_VALUE:
-        body += data
-        return body, b"", xxh3_64_intdigest(body), record.mac(secret, body) if secret else None
-    h = xxh3_64(body)
-    h.update(data)
-    return body, data, h.intdigest(), record.mac(secret, body + data) if secret else None
-
-
 def write(opts: Options, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
-          body: bytes, value: bytes | memoryview, csum: int, mac: bytes | None,
+          body: bytes, value: bytes | memoryview, csum: int, mac: bytes | None, rec_len: int,
           only_if_absent: bool) -> bool | Room:  # fmt: skip
-    """Store the record ``prepare`` built for ``kb``; False only for ``add``
-    on a live key. A ``Room`` (grow or purge; purge too past a damaged
-    heap segment) means the table must be rebuilt first: the caller
+    """Store the record ``record.build`` made for ``kb``; False only for
+    ``add`` on a live key. A ``Room`` (grow or purge; purge too past a
+    damaged heap segment) means the table must be rebuilt first: the caller
     rebuilds, still holding the lock, and calls again (escalation by return
     value: the writer sits below the rebuild).
 
-    Every put runs this, so its common case is written out (record size,
-    staleness test, the capacity test of a new key) rather than called:
-    a complexity of about 25, where the rare paths are functions of their own."""
-    # record_size() written out, and begin()'s common case: this is every put.
-    rec_len = (8 + len(body) + len(value) + (_MAC if mac else 0) + 7) & ~7
-    max_bytes = opts.max_bytes
-    if max_bytes is not None and rec_len > max_bytes:
-        raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={max_bytes}")
+    Every put runs this, so its common case (an overwrite: the staleness
+    test, place the record, the test before asking for a rebuild) is written
+    out rather than called; anything else first goes through ``_room_for``."""
     g = s.gen
     idx = g.idx
     # One clock read serves the staleness check, the LRU stamp and the stats
     # flush below (taken under the writer lock: no put or evict comes between).
     mono = _monotonic_ns()
-    if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or mono >= s.next_check:
+    if idx[_OFF_FLAGS] or idx[_OFF_DIRTY] or mono >= s.next_check:  # begin()'s common case
         g = begin(s)
         if g.heap.damaged:
             return Room(PURGE)  # a rebuild copies what is readable (the caller's to do)
-        idx = g.idx
     found, free = find(g, kb, kf, probe, h)
-    if found < 0 and free >= 0 and not only_if_absent and max_bytes is None:
-        # A new key with room to spare (_make_room's common case, written out).
-        occ, dele = _OCC_DEL(idx, _OFF_HOT)
-        cap, load = g.caps or caps(g)
-        max_entries = opts.max_entries
-        roomy = (
-            occ < cap
-            and (max_entries is None or occ < max_entries)
-            and (occ + dele < load or idx[free + g.key_size] != _EMPTY)
-        )
-    else:
-        roomy = found >= 0 and max_bytes is None and not only_if_absent  # an overwrite
-    if not roomy:
+    if found < 0 or only_if_absent or opts.max_bytes is not None:
         # A new key, an add, or a byte cap: the put may need room first.
-        g, found, free, answer = _make_room(opts, s, g, kb, kf, probe, h, found, free, rec_len,
-                                            only_if_absent)  # fmt: skip
+        g, found, free, answer = _room_for(opts, s, g, kb, kf, probe, h, found, free, rec_len, only_if_absent)
         if answer is not None:
             return answer
     try:
@@ -164,6 +119,30 @@ def write(opts: Options, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: in
     if dele or dead > opts.compact_threshold * (live + dead) or opts.max_size is not None:
         _ask_rebuild(opts, s, g, occ, dele, live, dead)
     return True
+
+
+def _room_for(opts: Options, s: SharedTable, g: Generation, kb: bytes, kf: int, probe: bytes, h: int,
+              found: int, free: int, rec_len: int,
+              only_if_absent: bool) -> tuple[Generation, int, int, bool | Room | None]:  # fmt: skip
+    """``write``'s way for what is not an overwrite: (generation, found,
+    free, None) to place the record there, else the answer ``write``
+    returns. A new key with room to spare (``capacity.room``'s common case)
+    is written out; a byte cap, an add or a full table go to ``_make_room``."""
+    max_bytes = opts.max_bytes
+    if max_bytes is not None and rec_len > max_bytes:
+        raise ValueTooLargeError(f"a record of {rec_len} bytes exceeds max_bytes={max_bytes}")
+    if found < 0 and free >= 0 and not only_if_absent and max_bytes is None:
+        idx = g.idx
+        occ, dele = _OCC_DEL(idx, _OFF_HOT)
+        cap, load = g.caps or caps(g)
+        max_entries = opts.max_entries
+        if (
+            occ < cap
+            and (max_entries is None or occ < max_entries)
+            and (occ + dele < load or idx[free + g.key_size] != _EMPTY)
+        ):
+            return g, found, free, None
+    return _make_room(opts, s, g, kb, kf, probe, h, found, free, rec_len, only_if_absent)
 
 
 def _make_room(opts: Options, s: SharedTable, g: Generation, kb: bytes, kf: int, probe: bytes, h: int,
@@ -241,9 +220,9 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
         seg, off = heap_seg, tail
     else:
         seg, off, mv = heap.append(heap_seg, tail, rec_len)
-    end = off + 8 + len(body)
-    _U64_PACK(mv, off, csum)
-    mv[off + 8 : end] = body
+    end = off + _OFF_CHECKED + len(body)
+    _CHECKSUM_PACK(mv, off, csum)
+    mv[off + _OFF_CHECKED : end] = body
     if value:
         mv[end : end + len(value)] = value
         end += len(value)
@@ -256,7 +235,7 @@ def _publish(s: SharedTable, g: Generation, found: int, free: int, probe: bytes,
         o = found
         old = _U32(mm, o + K + _OFF_RECLEN)[0]
         if not 0 < old <= heap.max_segment_bytes:  # 0: not recorded; past a segment: damage
-            old = record_size_at(g, o)
+            old = record.size_at(g, o)
         _LOC_MTIME_LEN_PACK(mm, o + K + _OFF_LOC, seg, off, now, rec_len)
         live, dead = live + rec_len - old, dead + old
     else:

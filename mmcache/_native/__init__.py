@@ -7,7 +7,9 @@ the same probe, record
 checks, expiry and LRU stamp as the pure path, on the same bytes, so native
 and pure-Python processes share one table. Missing extension (nothing
 compiled at install): one RuntimeWarning at import, then pure Python.
-``MMCACHE_PURE_PYTHON=1`` forces pure Python without a warning. The
+``MMCACHE_PURE_PYTHON=1`` forces pure Python without a warning.
+``KeyFn`` and ``Hit`` are the decorator's key of its commonest call and its
+hit path (``_decorator.c``). The
 extension keeps the GIL; free-threaded CPython is not supported.
 """
 
@@ -35,6 +37,10 @@ Getter: Callable[..., Callable[..., Any]] | None = None
 # ``add``, ``delete``): the common write, lock and all, in one call; the rest
 # goes to ``handle._put_pure`` (``_add_pure``, ``_delete_pure``), the pure path
 Putter: Callable[..., Callable[..., Any]] | None = None
+# KeyFn(prefix, n, typed, digest, fallback) -> a decorator's compiled key(args, kwargs) (_decorator.c)
+KeyFn: Callable[..., Callable[[tuple[Any, ...], dict[str, Any]], bytes]] | None = None
+# Hit(keyfn, loads, stats, miss, slow) -> the decorated function, its hit path compiled (_decorator.c)
+Hit: Callable[..., Any] | None = None
 REASON = "native"
 
 if os.environ.get("MMCACHE_PURE_PYTHON", "") not in ("", "0"):
@@ -61,5 +67,11 @@ else:
         Putter = _speedups.Putter
         xxh3_64 = _speedups.xxh3_64
         FALLBACK = _speedups.FALLBACK
+        try:
+            from . import _decorator
+        except ImportError:  # pragma: no cover - built with _speedups (a test checks); else pure
+            pass
+        else:
+            KeyFn, Hit = _decorator.KeyFn, _decorator.Hit
 
 AVAILABLE = get is not _pure

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from xxhash import xxh3_128_digest as _digest
 
+from .. import _native
 from ._encode import (  # the encoder's internals the binder's fast path uses
     _DISPATCH,
     _HDR,
@@ -141,6 +142,8 @@ class ArgKeyer:
         n = self._npos if self._keep is None and self._tails.get(self._npos) == () else -1
         if n <= 0:
             return bound
+        if _native.KeyFn is not None:  # the same bytes, compiled; anything else still goes to bound
+            return _native.KeyFn(prefix, n, typed, _digest, bound)
         if n == 1:
 
             def key1(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
+from .. import _native
 from ._identity import MARKER, func_cells, identify
 from ._keyfns import keyfn_builder, rebinding_keyfn
 from ._options import options
@@ -143,18 +144,23 @@ def _make(func: Callable[..., Any], opts: dict[str, Any]) -> Any:
 
 def _wrapper(slow: SlowPath, is_async: bool, swr: bool) -> Any:
     """The hit path, written four times (sync/async x plain/stale_ttl) so that
-    each is a few local lookups: key, one table read, one unpickle."""
+    each is a few local lookups: key, one table read, one unpickle. With the
+    compiled extension the plain sync one is a ``_native.Hit`` in front of
+    ``wrapper``: the same hit without a Python frame, ``wrapper`` for the rest."""
     keyfn, stats, loads, ft, func = slow.keyfn, slow.stats, pickle.loads, slow.ft, slow.func
     begin, end, sleep = slow.begin, slow.end, time.sleep
     fresh_ns = slow.fresh_ns or 0
     now_ns = time.time_ns
     tagger = slow.tagger
+    hit: Any = None  # the compiled hit path, if there is one (made below)
 
     def get(key: bytes, default: Any) -> Any:  # the first call opens the table, then rebinds
         nonlocal get
         t = ft.table()
         # A large result is unpickled straight from the map; a tagged one is checked first.
         get = t._get_view if tagger is None else reader(t, tagger)
+        if hit is not None:
+            hit.get = get
         return get(key, default)
 
     def get_entry(key: bytes) -> Any:
@@ -238,7 +244,10 @@ def _wrapper(slow: SlowPath, is_async: bool, swr: bool) -> Any:
             return value
         return await slow.amiss(k, args, kwargs)
 
-    return ((wrapper, awrapper), (swr_wrapper, aswr_wrapper))[swr][is_async]
+    if swr or is_async or _native.Hit is None:
+        return ((wrapper, awrapper), (swr_wrapper, aswr_wrapper))[swr][is_async]
+    hit = _native.Hit(keyfn, loads, stats, MISS, wrapper)
+    return hit
 
 
 @overload

@@ -9,6 +9,7 @@ from xxhash import xxh3_64_intdigest
 
 from mmcache import MmapCache, UnsafePathError
 from mmcache._core import layout as L
+from mmcache._core import record
 
 
 def test_signed_records_round_trip_and_unsigned_are_misses(path: str) -> None:
@@ -49,7 +50,7 @@ def test_tampered_value_with_a_fixed_checksum_is_a_miss(path: str) -> None:
         g = c._s.gen  # type: ignore[union-attr]
         seg, off = 0, L.SEG_HEADER_BYTES  # the first record of the heap
         mv = g.heap.views[seg]
-        end = off + L.RECORD_HEADER + 1 + 8
+        end = off + record.OFF_KEY + 1 + 8
         mv[end - 8 : end] = b"BBBBBBBB"  # the attacker edits the value...
         L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))  # ...and fixes the checksum
     with MmapCache(path, size=256) as plain:
@@ -58,7 +59,7 @@ def test_tampered_value_with_a_fixed_checksum_is_a_miss(path: str) -> None:
         assert c.get("k") is None  # the MAC does
 
 
-@pytest.mark.parametrize("n", [10, 1024, 1025, 20_000])  # both sides of W.INLINE_VALUE
+@pytest.mark.parametrize("n", [10, 1024, 1025, 20_000])  # both sides of record.INLINE_VALUE
 def test_signed_values_of_every_size_round_trip_and_resist_tampering(path: str, n: int) -> None:
     value = bytes(range(256)) * (n // 256) + b"v" * (n % 256)
     with MmapCache(path, size=256, secret=b"s3cret") as c:
@@ -68,7 +69,7 @@ def test_signed_values_of_every_size_round_trip_and_resist_tampering(path: str, 
         g = c._s.gen  # type: ignore[union-attr]
         off = L.SEG_HEADER_BYTES  # the first record: k's
         mv = g.heap.views[0]
-        end = off + L.RECORD_HEADER + 1 + n
+        end = off + record.OFF_KEY + 1 + n
         mv[end - 1] ^= 1  # the value's last byte...
         L.U64.pack_into(mv, off, xxh3_64_intdigest(mv[off + 8 : end]))  # ...with the checksum fixed
     with MmapCache(path, size=256, secret=b"s3cret") as c:

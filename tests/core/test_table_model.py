@@ -19,7 +19,7 @@ keys = st.one_of(
     st.builds(lambda s: "L" * 100 + s, st.text(max_size=3)),
 )
 # small values and values just either side of the size the write path
-# stops copying into the prepared record (W.INLINE_VALUE)
+# stops copying into the prepared record (record.INLINE_VALUE)
 values = st.one_of(st.binary(max_size=300), st.binary(min_size=1020, max_size=1030))
 
 

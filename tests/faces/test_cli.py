@@ -19,6 +19,7 @@ import pytest
 
 from mmcache import MmapCache
 from mmcache._core import layout as L
+from mmcache._core import record
 from mmcache.serialization import dumps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,7 +255,7 @@ def test_verify_truncated_roster(table: str) -> None:
 
 def test_verify_damaged_record(table: str) -> None:
     (seg,) = glob.glob(table + ".heap.*")
-    _write_at(seg, L.SEG_HEADER_BYTES + L.RECORD_HEADER, b"XXXX")  # inside the first record
+    _write_at(seg, L.SEG_HEADER_BYTES + record.HEAD_BYTES, b"XXXX")  # inside the first record
     p = run("verify", table)
     assert p.returncode == 2 and "checksum" in out(p)
 

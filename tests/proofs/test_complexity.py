@@ -19,12 +19,8 @@ THRESHOLD = 15
 
 # "module:qualified name" -> why it may branch more.
 _HOT = "a hot path written out in one function on purpose: every call shows in the benchmarks"
-_COPY = " (one loop with everything in locals: most of a compaction)"
 ALLOWED: dict[str, str] = {
     "mmcache.table:MmapCache._get_probe": _HOT + " (every get the memo does not answer)",
-    "mmcache._core.writer:write": _HOT + " (every put; its rare paths are functions of their own)",
-    "mmcache._core.builders:Builder.copy_all": _HOT + _COPY,
-    "mmcache._core.builders:HeapCopier._move": _HOT + _COPY,
 }
 
 
