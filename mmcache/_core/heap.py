@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from typing import cast
 
 from ..errors import CorruptCacheError, DiskFullError, ValueTooLargeError
 from . import layout
@@ -112,6 +113,14 @@ class Heap:
         self.views[seg] = memoryview(mm)
         self.ids[seg] = (st.st_dev, st.st_ino)
         return self.views[seg]
+
+    def mapped(self, seg: int, need: int) -> mmap.mmap | None:
+        """The map of segment ``seg`` reaching ``need`` bytes, to slice bytes
+        from; None as ``view``. Readers slice from this, never ``maps[seg]``:
+        a generation switch in another thread empties the old heap's lists
+        (``close``) while a read of that generation goes on."""
+        mv = self.view(seg, need)
+        return None if mv is None else cast(mmap.mmap, mv.obj)
 
     def map_existing(self, last: int) -> None:
         """Map segments 0 .. ``last`` (the header's current one) now, so that

@@ -113,9 +113,7 @@ class TableLookup:
                 return None
         if c._opts.track_recency:
             g.touch_recency((o - _HB) // ss + 1, _monotonic_ns())
-        # Sliced from the map behind the view in hand, not from heap.maps: a
-        # generation switch by another thread empties the old heap's lists
-        # (Heap.close) while this read of the old generation goes on.
+        # Sliced from the map behind the view in hand (see Heap.mapped: not heap.maps).
         return mv.obj[start + klen : end], flags, exp, o  # type: ignore[index]
 
     def get_entry(self, key: Key) -> Entry | None:

@@ -61,7 +61,9 @@ def iter_items(opts: Options, s: SharedTable, values: bool) -> Iterator[tuple[An
         start = off + OFF_KEY
         if not mac_ok(g, seg, off, start + klen + vlen, rkf, opts.secret):
             continue
-        mm = g.heap.maps[seg]
+        mm = g.heap.mapped(seg, start + klen + vlen)  # (a generator: the table may have moved on)
+        if mm is None:
+            continue
         kb = mm[start : start + klen]
         yield decode_key(kb, rkf), (mm[start + klen : start + klen + vlen] if values else None)
 
@@ -79,7 +81,9 @@ def iter_entries(opts: Options, s: SharedTable) -> Iterator[tuple[Any, Any]]:
         start = off + OFF_KEY
         if (exp and exp <= now) or not mac_ok(g, seg, off, start + klen + vlen, rkf, opts.secret):
             continue
-        mm = g.heap.maps[seg]
+        mm = g.heap.mapped(seg, start + klen + vlen)
+        if mm is None:
+            continue
         mtime = layout.U64.unpack_from(g.idx, o + K + layout.OFF_SLOT_MTIME)[0]
         value = mm[start + klen : start + klen + vlen]
         yield decode_key(mm[start : start + klen], rkf), Entry(value, flags, mtime, exp or None)

@@ -141,7 +141,8 @@ def record_key(g: Generation, o: int) -> bytes | None:
         return None
     seg, off, _e, klen, *_ = r
     start = off + OFF_KEY
-    return bytes(g.heap.maps[seg][start : start + klen])
+    mm = g.heap.mapped(seg, start + klen)  # (see Heap.mapped: not heap.maps)
+    return None if mm is None else mm[start : start + klen]
 
 
 def is_expired(g: Generation, o: int, now: int | None = None) -> bool:

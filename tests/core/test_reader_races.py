@@ -28,22 +28,38 @@ def test_reads_race_generation_switches_without_raising(tmp_path: Path) -> None:
     wrong: list[tuple[str, bytes]] = []
     stop = threading.Event()
 
+    def check(k: str, got: bytes | memoryview | None) -> None:
+        if got is not None and not bytes(got).startswith(f"{k}:".encode()):
+            wrong.append((k, bytes(got)))
+
     def read() -> None:
         r = MmapCache(path)
         try:
             while not stop.is_set():
                 for k in keys[::7]:
                     e = r.get_entry(k)
-                    v = r.get(k)
-                    for got in (None if e is None else e.value, v):
-                        if got is not None and not bytes(got).startswith(f"{k}:".encode()):
-                            wrong.append((k, bytes(got)))
+                    check(k, None if e is None else e.value)
+                    check(k, r.get(k))
         except BaseException as exc:  # noqa: BLE001 - any exception is the failure
+            errors.append(exc)
+
+    def iterate() -> None:
+        """Listings are generators over a snapshot: the table moves on between items."""
+        r = MmapCache(path)
+        try:
+            while not stop.is_set():
+                for k, v in r.items():
+                    check(k, v)
+                    time.sleep(0)
+                for k, e in r.entries():
+                    check(k, e.value)
+                    time.sleep(0)
+        except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads often: the race needs a switch mid-read
-    threads = [threading.Thread(target=read) for _ in range(3)]
+    threads = [threading.Thread(target=fn) for fn in (read, read, iterate, iterate)]
     try:
         for t in threads:
             t.start()
