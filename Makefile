@@ -43,17 +43,18 @@ test: $(STAMP)
 # path is the reference and must stay complete (make test runs them native).
 PURE_TESTS := tests/core/test_table_basic.py tests/core/test_table_processes.py \
 	tests/core/test_table_model.py tests/core/test_hostile_files.py tests/core/test_native.py \
-	tests/core/test_security.py tests/core/test_expiry_eviction.py tests/core/test_expiry_clamp.py \
-	tests/core/test_readonly_cache.py tests/core/test_rebuild_catch_up.py tests/faces/test_decorator.py \
-	tests/faces/test_django_backend.py tests/faces/test_argkey_pinned.py tests/faces/test_decorator_native.py \
-	tests/core/test_native_table.py
+	tests/core/test_native_put.py tests/core/test_security.py tests/core/test_expiry_eviction.py \
+	tests/core/test_expiry_clamp.py tests/core/test_readonly_cache.py tests/core/test_rebuild_catch_up.py \
+	tests/faces/test_decorator.py tests/faces/test_django_backend.py tests/faces/test_argkey_pinned.py \
+	tests/faces/test_decorator_native.py tests/core/test_native_table.py
 test-pure: $(STAMP)
 	MMCACHE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)
 
-# The compiled get under AddressSanitizer: rebuilt in place with ASan, the
+# The compiled get and put under AddressSanitizer: rebuilt in place with ASan, the
 # native, hostile-file and core tests run with libasan preloaded, then the
 # normal build is put back (so do not run `make test` beside it).
-ASAN_TESTS := tests/core/test_native.py tests/core/test_native_table.py tests/faces/test_decorator_native.py \
+ASAN_TESTS := tests/core/test_native.py tests/core/test_native_table.py tests/core/test_native_put.py \
+	tests/faces/test_decorator_native.py \
 	tests/core/test_hostile_files.py tests/core/test_table_basic.py tests/core/test_table_processes.py \
 	tests/core/test_table_model.py
 test-asan: $(STAMP)

@@ -17,8 +17,8 @@ setup(
     ext_modules=[
         Extension(
             "mmcache._native._speedups",
-            sources=["mmcache/_native/_speedups.c"],
-            depends=["mmcache/_native/xxh3.h", "mmcache/_native/format.h", "mmcache/_native/probe.h"],
+            sources=[f"mmcache/_native/{n}.c" for n in ("_speedups", "_write", "_wstate", "_delete")],
+            depends=[f"mmcache/_native/{n}.h" for n in ("xxh3", "format", "probe", "_write", "_write_int")],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,

@@ -1,13 +1,14 @@
-"""Issue 19's rows: the compiled get and the pure-Python one, side by side,
+"""Issue 19's rows: the compiled get and put and the pure-Python ones, side by side,
 against py-lmdb, in one run (100-byte values, str keys).
 
 ``python -m benchmarks --only native [--quick]``. One mmcache table and one
 lmdb environment hold ``WIDE`` keys; the mmcache rows read that one table
-through two handles, one with the compiled get (``mmcache._native``) and
-one with it taken off (the class's pure-Python ``get``: memo, then probe).
+through two handles, one with the compiled get and put (``mmcache._native``)
+and one with them taken off (the class's pure-Python ``get``: memo, then
+probe; and ``put``).
 Workloads: get hit over the first 1,000 keys in random order (hot), get hit
 over all ``WIDE`` keys in random order (wide: past the pure path's memo),
-get miss, put overwrite (writes are pure Python in both handles so far).
+get miss, put overwrite (the native handle's put is the compiled one).
 
 Then, in the same run: a get hit at 1,000 entries against one at
 ``LARGE`` entries (1,000,000; 100,000 with ``--quick``), native, pure and
@@ -74,7 +75,7 @@ def run(cfg: Config) -> Report:
         path = base / "table"
         native = MmapCache(path, size=mmcache_size(wide))
         pure = MmapCache(path, size=mmcache_size(wide))
-        for attr in ("get", "_get_view"):  # back to the class's pure-Python methods
+        for attr in ("get", "_get_view", "put"):  # back to the class's pure-Python methods
             pure.__dict__.pop(attr, None)
         for k in keys:
             native.put(k, value)

@@ -148,6 +148,7 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
             # state (no memo needed); it calls _get_probe, the pure path, for the rest.
             self.get = _native.Getter(self, s.native)  # type: ignore[method-assign]
             self._get_view = _native.Getter(self, s.native, view_min=VIEW_MIN)  # type: ignore[method-assign]
+        self._native_writes(s, key, _native.Putter)
         if s.writable:
             self._heal_on_open(s)
         # probe tails: key padding + (state, kflags, klen), per kflags and klen,

@@ -8,9 +8,9 @@ above the writer; a compaction a write asked for runs after the lock is let go.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import CacheFullError, ClosedCacheError
 from . import args as argcheck
@@ -37,6 +37,17 @@ class TableWrites:
         def _shared(self) -> SharedTable: ...
         def contains(self, key: Key) -> bool: ...
         def get_entry(self, key: Key) -> Entry | None: ...
+
+    def _native_writes(self, s: SharedTable, secret: bytes | None, putter: Callable[..., Any] | None) -> None:
+        """Install the compiled put, add and delete (``putter``: mmcache._native's
+        Putter, a layer above, or None) on this handle where they apply: no
+        secret (the MAC is not native), a writable table. They hand what they
+        do not answer to ``_put_pure``, ``_add_pure`` and ``_delete_pure``,
+        the methods below."""
+        if secret is None and s.writable and putter is not None:
+            self.put = putter(self)  # type: ignore[method-assign]
+            self.add = putter(self, add=True)  # type: ignore[method-assign]
+            self.delete = putter(self, delete=True)  # type: ignore[method-assign]
 
     def put(self, key: Key, value: bytes | bytearray | memoryview, expire: float | None = None,
             *, flags: int = 0, expire_at_ns: int | None = None) -> None:  # fmt: skip
@@ -76,6 +87,10 @@ class TableWrites:
         if s.compact_wanted:
             self._compact(s)
 
+    # The pure put under another name: a handle's compiled put (_native.Putter,
+    # installed as ``put`` on the handle) hands it what it does not answer.
+    _put_pure = put
+
     def _compact(self, s: SharedTable) -> None:
         """Reclaim dead heap space after a write asked for it, with the lock
         released (unless the caller holds it in a transaction: later then)."""
@@ -104,6 +119,8 @@ class TableWrites:
         if s.compact_wanted:
             self._compact(s)
         return stored
+
+    _add_pure = add  # (what a handle's compiled add hands on, as _put_pure)
 
     def _rebuild_and_write(self, need: bool | Room, s: SharedTable, kb: bytes, kf: int, probe: bytes, h: int,
                            body: bytes, apart: bytes | memoryview, csum: int, mac: bytes | None,
@@ -134,6 +151,8 @@ class TableWrites:
         kb, kf, probe, h = self._prep(key)
         with s.lock.hold():
             return writer.delete(self._opts, s, kb, kf, probe, h)
+
+    _delete_pure = delete  # (what a handle's compiled delete hands on, as _put_pure)
 
     @contextmanager
     def transaction(self) -> Iterator[MmapCache]:

@@ -3,14 +3,16 @@
 ``Table()`` is a process's compiled view of one table (one per
 ``SharedTable``, bound to the current generation's maps, counting hits and
 misses in C); ``Getter(handle, table)`` makes a handle's native ``get`` from
-it (``get`` is the same for explicit arguments, for tests and the fuzzer):
-the same probe, record checks, expiry and LRU stamp as the pure path, on the
-same bytes, so native and pure-Python processes share one table. Missing
-extension (nothing compiled at install): one RuntimeWarning at import, then
-pure Python. ``MMCACHE_PURE_PYTHON=1`` forces pure Python without a
-warning. ``KeyFn`` and ``Hit`` are the decorator's key of its commonest call
-and its hit path (``_decorator.c``). The extension keeps the GIL;
-free-threaded CPython is not supported.
+it (``get`` is the same for explicit arguments, for tests and the fuzzer),
+``Putter(handle)`` its native ``put`` (``add=True``: ``add``,
+``delete=True``: ``delete``; docs/NATIVE.md): the same probe, record checks,
+expiry and LRU stamp as the pure path, on the same bytes, so native and
+pure-Python processes share one table. Missing extension (nothing compiled
+at install): one RuntimeWarning at import, then pure Python.
+``MMCACHE_PURE_PYTHON=1`` forces pure Python without a warning. ``KeyFn``
+and ``Hit`` are the decorator's key of its commonest call and its hit path
+(``_decorator.c``). The extension keeps the GIL; free-threaded CPython is
+not supported.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ xxh3_64: Callable[..., int] | None = None
 Table: Callable[[], Any] | None = None
 # Getter(handle, table, view_min=0) -> the handle's compiled ``get`` (a callable without a Python frame)
 Getter: Callable[..., Callable[..., Any]] | None = None
+# Putter(handle, add=False, delete=False) -> the handle's compiled ``put`` (or
+# ``add``, ``delete``): the common write, lock and all, in one call; the rest
+# goes to ``handle._put_pure`` (``_add_pure``, ``_delete_pure``), the pure path
+Putter: Callable[..., Callable[..., Any]] | None = None
 # KeyFn(prefix, n, typed, digest, fallback) -> a decorator's compiled key(args, kwargs) (_decorator.c)
 KeyFn: Callable[..., Callable[[tuple[Any, ...], dict[str, Any]], bytes]] | None = None
 # Hit(keyfn, loads, stats, miss, slow) -> the decorated function, its hit path compiled (_decorator.c)
@@ -64,6 +70,7 @@ else:
         get = _speedups.get
         Table = _speedups.Table
         Getter = _speedups.Getter
+        Putter = _speedups.Putter
         xxh3_64 = _speedups.xxh3_64
         FALLBACK = _speedups.FALLBACK
         try:

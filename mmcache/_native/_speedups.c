@@ -32,6 +32,7 @@
 #include <structmember.h>
 #include <time.h>
 
+#include "_write.h" /* Putter: the put (_write.c) */
 #include "probe.h"
 
 /* get(hot, views, key, key_size, track, next_check, local, default, with_flags):
@@ -330,6 +331,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&TableType) < 0 || PyModule_AddObjectRef(m, "Table", (PyObject *)&TableType) < 0 ||
         PyType_Ready(&GetterType) < 0 || PyModule_AddObjectRef(m, "Getter", (PyObject *)&GetterType) < 0)
         goto fail;
+    if (mmx_write_init(m) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

@@ -36,3 +36,24 @@ class Getter:
     def __init__(self, handle: Any, table: Table, view_min: int = 0) -> None: ...
     def __call__(self, key: object, default: Any = None, *, with_flags: bool = False) -> Any: ...
     def detach(self) -> None: ...
+
+class Putter:
+    def __init__(self, handle: Any, delete: bool = False, add: bool = False) -> None: ...
+    # put(key, value, expire=None, *, flags=0, expire_at_ns=None) -> None;
+    # add(the same) -> bool; delete(key) -> bool
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def counts(self) -> tuple[int, int]: ...
+
+def rebuild_wanted(
+    occ: int,
+    dele: int,
+    live: int,
+    dead: int,
+    nslots: int,
+    index_bytes: int,
+    size: int,
+    cap: int,
+    threshold: float,
+    min_bytes: int,
+    max_size: int | None,
+) -> tuple[bool, int | None]: ...

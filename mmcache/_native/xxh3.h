@@ -134,6 +134,32 @@ static uint64_t mmx_medium(const uint8_t *in, size_t n, uint64_t seed) {
     return mmx_avalanche(acc);
 }
 
+/* One 64-byte stripe into the 8 accumulators: lane i takes lo32(v) * hi32(v)
+ * of v = data ^ secret, and its neighbour i ^ 1 takes the data itself. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* SSE2 (every x86-64): two lanes per register, the accumulators held in
+ * registers (xa) for a run of stripes. _mm_mul_epu32 multiplies the low 32
+ * bits of each 64-bit lane; the shuffle puts each lane's high half there;
+ * swapping the two 64-bit halves of the data gives lane i ^ 1. */
+static inline void mmx_stripes(uint64_t acc[8], const uint8_t *in, const uint8_t *sec, size_t n) {
+    __m128i xa[4];
+    for (int i = 0; i < 4; i++) xa[i] = _mm_loadu_si128((const __m128i *)(const void *)(acc + 2 * i));
+    for (size_t k = 0; k < n; k++) {
+        const uint8_t *stripe = in + 64 * k, *key = sec + 8 * k;
+        for (int i = 0; i < 4; i++) {
+            __m128i d = _mm_loadu_si128((const __m128i *)(const void *)(stripe + 16 * i));
+            __m128i v = _mm_xor_si128(d, _mm_loadu_si128((const __m128i *)(const void *)(key + 16 * i)));
+            __m128i prod = _mm_mul_epu32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(0, 3, 0, 1)));
+            xa[i] = _mm_add_epi64(xa[i], _mm_add_epi64(prod, _mm_shuffle_epi32(d, _MM_SHUFFLE(1, 0, 3, 2))));
+        }
+    }
+    for (int i = 0; i < 4; i++) _mm_storeu_si128((__m128i *)(void *)(acc + 2 * i), xa[i]);
+}
+static inline void mmx_accumulate(uint64_t acc[8], const uint8_t *stripe, const uint8_t *sec) {
+    mmx_stripes(acc, stripe, sec, 1);
+}
+#else
 static inline void mmx_accumulate(uint64_t acc[8], const uint8_t *stripe, const uint8_t *sec) {
     for (int i = 0; i < 8; i++) {
         uint64_t d = mmx_le64(stripe + 8 * i);
@@ -142,6 +168,10 @@ static inline void mmx_accumulate(uint64_t acc[8], const uint8_t *stripe, const 
         acc[i] += (v & 0xFFFFFFFFULL) * (v >> 32);
     }
 }
+static inline void mmx_stripes(uint64_t acc[8], const uint8_t *in, const uint8_t *sec, size_t n) {
+    for (size_t k = 0; k < n; k++) mmx_accumulate(acc, in + 64 * k, sec + 8 * k);
+}
+#endif
 
 static uint64_t mmx_long(const uint8_t *in, size_t n, uint64_t seed) {
     uint8_t derived[MMX_SECRET_LEN];
@@ -160,7 +190,7 @@ static uint64_t mmx_long(const uint8_t *in, size_t n, uint64_t seed) {
     size_t blocks = (n - 1) / block;
     for (size_t b = 0; b < blocks; b++) {
         const uint8_t *p = in + b * block;
-        for (size_t k = 0; k < stripes_per_block; k++) mmx_accumulate(acc, p + 64 * k, s + 8 * k);
+        mmx_stripes(acc, p, s, stripes_per_block);
         const uint8_t *sc = s + MMX_SECRET_LEN - 64;
         for (int i = 0; i < 8; i++) {
             acc[i] ^= acc[i] >> 47;
@@ -170,7 +200,7 @@ static uint64_t mmx_long(const uint8_t *in, size_t n, uint64_t seed) {
     }
     size_t last = n - blocks * block; /* 1 .. block */
     size_t full = (last - 1) / 64;
-    for (size_t k = 0; k < full; k++) mmx_accumulate(acc, in + blocks * block + 64 * k, s + 8 * k);
+    mmx_stripes(acc, in + blocks * block, s, full);
     mmx_accumulate(acc, in + n - 64, s + MMX_SECRET_LEN - 71);
     uint64_t r = (uint64_t)n * MMX_P64_1;
     for (int i = 0; i < 4; i++)

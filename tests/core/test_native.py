@@ -156,7 +156,8 @@ def test_native_and_pure_processes_agree_on_random_operations(
     keys = _keys(rng)
     exact = "max_entries" not in options and "max_bytes" not in options
     native = MmapCache(path, **options)
-    assert type(native.get).__name__ == "Getter"
+    assert type(native.get).__name__ == "Getter" and type(native.put).__name__ == "Putter"
+    assert type(native.delete).__name__ == "Putter"
     pure = Peer(path, options)
     assert pure("mode") == "pure"
     model: dict[str | bytes, tuple[bytes, int, float | None]] = {}
@@ -217,6 +218,11 @@ def test_native_and_pure_processes_agree_on_random_operations(
                 time.sleep(0.35)  # let the short ttls pass
                 for k2 in keys:
                     check(k2)
+        # The compiled put answered the common puts (a byte cap, eviction,
+        # hashed keys and the rest went to the pure path, in this process too).
+        answered, passed = native.put.counts()  # type: ignore[attr-defined]
+        assert (answered > 100) is ("max_bytes" not in options), (answered, passed)
+        assert native.delete.counts()[0] > 20  # type: ignore[attr-defined]
     finally:
         stop.set()
         t.join(timeout=60)
