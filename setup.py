@@ -23,10 +23,11 @@ setup(
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,
         ),
-        # The decorator's key of its commonest call (mmcache/decorators/_argkey.py uses it).
+        # The decorator's key and hit path (mmcache/decorators/_argkey.py and cached.py use it).
         Extension(
             "mmcache._native._decorator",
             sources=["mmcache/_native/_decorator.c"],
+            depends=["mmcache/_native/xxh3.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,

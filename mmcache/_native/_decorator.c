@@ -14,9 +14,9 @@
  * ArgKeyer (mmcache/decorators/_argkey.py) for a function whose n parameters
  * are all given by position and none is ignored: it writes the prefix and
  * each argument's canonical encoding (mmcache/decorators/_encode.py, key
- * scheme k2) into one buffer and returns digest(buffer), the 16-byte
- * xxh3_128 of it (the `xxhash` package's function, passed in: no second
- * implementation of that hash). The bytes are the pure encoder's, byte for
+ * scheme k2) into one buffer and returns the 16-byte xxh3_128 of it: our
+ * own (xxh3.h) for the common 17 .. 240 bytes, checked against the `xxhash`
+ * package in the tests; digest(buffer), the package's, otherwise. The bytes are the pure encoder's, byte for
  * byte, for the types it knows: None, bool, int (64-bit), float, str,
  * bytes, and tuples / lists of them. Anything else (another call shape, a
  * type it does not know or a subclass, an int past 64 bits, a float whose
@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "xxh3.h"
 
 #define MAX_DEPTH 64 /* _encode._MAX_DEPTH */
 #define STACK_BYTES 512
@@ -131,9 +133,22 @@ static int encode(Buf *b, PyObject *v, int typed, int depth) {
 }
 
 /* digest(bytes of the buffer) for r == 1; NULL with an error set for r < 0. Frees the buffer. */
+/* xxh3_128_digest's 16 bytes (big-endian high half, then low), for 17 .. 240 bytes. */
+static PyObject *digest128(const uint8_t *data, size_t n) {
+    mmx_u128 h = mmx_xxh3_128_mid(data, n, 0);
+    uint8_t out[16];
+    for (int i = 0; i < 8; i++) {
+        out[i] = (uint8_t)(h.hi >> (56 - 8 * i));
+        out[8 + i] = (uint8_t)(h.lo >> (56 - 8 * i));
+    }
+    return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
 static PyObject *finish(Buf *b, int r, PyObject *digest) {
     PyObject *out = NULL;
-    if (r > 0) {
+    if (r > 0 && b->len >= 17 && b->len <= 240) {
+        out = digest128((const uint8_t *)b->p, (size_t)b->len); /* our own: no bytes object, no call */
+    } else if (r > 0) {
         PyObject *data = PyBytes_FromStringAndSize(b->p, b->len);
         if (data != NULL) {
             out = PyObject_CallOneArg(digest, data);
@@ -436,7 +451,21 @@ static PyObject *native_encode(PyObject *Py_UNUSED(self), PyObject *args) {
     return out;
 }
 
+/* xxh3_128_mid(data) -> our xxh3_128 digest of 17 .. 240 bytes (for the tests against the package). */
+static PyObject *native_xxh3_128(PyObject *Py_UNUSED(self), PyObject *arg) {
+    Py_buffer v;
+    if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = NULL;
+    if (v.len < 17 || v.len > 240)
+        PyErr_SetString(PyExc_ValueError, "xxh3_128_mid takes 17 .. 240 bytes");
+    else
+        out = digest128((const uint8_t *)v.buf, (size_t)v.len);
+    PyBuffer_Release(&v);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"xxh3_128_mid", native_xxh3_128, METH_O, "xxh3_128_mid(data) -> 16 bytes, for 17 .. 240 bytes."},
     {"encode", native_encode, METH_VARARGS, "encode(value, typed) -> bytes, or None: the pure encoder decides."},
     {NULL, NULL, 0, NULL},
 };

@@ -215,4 +215,50 @@ static inline uint64_t mmx_xxh3_64(const void *data, size_t n, uint64_t seed) {
     return mmx_long(in, n, seed);
 }
 
+/* XXH3-128 of 17 .. 240 bytes (the decorator's keys; other lengths go to the
+ * xxhash package), from the same specification: two 64-bit accumulators fed
+ * 32 bytes at a time, then finished as the 64-bit one is. */
+typedef struct { uint64_t lo, hi; } mmx_u128;
+
+static inline mmx_u128 mmx_mix32(mmx_u128 acc, const uint8_t *a, const uint8_t *b, const uint8_t *sec, uint64_t seed) {
+    acc.lo += mmx_mix16(a, sec, seed);
+    acc.lo ^= mmx_le64(b) + mmx_le64(b + 8);
+    acc.hi += mmx_mix16(b, sec + 16, seed);
+    acc.hi ^= mmx_le64(a) + mmx_le64(a + 8);
+    return acc;
+}
+
+static inline mmx_u128 mmx_128_finish(mmx_u128 acc, size_t n, uint64_t seed) {
+    mmx_u128 h;
+    h.lo = acc.lo + acc.hi;
+    h.hi = acc.lo * MMX_P64_1 + acc.hi * MMX_P64_4 + ((uint64_t)n - seed) * MMX_P64_2;
+    h.lo = mmx_avalanche(h.lo);
+    h.hi = 0 - mmx_avalanche(h.hi);
+    return h;
+}
+
+static mmx_u128 mmx_xxh3_128_mid(const uint8_t *in, size_t n, uint64_t seed) {
+    const uint8_t *s = mmx_secret;
+    mmx_u128 acc = {(uint64_t)n * MMX_P64_1, 0};
+    if (n <= 128) {
+        if (n > 32) {
+            if (n > 64) {
+                if (n > 96) acc = mmx_mix32(acc, in + 48, in + n - 64, s + 96, seed);
+                acc = mmx_mix32(acc, in + 32, in + n - 48, s + 64, seed);
+            }
+            acc = mmx_mix32(acc, in + 16, in + n - 32, s + 32, seed);
+        }
+        acc = mmx_mix32(acc, in, in + n - 16, s, seed);
+        return mmx_128_finish(acc, n, seed);
+    }
+    size_t rounds = n / 32;
+    for (size_t i = 0; i < 4; i++) acc = mmx_mix32(acc, in + 32 * i, in + 32 * i + 16, s + 32 * i, seed);
+    acc.lo = mmx_avalanche(acc.lo);
+    acc.hi = mmx_avalanche(acc.hi);
+    for (size_t i = 4; i < rounds; i++)
+        acc = mmx_mix32(acc, in + 32 * i, in + 32 * i + 16, s + 3 + 32 * (i - 4), seed);
+    acc = mmx_mix32(acc, in + n - 16, in + n - 32, s + 136 - 17 - 16, 0 - seed);
+    return mmx_128_finish(acc, n, seed);
+}
+
 #endif

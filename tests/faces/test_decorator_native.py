@@ -64,6 +64,25 @@ values = st.recursive(
 
 
 @native
+def test_our_xxh3_128_is_the_xxhash_package_s() -> None:
+    """The compiled key hashes 17 .. 240 bytes itself (xxh3.h): every length, random and
+    patterned bytes, against the package (keys of other lengths are the package's)."""
+    import random
+
+    import xxhash
+
+    from mmcache._native import _decorator
+
+    rng = random.Random(19)
+    for n in range(17, 241):
+        for data in (rng.randbytes(n), bytes(n), b"\xff" * n, bytes(range(256))[:n]):
+            assert _decorator.xxh3_128_mid(data) == xxhash.xxh3_128_digest(data), n
+    for n in (0, 16, 241, 1000):
+        with pytest.raises(ValueError):
+            _decorator.xxh3_128_mid(bytes(n))
+
+
+@native
 def test_native_extensions_are_built_together() -> None:
     """A build that made the compiled get made the compiled key (a silent failure shows here)."""
     assert _native.Getter is not None and _native.KeyFn is not None
