@@ -66,7 +66,7 @@ with warnings.catch_warnings(record=True) as seen:
     {block}
     from mmcache import MmapCache, _native
     import mmcache._native, mmcache.table  # again: still one warning
-with MmapCache(os.path.join(tempfile.mkdtemp(), "t"), size=64) as c:
+with tempfile.TemporaryDirectory() as d, MmapCache(os.path.join(d, "t"), size=64) as c:
     c.put("k", b"v")
     assert c.get("k") == b"v" and c.get("nope") is None
     print(_native.AVAILABLE, c.get.__name__, len(seen), *(str(w.message) for w in seen), sep="|")

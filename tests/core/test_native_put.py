@@ -446,7 +446,7 @@ def test_the_extension_runs_pure_when_forced() -> None:
         """
         import os, tempfile
         from mmcache import MmapCache
-        with MmapCache(os.path.join(tempfile.mkdtemp(), "t"), size=64) as c:
+        with tempfile.TemporaryDirectory() as d, MmapCache(os.path.join(d, "t"), size=64) as c:
             print(type(c.put).__name__)
         """,
         env={"MMCACHE_PURE_PYTHON": "1"},

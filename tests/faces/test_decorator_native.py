@@ -10,9 +10,11 @@ function does (pickled by reference, bound as a method, weakly referenced).
 
 from __future__ import annotations
 
+import atexit
 import gc
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -201,7 +203,8 @@ def test_native_and_pure_processes_share_decorated_results() -> None:
     assert p[2] == n[2]
 
 
-_DIR = tempfile.mkdtemp(prefix="mmcache-hit-")
+_DIR = tempfile.mkdtemp(prefix="mmcache-hit-")  # module level: pickled by reference
+atexit.register(shutil.rmtree, _DIR, True)
 
 
 @mmap_cached(path=_DIR)
