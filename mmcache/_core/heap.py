@@ -103,16 +103,20 @@ class Heap:
         if magic != layout.SEG_MAGIC or number != seg or gen != self.gen:
             self.damaged.add(seg)
             return None  # damaged: its records are unreadable (verify() reports it)
-        while len(self.views) <= seg:
-            self.maps.append(None)
-            self.views.append(None)
-            self.ids.append(None)
+        # Threads of this process map segments side by side, and a generation
+        # switch in another one may replace these lists (close): each list is
+        # taken once and grown on its own, so no index can run past its end.
+        maps, views, ids = self.maps, self.views, self.ids
+        for lst in (maps, views, ids):
+            while len(lst) <= seg:
+                lst.append(None)
         # Older maps are dropped, not closed: another thread may still be
         # slicing them; refcounting unmaps them when the last user lets go.
-        self.maps[seg] = mm
-        self.views[seg] = memoryview(mm)
-        self.ids[seg] = (st.st_dev, st.st_ino)
-        return self.views[seg]
+        view = memoryview(mm)
+        maps[seg] = mm
+        views[seg] = view
+        ids[seg] = (st.st_dev, st.st_ino)
+        return view
 
     def mapped(self, seg: int, need: int) -> mmap.mmap | None:
         """The map of segment ``seg`` reaching ``need`` bytes, to slice bytes
