@@ -169,7 +169,12 @@ class Heap:
         # Extended only through a checked descriptor (never a symlink, never
         # another user's file), and only if it is the file we have mapped:
         # a segment swapped for another file since is damage, not space.
-        fd = open_checked(name, os.O_RDWR, "heap segment", mode=self.mode, foreign_ok=self.foreign_ok)
+        try:
+            fd = open_checked(name, os.O_RDWR, "heap segment", mode=self.mode, foreign_ok=self.foreign_ok)
+        except FileNotFoundError:
+            # The header names a segment that was never made: its heap position
+            # is damaged (the writer repairs and rebuilds on this error).
+            raise CorruptCacheError(f"heap segment {name} is missing (damaged heap position)") from None
         try:
             st = os.fstat(fd)
             known = self.ids[seg] if seg < len(self.ids) else None

@@ -277,6 +277,14 @@ def _poke(name: str, off: int, st: object, value: int) -> None:
         f.write(st.pack(value))  # type: ignore[attr-defined]
 
 
+def _bump(name: str, off: int, st: object, by: int) -> None:
+    """A number made slightly wrong (still in range): ``by`` added to it."""
+    with open(name, "rb") as f:
+        f.seek(off)
+        value = st.unpack(f.read(st.size))[0]  # type: ignore[attr-defined]
+    _poke(name, off, st, value + by)
+
+
 def _slots(path: str, field: int, st: object, value: int) -> None:
     for slot in range(1, 64):
         _poke(path, L.slot_offset(slot, 96) + 64 + field, st, value)
@@ -291,6 +299,8 @@ DAMAGE: dict[str, Callable[[str], None]] = {
     "deleted": lambda p: _poke(p, L.OFF_COUNTERS + 8, L.U64, U64_MAX),
     "high_water_mark": lambda p: _poke(p, L.OFF_COUNTERS + 16, L.U64, U64_MAX),
     "heap_seg": lambda p: _poke(p, L.OFF_HEAP_SEG, L.U32, U32_MAX),
+    "heap_seg_plus_one": lambda p: _bump(p, L.OFF_HEAP_SEG, L.U32, 1),  # a segment never made
+    "heap_seg_plus_two": lambda p: _bump(p, L.OFF_HEAP_SEG, L.U32, 2),
     "heap_tail": lambda p: _poke(p, L.OFF_HEAP_SEG + 8, L.U64, U64_MAX),
     "live_bytes": lambda p: _poke(p, L.OFF_BYTES, L.U64, U64_MAX),
     "dead_bytes": lambda p: _poke(p, L.OFF_BYTES + 8, L.U64, U64_MAX),
