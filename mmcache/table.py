@@ -39,7 +39,10 @@ _HEAD = record.HEAD.unpack_from
 _OFF_KEY = record.OFF_KEY
 _OFF_CHECKED = record.OFF_CHECKED
 _REC_MAGIC = record.MAGIC
-_LOC = layout.SLOT_LOC.unpack_from
+# The hot reads test the index's flags byte (layout.OFF_FLAGS: RETIRED) as
+# idx[12], a constant rather than a global's lookup; it must stay that offset.
+if layout.OFF_FLAGS != 12:  # pragma: no cover - a format change must update them
+    raise ImportError("table.py's idx[12] is no longer layout.OFF_FLAGS")
 _time_ns = time.time_ns
 _MISS = object()
 _monotonic_ns = time.monotonic_ns
@@ -284,7 +287,7 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
         kt, idx, a, b, expect, m, vs, ve, exp, _flags, rec, ri = e
         if (
             kt is type(key)
-            and not idx[12]
+            and not idx[12]  # layout.OFF_FLAGS (RETIRED)
             and (now := _monotonic_ns()) < s.next_check  # type: ignore[union-attr]
             and idx[a:b] == expect
         ):

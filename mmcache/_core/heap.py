@@ -103,6 +103,10 @@ class Heap:
         if magic != layout.SEG_MAGIC or number != seg or gen != self.gen:
             self.damaged.add(seg)
             return None  # damaged: its records are unreadable (verify() reports it)
+        return self._install(seg, mm, (st.st_dev, st.st_ino))
+
+    def _install(self, seg: int, mm: mmap.mmap, ident: tuple[int, int]) -> memoryview:
+        """Record a new map of segment ``seg``; its view."""
         # Threads of this process map segments side by side, and a generation
         # switch in another one may replace these lists (close): each list is
         # taken once and grown on its own, so no index can run past its end.
@@ -115,7 +119,7 @@ class Heap:
         view = memoryview(mm)
         maps[seg] = mm
         views[seg] = view
-        ids[seg] = (st.st_dev, st.st_ino)
+        ids[seg] = ident
         return view
 
     def mapped(self, seg: int, need: int) -> mmap.mmap | None:
