@@ -20,10 +20,12 @@ the native get: Django's ``cache.get`` hit (mmcache's backend against
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,23 @@ def _scale(cfg: Config, rep: Report) -> dict[tuple[int, str], float | None]:
     return {(0 if n == SMALL else 1, p): v for (n, p), v in med.items()}
 
 
+@contextlib.contextmanager
+def _pure_python() -> Iterator[None]:
+    """Handles opened and functions decorated in the block use no compiled code
+    (as where nothing compiled), for pure-Python rows beside the native ones."""
+    from mmcache import _native
+
+    names = ("Getter", "Putter", "KeyFn", "Hit")
+    saved = {n: getattr(_native, n) for n in names}
+    try:
+        for n in names:
+            setattr(_native, n, None)
+        yield
+    finally:
+        for n, v in saved.items():
+            setattr(_native, n, v)
+
+
 def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
     """Django cache.get and a decorator hit, through the native get, against their in-process peers."""
     from django.core.cache.backends.locmem import LocMemCache
@@ -202,6 +221,9 @@ def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
             "django mmcache": MmapCacheBackend(str(base / "django"), {}),
             "django locmem": LocMemCache("bench-native", {"OPTIONS": {"MAX_ENTRIES": 10 * HOT}}),
         }
+        with _pure_python():  # its table is opened (pure) by the first set
+            backends["django mmcache pure"] = MmapCacheBackend(str(base / "django-pure"), {})
+            backends["django mmcache pure"].set(keys[0], value, None)
         for b in backends.values():
             for k in keys:
                 b.set(k, value, None)
@@ -212,6 +234,9 @@ def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
 
         funcs: dict[str, Any] = {"decorator mmcache": mmap_cached(path=str(base / "deco"))(compute),
                  "decorator lru_cache": functools.lru_cache(maxsize=None)(compute)}  # fmt: skip
+        with _pure_python():  # decorated, and its table opened by a first call, without the extension
+            funcs["decorator mmcache pure"] = mmap_cached(path=str(base / "deco-pure"))(compute)
+            funcs["decorator mmcache pure"](0)
         args = list(range(HOT))
         for f in funcs.values():
             for a in args:
@@ -227,14 +252,16 @@ def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
         shutil.rmtree(base, ignore_errors=True)
     rep.section(
         "The faces through the native get (1,000 keys, 100-byte values, hits)",
-        ["operation", "mmcache", "peer", "peer / mmcache"],
+        ["operation", "mmcache native", "mmcache pure", "peer", "peer / native", "peer / pure"],
         [
             ["Django cache.get vs LocMemCache", fmt_ns(med.get("django mmcache")),
-             fmt_ns(med.get("django locmem")),
-             fmt_ratio(ratio(med.get("django locmem"), med.get("django mmcache")))],
+             fmt_ns(med.get("django mmcache pure")), fmt_ns(med.get("django locmem")),
+             fmt_ratio(ratio(med.get("django locmem"), med.get("django mmcache"))),
+             fmt_ratio(ratio(med.get("django locmem"), med.get("django mmcache pure")))],
             ["@mmap_cached vs functools.lru_cache", fmt_ns(med.get("decorator mmcache")),
-             fmt_ns(med.get("decorator lru_cache")),
-             fmt_ratio(ratio(med.get("decorator lru_cache"), med.get("decorator mmcache")))],
+             fmt_ns(med.get("decorator mmcache pure")), fmt_ns(med.get("decorator lru_cache")),
+             fmt_ratio(ratio(med.get("decorator lru_cache"), med.get("decorator mmcache"))),
+             fmt_ratio(ratio(med.get("decorator lru_cache"), med.get("decorator mmcache pure")))],
         ],  # fmt: skip
     )
     return med

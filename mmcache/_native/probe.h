@@ -45,16 +45,18 @@ typedef struct {
                           * are memoryviews, whose release does not use the Py_buffer's address) */
     PyObject **seg_obj;  /* the memoryview whose export seg_buf[i] holds, or NULL */
     Py_buffer *seg_buf;
+    PyObject *retired;   /* list: views the heap replaced, kept alive until the next bind (see segment) */
     long long next_check; /* CLOCK_MONOTONIC ns of the next staleness check */
     unsigned long long hits, misses; /* not yet taken into SharedTable.local */
 } binding;
 
 static void binding_release(binding *b) {
     b->bound = 0;
-    PyObject *views = b->views, **objs = b->seg_obj;
+    PyObject *views = b->views, **objs = b->seg_obj, *retired = b->retired;
     Py_buffer *bufs = b->seg_buf;
     Py_ssize_t n = b->ncache;
     b->views = NULL;
+    b->retired = NULL;
     b->seg_obj = NULL;
     b->seg_buf = NULL;
     b->ncache = 0;
@@ -72,6 +74,7 @@ static void binding_release(binding *b) {
     PyMem_Free(objs);
     PyMem_Free(bufs);
     Py_XDECREF(views);
+    Py_XDECREF(retired);
 }
 
 /* Bind to one generation's maps. A geometry that does not fit its map
@@ -84,8 +87,15 @@ static int binding_bind(binding *b, PyObject *idx, unsigned long long nslots, un
         PyErr_SetString(PyExc_TypeError, "views must be a list");
         return -1;
     }
+    /* Made first: allocating a tracked object may run the collector (and
+     * code); nothing is held yet. */
+    PyObject *retired = PyList_New(0);
+    if (retired == NULL) return -1;
     Py_buffer ib, rb;
-    if (PyObject_GetBuffer(idx, &ib, PyBUF_SIMPLE) < 0) return -1;
+    if (PyObject_GetBuffer(idx, &ib, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(retired);
+        return -1;
+    }
     rb.obj = NULL;
     if (recency != Py_None && PyObject_GetBuffer(recency, &rb, PyBUF_WRITABLE) < 0) {
         PyErr_Clear(); /* a read-only map: no stamps */
@@ -102,6 +112,7 @@ static int binding_bind(binding *b, PyObject *idx, unsigned long long nslots, un
     b->rec_base = rec_base;
     Py_INCREF(views);
     b->views = views;
+    b->retired = retired;
     b->bound = mmf_geometry_ok(&b->ix) && rec_base <= (1ULL << 40);
     return 0;
 }
@@ -136,8 +147,16 @@ static const Py_buffer *segment(binding *b, uint64_t seg) {
     b->seg_obj[seg] = v;
     b->seg_buf[seg] = nb;
     if (old != NULL) {
-        PyBuffer_Release(&ob);
-        Py_DECREF(old);
+        PyBuffer_Release(&ob); /* a memoryview's release only counts: no code runs */
+        /* The old view is not let go here: if this were its last reference,
+         * the mmap's dealloc would unmap with the GIL released, and another
+         * thread could rebind this binding (freeing seg_buf) in the middle of
+         * this get. It lives in `retired` until the next bind or unbind. */
+        if (b->retired == NULL || PyList_Append(b->retired, old) < 0) {
+            PyErr_Clear();
+            return &b->seg_buf[seg]; /* no memory to retire it: keep (leak) the reference */
+        }
+        Py_DECREF(old); /* not the last: retired holds it */
     }
     return &b->seg_buf[seg];
 }

@@ -205,3 +205,34 @@ def test_gets_from_threads_race_rebinds_here_and_in_another_process(path: str) -
         got = c.get(k)
         assert got is not None and got.startswith((k + "|").encode())
     c.close()
+
+
+def test_a_replaced_segment_view_is_let_go_only_at_the_next_bind(path: str) -> None:
+    """A get that meets a segment the heap remapped (it grew) swaps its pin to
+    the new view but keeps the old one alive until the next bind: dropping its
+    last reference there would unmap with the GIL released (mmap's dealloc),
+    and another thread could rebind the Table in the middle of that get (a
+    segfault seen under load before this rule)."""
+    import gc
+    import weakref
+
+    c = MmapCache(path, size=512, key_size=32, max_segment_bytes=1 << 24)
+    c.put("a", b"x" * 100)
+    assert c.get("a") == b"x" * 100  # the Table pins segment 0's view
+    g = c._s.gen  # type: ignore[union-attr]
+    old = weakref.ref(g.heap.maps[0])
+    i = 0
+    while old() is g.heap.maps[0]:  # grow segment 0 until the heap remaps it
+        c.put(f"k{i}", b"y" * 4000)
+        i += 1
+        assert i < 1000
+    gc.collect()
+    assert old() is not None  # the Table's pin holds it
+    assert c.get("a") == b"x" * 100  # the get swaps to the new view ...
+    gc.collect()
+    assert old() is not None  # ... and retires the old one, not freed mid-get
+    c.atomic_rebuild()  # a new generation: the next bind lets it go
+    assert c.get("a") == b"x" * 100
+    gc.collect()
+    assert old() is None
+    c.close()
