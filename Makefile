@@ -111,7 +111,7 @@ reliability: $(STAMP) fuzz-native
 FUZZ_SECONDS ?= 60
 fuzz-native: $(STAMP)
 	$(PY) $(PIP_INSTALL) atheris  # the fuzz extra, at its pinned version
-	MMCACHE_CFLAGS="-fsanitize-coverage=trace-cmp" $(PY) $(PIP_INSTALL) --no-deps -e .
+	MMCACHE_CFLAGS="-fsanitize-coverage=trace-cmp -DMMCACHE_FUZZ" $(PY) $(PIP_INSTALL) --no-deps -e .
 	ATH=$$($(PY) -c "import atheris, os; print(os.path.dirname(os.path.dirname(atheris.__file__)))"); \
 		LD_PRELOAD=$$ATH/ubsan_with_fuzzer.so $(PY) tests/core/fuzz_native.py -max_total_time=$(FUZZ_SECONDS) \
 		-print_final_stats=1; rc=$$?; $(PY) $(PIP_INSTALL) --no-deps -e .; exit $$rc

@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fuzz_stubs.h" /* make fuzz-native only */
 #include "xxh3.h"
 
 #define MAX_DEPTH 64 /* _encode._MAX_DEPTH */

@@ -34,6 +34,7 @@
 
 #include "_write.h" /* Putter: the put (_write.c) */
 #include "probe.h"
+#include "fuzz_stubs.h" /* make fuzz-native only */
 
 /* get(hot, views, key, key_size, track, next_check, local, default, with_flags):
  * one get on explicit buffers, for tests and the fuzzer (a binding made
