@@ -18,7 +18,10 @@ setup(
         Extension(
             "mmcache._native._speedups",
             sources=[f"mmcache/_native/{n}.c" for n in ("_speedups", "_write", "_wstate", "_delete")],
-            depends=[f"mmcache/_native/{n}.h" for n in ("xxh3", "format", "probe", "_write", "_write_int", "fuzz_stubs")],
+            depends=[
+                f"mmcache/_native/{n}.h"
+                for n in ("xxh3", "format", "probe", "_write", "_write_int", "fuzz_stubs")
+            ],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,
