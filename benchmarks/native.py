@@ -236,11 +236,10 @@ def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
 
         # A module-level function, as most memoised ones are (a closure's key is
         # re-derived from its cells on every call: the Python path, ~0.7 us here).
-        compute = _compute
-        funcs: dict[str, Any] = {"decorator mmcache": mmap_cached(path=str(base / "deco"))(compute),
-                 "decorator lru_cache": functools.lru_cache(maxsize=None)(compute)}  # fmt: skip
+        funcs: dict[str, Any] = {"decorator mmcache": mmap_cached(path=str(base / "deco"))(_compute),
+                 "decorator lru_cache": functools.lru_cache(maxsize=None)(_compute)}  # fmt: skip
         with _pure_python():  # decorated, and its table opened by a first call, without the extension
-            funcs["decorator mmcache pure"] = mmap_cached(path=str(base / "deco-pure"))(compute)
+            funcs["decorator mmcache pure"] = mmap_cached(path=str(base / "deco-pure"))(_compute)
             funcs["decorator mmcache pure"](0)
         args = list(range(HOT))
         for f in funcs.values():
