@@ -221,7 +221,13 @@ def test_native_and_pure_processes_agree_on_random_operations(
         # The compiled put answered the common puts (a byte cap, eviction,
         # hashed keys and the rest went to the pure path, in this process too).
         answered, passed = native.put.counts()  # type: ignore[attr-defined]
-        assert (answered > 100) is ("max_bytes" not in options), (answered, passed)
+        # With a byte cap it passes every put; otherwise it answers a good share
+        # (at max_entries=30 most puts evict and pass: ~100 of ~300 answered,
+        # varying with the short ttls' timing, hence the wide margin).
+        if "max_bytes" in options:
+            assert answered == 0, (answered, passed)
+        else:
+            assert answered >= 40, (answered, passed)
         assert native.delete.counts()[0] > 20  # type: ignore[attr-defined]
     finally:
         stop.set()
