@@ -15,6 +15,9 @@
 #include "format.h"
 
 static PyObject *FALLBACK; /* the module's `FALLBACK` sentinel */
+#ifndef PROBE_PREFETCH_SLOTS
+#define PROBE_PREFETCH_SLOTS 8 /* slots whose state line a probe asks for at once */
+#endif
 /* How far CLOCK_MONOTONIC_COARSE may lag CLOCK_MONOTONIC (twice its
  * resolution, set at import): the staleness check reads the coarse clock
  * (~12 ns here against ~45 ns) and the fine one only within this of due. */
@@ -183,6 +186,21 @@ static PyObject *probe(binding *b, PyObject *key, unsigned long long key_size, i
     const mmf_index *ix = &b->ix;
     const uint64_t K = ix->ks;
     if (!b->bound || n <= 0 || (uint64_t)n > K || key_size != K || b->next_check <= 0) return fallback();
+    uint64_t i = mmx_xxh3_64(kb, (size_t)n, 0) % ix->nslots;
+    /* A probe reads the home slot's key and state and, for a miss, the state
+     * of the next few slots (linear probing at load <= 1/2: 2.5 slots on
+     * average, more in a cluster). On a large table each line is a cache miss
+     * (~150 ns here): ask for them together, not one after another, and
+     * before the checks below, which then run while the lines are on their
+     * way (hints inside the map: never a read, never a fault, harmless if the
+     * get falls back; a probe that wraps past the last slot just waits). */
+    {
+        const uint8_t *p0 = mmf_slot(ix, i);
+        const uint64_t room = (uint64_t)(ix->idx + ix->len - p0);
+        __builtin_prefetch(p0);
+        for (uint64_t j = 0, at = K; j < PROBE_PREFETCH_SLOTS && at < room; j++, at += ix->ss)
+            __builtin_prefetch(p0 + at);
+    }
     /* The staleness check: due at next_check on time.monotonic_ns()'s clock.
      * The coarse clock lags it by less than COARSE_SLACK, so a due check is
      * never missed; the fine clock is read only near it, or for a stamp. */
@@ -191,7 +209,6 @@ static PyObject *probe(binding *b, PyObject *key, unsigned long long key_size, i
         return fallback();
     if (ix->idx[MMF_OFF_FLAGS] /* RETIRED (or anything else in the first flags byte) */) return fallback();
 
-    uint64_t i = mmx_xxh3_64(kb, (size_t)n, 0) % ix->nslots;
     const uint8_t *slot = NULL;
     for (uint64_t left = ix->nslots;; left--) {
         const uint8_t *sp = mmf_slot(ix, i);
