@@ -58,6 +58,28 @@ def test_stats_count_every_get_exactly_and_keep_them_at_close(path: str) -> None
     c.close()
 
 
+@needs_native
+def test_a_memo_false_handle_reads_through_the_compiled_get_and_gives_bytes(path: str) -> None:
+    from mmcache.table import VIEW_MIN
+
+    big = os.urandom(VIEW_MIN + 10)
+    with MmapCache(path, size=256, memo=False) as lean, MmapCache(path, size=256) as c:
+        assert type(lean.get).__name__ == "Getter" and type(lean._get_view).__name__ == "Getter"
+        lean.put("big", big)
+        for i in range(20):
+            lean.put(f"k{i}", b"v%d" % i)
+        for _ in range(2):
+            assert [lean.get(f"k{i}") for i in range(20)] == [b"v%d" % i for i in range(20)]
+            assert lean.get("absent") is None and lean.get("absent", 5) == 5
+            got = lean._get_view("big")
+            assert type(got) is bytes and got == big  # never a view of the map
+        assert lean.get_stats()["hits"] >= 42
+        assert isinstance(c._get_view("big"), memoryview)  # the memo-using handle's read
+        assert len(c._s.memo) == 0  # type: ignore[union-attr]  # nothing memoised by either
+        lean.put("k3", b"new")
+        assert lean.get("k3") == b"new" and c.get("k3") == b"new"
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_fork_child_reads_through_the_inherited_state_and_counts_only_its_own(path: str) -> None:
     c = MmapCache(path, size=256)
