@@ -105,8 +105,9 @@ lint: $(STAMP)
 reliability: $(STAMP) fuzz-native
 	$(PY) tests/proofs/reliability_report.py
 
-# The fuzzer over the native get's slot and record parsing (tests/core/fuzz_native.py),
-# for FUZZ_SECONDS: the extension rebuilt with gcc's comparison hooks, atheris'
+# The fuzzers over the native get's slot and record parsing (tests/core/fuzz_native.py)
+# and over the native put / add / delete's reading of a table (fuzz_native_write.py),
+# FUZZ_SECONDS each: the extension rebuilt with gcc's comparison hooks, atheris'
 # libFuzzer preloaded; then the normal build is put back.
 FUZZ_SECONDS ?= 60
 fuzz-native: $(STAMP)
@@ -114,7 +115,9 @@ fuzz-native: $(STAMP)
 	MMCACHE_CFLAGS="-fsanitize-coverage=trace-cmp -DMMCACHE_FUZZ" $(PY) $(PIP_INSTALL) --no-deps -e .
 	ATH=$$($(PY) -c "import atheris, os; print(os.path.dirname(os.path.dirname(atheris.__file__)))"); \
 		LD_PRELOAD=$$ATH/ubsan_with_fuzzer.so $(PY) tests/core/fuzz_native.py -max_total_time=$(FUZZ_SECONDS) \
-		-print_final_stats=1; rc=$$?; $(PY) $(PIP_INSTALL) --no-deps -e .; exit $$rc
+		-print_final_stats=1; rc=$$?; \
+		LD_PRELOAD=$$ATH/ubsan_with_fuzzer.so $(PY) tests/core/fuzz_native_write.py -max_total_time=$(FUZZ_SECONDS) \
+		-print_final_stats=1; rc2=$$?; $(PY) $(PIP_INSTALL) --no-deps -e .; [ $$rc = 0 ] && exit $$rc2; exit $$rc
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick

@@ -452,3 +452,21 @@ def test_the_extension_runs_pure_when_forced() -> None:
         env={"MMCACHE_PURE_PYTHON": "1"},
     )
     assert out.strip() == "method"
+
+
+def test_compiled_writes_on_randomly_damaged_tables_answer_or_hand_on(tmp_path: Any) -> None:
+    # A fixed-seed sweep of what the write fuzzer (tests/core/fuzz_native_write.py)
+    # explores, so that make test and the ASan run cover it: a put, add or
+    # delete on a table whose mapped header, slots, heap and roster are
+    # overwritten at random answers (None / a bool) or hands on, never crashes.
+    from _native_write_craft import PURE, DamagedTable, RandomProvider
+
+    table = DamagedTable(str(tmp_path))
+    provider = RandomProvider(random.Random(11))
+    answers = [table.one(provider) for _ in range(6_000)]
+    table.close()
+    handed_on = sum(r is PURE for r in answers)
+    assert 0 < handed_on < len(answers) // 2, handed_on  # most answered by the C, some handed on
+    with MmapCache.open(str(tmp_path / "t")) as c:  # the maps put back: the table as it was
+        assert c.get("k1") == b"v1" * 7 and c.get(b"k2") == b"bytes key" and c.get("k5") is None
+        assert c.verify() == []
