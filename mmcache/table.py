@@ -144,18 +144,7 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
             max_size, max_entries, max_bytes, eviction, compact_threshold, compact_min_bytes,
             max_segment_bytes, verify_checksums, key, eviction == "lru" and s.writable,
         )  # fmt: skip
-        if key is not None:
-            self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
-        elif _native.Getter is not None and s.native is not None:
-            # The compiled get answers what it can from the table's native
-            # state (no memo); it calls _get_probe, the pure path, for the rest
-            # (which memoises only if memo). memo=False: values as bytes, never
-            # a view (which keeps its segment's map alive), as before.
-            self.get = _native.Getter(self, s.native)  # type: ignore[method-assign]
-            view_min = VIEW_MIN if memo else 0
-            self._get_view = _native.Getter(self, s.native, view_min=view_min)  # type: ignore[method-assign]
-        elif not memo:
-            self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
+        self._install_gets(s, key, memo)
         self._native_writes(s, key, _native.Putter)
         if s.writable:
             self._heal_on_open(s)
@@ -175,6 +164,22 @@ class MmapCache(TableLookup, TableWrites, TableMaintenance, OptionsView):
             self._opts.track_recency,
             bool(memo),
         )
+
+    def _install_gets(self, s: SharedTable, secret: bytes | None, memo: bool) -> None:
+        """Put this handle's get and _get_view in place: the class's (memo,
+        then probe), the compiled ones, or the unmemoised probe."""
+        if secret is not None:
+            self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
+        elif _native.Getter is not None and s.native is not None:
+            # The compiled get answers what it can from the table's native
+            # state (no memo); it calls _get_probe, the pure path, for the rest
+            # (which memoises only if memo). memo=False: values as bytes, never
+            # a view (which keeps its segment's map alive), as before.
+            self.get = _native.Getter(self, s.native)  # type: ignore[method-assign]
+            view_min = VIEW_MIN if memo else 0
+            self._get_view = _native.Getter(self, s.native, view_min=view_min)  # type: ignore[method-assign]
+        elif not memo:
+            self.get = self._get_view = self._get_unmemoised  # type: ignore[method-assign]
 
     def _heal_on_open(self, s: SharedTable) -> None:
         """A writer died mid-update (or the header is damaged): repair now,
