@@ -21,7 +21,8 @@ argument's :func:`encode`: a type tag, then fixed-size or length-prefixed data.
   ``compare=True`` fields in order.
 * numpy (imported only for objects whose type comes from numpy): arrays as
   dtype, shape and the ``xxh3_128`` of their C-order bytes (object arrays item
-  by item); scalars by value (``typed=False``) or dtype + bytes.
+  by item); scalars by value (``typed=False``) or dtype + bytes (x87
+  ``longdouble``'s padding left out: ``_npbytes``).
 * Functions and classes by ``module:qualname``, only if that name imports back
   to the very object (lambdas, local definitions: ``TypeError``); bound
   methods as ``__self__`` + name.
@@ -56,6 +57,8 @@ from pathlib import PosixPath, PurePath, PurePosixPath, PureWindowsPath, Windows
 from typing import Any, NoReturn
 
 from xxhash import xxh3_128_digest as _digest
+
+from ._npbytes import value_bytes
 
 __all__ = ["ENCODING_VERSION", "encode"]
 
@@ -270,11 +273,7 @@ def _e_ndarray(obj: Any, typed: bool, depth: int) -> bytes:
     head = b"A" + _descr(obj.dtype) + _e_seq(obj.shape, True, depth)
     if obj.dtype.hasobject:
         return head + _e_seq(obj.ravel().tolist(), typed, depth)
-    try:  # hash the array's own buffer when it is C-contiguous: no copy
-        data = _digest(obj if obj.flags.c_contiguous else obj.tobytes())
-    except (TypeError, ValueError, BufferError):  # dtypes without buffer support
-        data = _digest(obj.tobytes())
-    return head + b"=" + data
+    return head + b"=" + _digest(value_bytes(obj))
 
 
 def _e_npscalar(obj: Any, typed: bool, depth: int) -> bytes:
@@ -282,7 +281,7 @@ def _e_npscalar(obj: Any, typed: bool, depth: int) -> bytes:
     exact = dt.kind in "biuSU" or dt.itemsize <= {"f": 8, "c": 16}.get(dt.kind, 0)
     if exact and not typed:  # .item() is a Python value equal to obj
         return _enc(obj.item(), typed, depth + 1)
-    raw: bytes = obj.tobytes()
+    raw: bytes = value_bytes(obj)
     return b"n" + _descr(dt) + _HDR(b"b", len(raw)) + raw
 
 

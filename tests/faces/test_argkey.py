@@ -659,6 +659,36 @@ def test_numpy_special_arrays_and_scalars() -> None:
     assert encode(np.ma.masked_array([1, 2], mask=[0, 1])) != encode(np.ma.masked_array([1, 2], mask=[1, 0]))
 
 
+def test_numpy_longdouble_keys_leave_the_x87_padding_out() -> None:
+    # np.longdouble on x86 stores an 80-bit value in 16 bytes and leaves the
+    # other 6 as it finds them: equal values must still give one key.
+    np = pytest.importorskip("numpy")
+    if np.finfo(np.longdouble).nmant != 63:
+        pytest.skip("longdouble is not x87 extended here")
+    size = np.dtype(np.longdouble).itemsize
+    one_and_half = np.longdouble(1.5).tobytes()[:10]
+
+    def padded(value10: bytes, pad: bytes) -> Any:
+        return np.frombuffer(value10 + pad[: size - 10], dtype=np.longdouble)[0]
+
+    clean, dirty = padded(one_and_half, b"\0" * 6), padded(one_and_half, b"\x57\x14\x2d\x7f\x01\x02")
+    assert clean == dirty and clean.tobytes() != dirty.tobytes()
+    for typed in (False, True):
+        assert encode(clean, typed=typed) == encode(dirty, typed=typed)
+        assert encode(clean, typed=typed) != encode(np.longdouble(2.5), typed=typed)
+    arr = np.array([clean, dirty, np.longdouble(2.5)])
+    assert encode(arr) == encode(np.array([dirty, dirty, np.longdouble(2.5)]))
+    assert encode(arr) != encode(np.array([clean, clean, np.longdouble(3.5)]))
+    c_clean = np.array([complex(1.5, 2.5)], dtype=np.clongdouble)
+    c_dirty = c_clean.copy()
+    c_dirty.view(np.uint8)[10:size] = 0x5A  # the real part's padding
+    assert c_clean[0] == c_dirty[0] and c_clean.tobytes() != c_dirty.tobytes()
+    assert encode(c_clean) == encode(c_dirty)
+    assert encode(c_clean[0], typed=True) == encode(c_dirty[0], typed=True)
+    big = arr.astype(">g")  # byte-swapped: the value is in the last 10 bytes of each
+    assert encode(big) != encode(arr) and encode(big) == encode(big.copy())
+
+
 def test_numpy_not_imported_for_other_values() -> None:
     code = """
         import sys
