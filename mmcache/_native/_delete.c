@@ -53,10 +53,12 @@ static int unplace(const Putter *p, State *st, const Put *a, int *was_live) {
     idx[OFF_DIRTY] = 1;
     publish_fence();
     sp[K] = ST_DELETED;
+    if (h.logging) log_change(idx, slot);
     publish_fence();
     if (pos < last) {
         put32(roster + ROSTER_HB + 4 * pos, (uint32_t)moved);
         put32(idx + HB + (moved - 1) * st->ss + K + 4, (uint32_t)pos);
+        if (h.logging) log_change(idx, moved); /* its roster position changed */
     }
     uint8_t *c = idx + OFF_HOT;
     put64(c, occ - 1);

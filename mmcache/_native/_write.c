@@ -18,7 +18,7 @@
  * to hand the call, arguments as given, to the pure path (handle._put_pure):
  * a lock held elsewhere (the pure path waits for it without freezing other
  * threads: it lets the GIL go while it blocks), a staleness check or a stats
- * flush due, a retired, dirty or logging index, needs_repair, a number of
+ * flush due, a retired or dirty index, needs_repair, a number of
  * the header out of its range, a byte cap, a key that needs eviction or a
  * rebuild first, a heap segment without room (the pure path grows or rolls
  * it), a key longer than key_size (hashed), a key, value, expiry or flags
@@ -157,6 +157,7 @@ static int place(const Putter *p, State *st, const Put *a, uint64_t *counts) {
         live += a->rec_len;
     }
     ((uint64_t *)rb.buf)[stamp_at] = mono; /* a put is a use (LRU) */
+    if (hh.logging) log_change(idx, at + 1);
     publish_fence();
     /* the header's hot fields, dirty still 1; then dirty cleared on its own */
     uint8_t *h = idx + OFF_HOT;

@@ -93,6 +93,7 @@ typedef struct {
 /* The header's hot fields (layout.HOT). */
 typedef struct {
     uint64_t occ, dele, hwm, seg, tail, live, dead, created, seq;
+    int logging; /* a concurrent rebuild copies: every changed slot goes in the header's log */
 } Hot;
 
 int w_intern(void); /* the S_ names above; -1 with an exception */
@@ -101,6 +102,7 @@ int load_state(Putter *p, State *st, int for_put);
 long take_lock(State *st);
 int drop_lock(State *st, long depth);
 int read_hot(const uint8_t *idx, const State *st, Hot *h);
+void log_change(uint8_t *idx, uint64_t slot);
 void find_slot(const uint8_t *idx, const State *st, uint64_t K, const Put *a, uint64_t *found, uint64_t *free);
 int check_key(const Putter *p, PyObject *key, Put *a);
 int record_live(const State *st, const uint8_t *sp, uint64_t K);

@@ -3,9 +3,10 @@
  * and let go, the header's numbers, the probe, the key. */
 #include "_write_int.h" /* (Python.h first) */
 
+#include <errno.h>
 #include <sys/file.h>
 
-#include "xxh3.h"
+#include "format.h"
 
 PyObject *S_s, *S_opts, *S_gen, *S_hot, *S_heap, *S_views, *S_max_seg, *S_needs_repair, *S_caps,
     *S_roster, *S_next_check, *S_flush_due, *S_local, *S_lock, *S_tlock, *S_depth, *S_fd, *S_acquire,
@@ -164,9 +165,42 @@ out:
     return ok;
 }
 
-/* The writer lock taken without waiting (WriterLock.try_acquire's steps):
- * its thread lock, then at depth 0 the flock. Returns the depth it was at
- * (>= 0), or -1: not taken (held elsewhere, or any error), nothing held. */
+/* How long a put spins for a flock another process holds, retrying without
+ * blocking, before it hands the call to the pure path (which sleeps in
+ * flock with the GIL let go). A native put holds the lock ~1 us, so a short
+ * spin nearly always wins it; sleeping instead costs a wakeup (tens of us
+ * here) and a pure put: with two processes putting, nearly half the puts went
+ * that way. Bounded far below the GIL's switch interval (5 ms): other threads
+ * are not frozen by it. */
+#ifndef LOCK_SPIN_NS
+#define LOCK_SPIN_NS 20000
+#endif
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* flock(LOCK_EX) without sleeping: retried for up to LOCK_SPIN_NS while
+ * another holder has it. 0 taken, -1 not. */
+static int flock_spin(int fd) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    if (errno != EWOULDBLOCK) return -1;
+    const uint64_t until = clock_ns(CLOCK_MONOTONIC) + LOCK_SPIN_NS;
+    do {
+        for (int i = 0; i < 16; i++) cpu_relax();
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    } while (errno == EWOULDBLOCK && clock_ns(CLOCK_MONOTONIC) < until);
+    return -1;
+}
+
+/* The writer lock taken without sleeping (WriterLock.try_acquire's steps):
+ * its thread lock, then at depth 0 the flock (flock_spin). Returns the depth
+ * it was at (>= 0), or -1: not taken (held elsewhere, or any error), nothing
+ * held. */
 long take_lock(State *st) {
     PyObject *args[2] = {st->tlock, Py_False};
     PyObject *r = PyObject_VectorcallMethod(S_acquire, args, 2, NULL);
@@ -179,7 +213,7 @@ long take_lock(State *st) {
     int bad = 0;
     long depth = (long)attr_ll(st->lock, S_depth, &bad);
     PyObject *d = NULL;
-    if (bad || depth < 0 || (depth == 0 && flock(st->fd, LOCK_EX | LOCK_NB) != 0)) goto undo;
+    if (bad || depth < 0 || (depth == 0 && flock_spin(st->fd) != 0)) goto undo;
     if ((d = PyLong_FromLong(depth + 1)) == NULL || PyObject_SetAttr(st->lock, S_depth, d) < 0) {
         if (depth == 0) flock(st->fd, LOCK_UN);
         goto undo;
@@ -223,10 +257,12 @@ int drop_lock(State *st, long depth) {
 
 
 /* The index map's header read under the lock: 0 (the pure path's) if the
- * index is retired, logging for a concurrent rebuild, dirty, or a number is
- * past generation.counters_sane's ranges (the pure path repairs). */
+ * index is retired, dirty, has a flag this code does not know, or a number is
+ * past generation.counters_sane's ranges (the pure path repairs). h->logging:
+ * a concurrent rebuild is copying (FLAG_LOGGING): the write logs its slots. */
 int read_hot(const uint8_t *idx, const State *st, Hot *h) {
-    if (idx[OFF_FLAGS] || idx[OFF_LOGGING] || mmx_le32(idx + OFF_DIRTY)) return 0;
+    if (idx[OFF_FLAGS] || (idx[OFF_LOGGING] & ~1u) || mmx_le32(idx + OFF_DIRTY)) return 0;
+    h->logging = idx[OFF_LOGGING] & 1;
     const uint8_t *p = idx + OFF_HOT;
     h->occ = mmx_le64(p);
     h->dele = mmx_le64(p + 8);
@@ -240,6 +276,15 @@ int read_hot(const uint8_t *idx, const State *st, Hot *h) {
     const uint64_t n = st->nslots;
     return !(h->occ > n || h->dele > n - h->occ || h->hwm > n || h->seg >= SEG_LIMIT || h->tail < SEG_HB ||
              h->tail > st->max_seg || h->live >= NUM_LIMIT || h->dead >= NUM_LIMIT || h->seq >= NUM_LIMIT);
+}
+
+/* slots.log_change: note for a concurrent rebuild that `slot` (1-based)
+ * changed. The count goes one past the log's capacity to say "overflowed:
+ * rescan every slot", and stops there. Under the writer lock. */
+void log_change(uint8_t *idx, uint64_t slot) {
+    uint32_t n = mmx_le32(idx + MMF_OFF_LOG);
+    if (n < MMF_LOG_CAP) put32(idx + MMF_OFF_LOG_ENTRIES + 4 * (uint64_t)n, (uint32_t)slot);
+    if (n <= MMF_LOG_CAP) put32(idx + MMF_OFF_LOG, n + 1);
 }
 
 /* slots.find for a key that fits in a slot: *found = the slot (0-based)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mmcache import MmapCache
+from mmcache import MmapCache, _native
 from mmcache._core import layout as L
 from mmcache._core import rebuild as R
 from mmcache._core import record as record
@@ -120,6 +120,26 @@ def test_writes_during_the_copy_are_caught_up(path: str, monkeypatch: pytest.Mon
     assert set(hooks.used) == {mode}
     assert c.get_stats()["generation"] > gen
     # the writes came back through the log (not a rescan of every slot)
+    assert hooks.takes and hooks.takes[0] is not None and len(hooks.takes[0]) >= 300
+    _check(c, model)
+    c.close()
+
+
+@pytest.mark.skipif(not _native.AVAILABLE, reason="the compiled extension is not in use")
+def test_compiled_writes_during_the_copy_log_their_slots(
+    path: str, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The compiled put and delete answer while a rebuild copies (they log the
+    slots they change, as the pure path does) and the rebuild catches up."""
+    c = MmapCache(path, size=8192)
+    model = _fill(c, 1500)
+    rng = random.Random(3)
+    puts, deletes = c.put.counts()[0], c.delete.counts()[0]  # type: ignore[attr-defined]
+    hooks = _Hooks(monkeypatch, c, lambda n: _mutate(c, model, 300, rng, "n1") if n == 1 else None)
+    assert _rebuild(c, mode)
+    puts = c.put.counts()[0] - puts  # type: ignore[attr-defined]
+    deletes = c.delete.counts()[0] - deletes  # type: ignore[attr-defined]
+    assert puts >= 200 and deletes >= 120, (puts, deletes)  # of ~225 and ~150: the C's, not handed on
     assert hooks.takes and hooks.takes[0] is not None and len(hooks.takes[0]) >= 300
     _check(c, model)
     c.close()
