@@ -54,6 +54,7 @@ test-pure: $(STAMP)
 # native, hostile-file and core tests run with libasan preloaded, then the
 # normal build is put back (so do not run `make test` beside it).
 ASAN_TESTS := tests/core/test_native.py tests/core/test_native_table.py tests/core/test_native_put.py \
+	tests/core/test_native_compact.py tests/core/test_rebuild_catch_up.py \
 	tests/faces/test_decorator_native.py \
 	tests/core/test_hostile_files.py tests/core/test_table_basic.py tests/core/test_table_processes.py \
 	tests/core/test_table_model.py

@@ -17,7 +17,9 @@ setup(
     ext_modules=[
         Extension(
             "mmcache._native._speedups",
-            sources=[f"mmcache/_native/{n}.c" for n in ("_speedups", "_write", "_wstate", "_delete")],
+            sources=[
+                f"mmcache/_native/{n}.c" for n in ("_speedups", "_write", "_wstate", "_delete", "_compact")
+            ],
             depends=[
                 f"mmcache/_native/{n}.h"
                 for n in ("xxh3", "format", "probe", "_write", "_write_int", "fuzz_stubs")

@@ -20,6 +20,7 @@ from typing import cast
 
 from xxhash import xxh3_64_intdigest
 
+from .. import _native
 from . import generation, layout, record
 from .fs import populate
 from .generation import Generation
@@ -284,6 +285,33 @@ class HeapCopier:
         self._move(slots)
 
     def _move(self, slots: Iterable[int]) -> None:
+        """Copy the record each OCCUPIED slot of the new index still points at
+        in the old heap, and point the slot at the copy: the compiled loop
+        (_native.move_records) over batches of slots where it exists, and
+        ``_move_pure`` for each slot it leaves (a segment to map, the
+        destination to roll over, a record that does not check out)."""
+        move = _native.move_records
+        if move is None:
+            self._move_pure(slots)
+            return
+        todo = slots if type(slots) is list else list(slots)
+        g, ng = self.g, self.ng
+        nm, K, ss, views, nheap = ng.idx, g.key_size, g.slot_size, g.heap.views, ng.heap
+        i, n = 0, len(todo)
+        while i < n and not self.failed:
+            dst, dlim = _mapped(nheap, self.seg)
+            if dst is None:  # the destination segment is not mapped here: the pure loop maps it
+                self._move_pure(todo[i : i + 1])
+                i += 1
+                continue
+            lim = min(dlim, nheap.max_segment_bytes)
+            i, self.tail, written, held = move(nm, todo, i, K, ss, views, dst, lim, self.seg, self.tail)
+            self.written += written
+            if held:
+                self._move_pure(todo[i : i + 1])
+                i += 1
+
+    def _move_pure(self, slots: Iterable[int]) -> None:
         """Copy the record each OCCUPIED slot of the new index still points
         at in the old heap, and point the slot at the copy. One loop with
         everything in locals: this is most of a compaction. The slot's record

@@ -42,6 +42,9 @@ Getter: Callable[..., Callable[..., Any]] | None = None
 # ``add``, ``delete``): the common write, lock and all, in one call; the rest
 # goes to ``handle._put_pure`` (``_add_pure``, ``_delete_pure``), the pure path
 Putter: Callable[..., Callable[..., Any]] | None = None
+# move_records(nm, slots, start, key_size, slot_size, views, dst, dst_lim, dst_seg, tail)
+# -> (stop, tail, written, held): a compaction's record copy for a batch of slots (_compact.c)
+move_records: Callable[..., tuple[int, int, int, bool]] | None = None
 # KeyFn(prefix, n, typed, digest, fallback) -> a decorator's compiled key(args, kwargs) (_decorator.c)
 KeyFn: Callable[..., Callable[[tuple[Any, ...], dict[str, Any]], bytes]] | None = None
 # Hit(keyfn, loads, stats, miss, slow) -> the decorated function, its hit path compiled (_decorator.c)
@@ -71,6 +74,7 @@ else:
         Table = _speedups.Table
         Getter = _speedups.Getter
         Putter = _speedups.Putter
+        move_records = _speedups.move_records
         xxh3_64 = _speedups.xxh3_64
         FALLBACK = _speedups.FALLBACK
         try:

@@ -332,7 +332,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&TableType) < 0 || PyModule_AddObjectRef(m, "Table", (PyObject *)&TableType) < 0 ||
         PyType_Ready(&GetterType) < 0 || PyModule_AddObjectRef(m, "Getter", (PyObject *)&GetterType) < 0)
         goto fail;
-    if (mmx_write_init(m) < 0) goto fail;
+    if (mmx_write_init(m) < 0 || mmx_compact_init(m) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

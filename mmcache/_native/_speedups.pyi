@@ -57,3 +57,15 @@ def rebuild_wanted(
     min_bytes: int,
     max_size: int | None,
 ) -> tuple[bool, int | None]: ...
+def move_records(
+    nm: Any,
+    slots: list[int],
+    start: int,
+    key_size: int,
+    slot_size: int,
+    views: list[Any],
+    dst: Any,
+    dst_lim: int,
+    dst_seg: int,
+    tail: int,
+) -> tuple[int, int, int, bool]: ...

@@ -8,4 +8,7 @@
  * exception set. */
 int mmx_write_init(PyObject *module);
 
+/* Adds move_records (_compact.c, compaction's record copy) to `module`. */
+int mmx_compact_init(PyObject *module);
+
 #endif
