@@ -24,7 +24,7 @@ def _table(path: Path) -> dict[str, bytes]:
     rng = random.Random(7)
     model: dict[str, bytes] = {}
     with MmapCache(path, size=2048, max_segment_bytes=1 << 16, compact_min_bytes=1 << 30) as c:
-        for i in range(3000):
+        for _ in range(3000):
             k = f"k{rng.randrange(700)}"
             if rng.random() < 0.1:
                 c.delete(k)
@@ -89,15 +89,16 @@ def test_move_records_stops_at_hostile_slots_without_reading_past_a_map(tmp_path
         K, ss, n = g.key_size, g.slot_size, g.nslots
         nm = bytearray(g.idx[: g.index_bytes])
         views = list(g.heap.views)
-        occupied = [s for s in range(1, n + 1) if nm[layout.HEADER_BYTES + (s - 1) * ss + K] == layout.OCCUPIED]
+        HB = layout.HEADER_BYTES
+        occupied = [s for s in range(1, n + 1) if nm[HB + (s - 1) * ss + K] == layout.OCCUPIED]
         rng = random.Random(3)
         move = _native.move_records
         assert move is not None
         for _ in range(3000):
             bad = bytearray(nm)
             for _ in range(rng.randrange(1, 4)):
-                o = layout.HEADER_BYTES + (rng.choice(occupied) - 1) * ss + K + rng.choice([8, 12, 24, 0])
-                bad[o : o + 4] = rng.choice([rng.randbytes(4), b"\xff\xff\xff\xff", b"\0\0\0\0", b"\x40\0\0\0"])
+                o = HB + (rng.choice(occupied) - 1) * ss + K + rng.choice([8, 12, 24, 0])
+                bad[o : o + 4] = rng.choice([rng.randbytes(4), b"\xff" * 4, b"\0" * 4, b"\x40\0\0\0"])
             dst = memoryview(bytearray(4096))
             slots = [*occupied, rng.choice([0, n + 1, 1 << 40, -1])]
             stop, tail, written, held = move(bad, slots, 0, K, ss, views, dst, len(dst), 0, 64)
