@@ -90,6 +90,37 @@ class Builder:
         _fault_in(ng)
 
     def copy_all(self, slots: Collection[int]) -> None:
+        """Copy each old slot's record and slot into the new generation: the
+        compiled loop (_native.build_records) over batches of slots where it
+        exists, and ``_copy`` for each slot it leaves (a segment to map, a
+        record past our map of it, the destination to roll over)."""
+        self.visited.append(slots)
+        build = _native.build_records
+        if build is None:
+            self._copy(slots)
+            return
+        todo = slots if type(slots) is list else list(slots)
+        g, ng = self.g, self.ng
+        fixed = (g.idx, g.slot_size, g.params.key_size, todo)
+        new = (ng.idx, ng.slot_size, ng.nslots, g.roster, g.rec_base - 1, ng.roster, ng.rec_base - 1,
+               self.new_of_old, self.copied_loc)  # fmt: skip
+        i, n = 0, len(todo)
+        while i < n:
+            dst, dlim = _mapped(ng.heap, self.seg)
+            held = dst is None  # the destination segment is not mapped here: the pure loop maps it
+            if not held:
+                lim = min(dlim, ng.heap.max_segment_bytes)
+                counts = (self.occ, self.hwm, self.live, self.expired, self.dele)
+                live = self.live
+                i, self.tail, self.occ, self.hwm, self.live, self.expired, self.dele, held = build(
+                    *fixed, i, g.heap.views, *new, dst, lim, self.seg, self.tail, self.now, counts
+                )
+                self.written += self.live - live
+            if held:
+                self._copy(todo[i : i + 1])
+                i += 1
+
+    def _copy(self, slots: Iterable[int]) -> None:
         """Copy each old slot's record and slot into the new generation.
 
         The record is copied verbatim, checksum (and MAC) included, without
@@ -97,7 +128,6 @@ class Builder:
         stays a miss. The new slot's key and hash come from the old slot.
         One loop with everything in locals: this is most of a compaction
         (a record our maps do not reach yet is read by a function of its own)."""
-        self.visited.append(slots)
         g, ng = self.g, self.ng
         K = g.params.key_size
         # (a segment not mapped here is None: indexing it raises TypeError, handled below)

@@ -45,6 +45,9 @@ Putter: Callable[..., Callable[..., Any]] | None = None
 # move_records(nm, slots, start, key_size, slot_size, views, dst, dst_lim, dst_seg, tail)
 # -> (stop, tail, written, held): a compaction's record copy for a batch of slots (_compact.c)
 move_records: Callable[..., tuple[int, int, int, bool]] | None = None
+# build_records(...21 arguments, see _compact.c) -> (stop, tail, occ, hwm, live, expired, dele, held):
+# a full rebuild's re-insert of a batch of slots (Builder._copy's loop)
+build_records: Callable[..., tuple[int, int, int, int, int, int, int, bool]] | None = None
 # KeyFn(prefix, n, typed, digest, fallback) -> a decorator's compiled key(args, kwargs) (_decorator.c)
 KeyFn: Callable[..., Callable[[tuple[Any, ...], dict[str, Any]], bytes]] | None = None
 # Hit(keyfn, loads, stats, miss, slow) -> the decorated function, its hit path compiled (_decorator.c)
@@ -75,6 +78,7 @@ else:
         Getter = _speedups.Getter
         Putter = _speedups.Putter
         move_records = _speedups.move_records
+        build_records = _speedups.build_records
         xxh3_64 = _speedups.xxh3_64
         FALLBACK = _speedups.FALLBACK
         try:

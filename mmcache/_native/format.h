@@ -70,6 +70,7 @@
 #define MMF_REC_KFLAGS 26 /* u8 */
 #define MMF_REC_MAGIC_AT 27
 #define MMF_REC_MAGIC 0xA7
+#define MMF_REC_MAC_BYTES 16 /* a signed record's MAC, after its value */
 
 /* The geometry of one index map, checked once (mmf_geometry_ok) and then
  * trusted by mmf_slot: the whole slot array lies inside the map. */

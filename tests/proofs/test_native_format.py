@@ -54,6 +54,7 @@ EXPECTED = {
     "REC_KFLAGS": record.OFF_KFLAGS,
     "REC_MAGIC_AT": record.OFF_MAGIC,
     "REC_MAGIC": record.MAGIC,
+    "REC_MAC_BYTES": record.MAC_BYTES,
 }
 
 
