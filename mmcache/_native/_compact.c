@@ -18,6 +18,24 @@
 
 #define MOVE_BATCH 4096 /* slots per call: the GIL is let go between calls */
 
+/* Make *sb the export of views[seg] (a segment of the old heap) unless it
+ * already is (*sseg == seg): 0, or -1 if that segment is not mapped here
+ * (then nothing is held). */
+static int source(PyObject *views, uint64_t seg, Py_buffer *sb, uint64_t *sseg) {
+    if (seg == *sseg) return 0;
+    if (sb->obj != NULL) PyBuffer_Release(sb);
+    sb->obj = NULL;
+    *sseg = UINT64_MAX;
+    PyObject *v = seg < (uint64_t)PyList_GET_SIZE(views) ? PyList_GET_ITEM(views, (Py_ssize_t)seg) : NULL;
+    if (v == NULL || !PyMemoryView_Check(v) || PyObject_GetBuffer(v, sb, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        sb->obj = NULL;
+        return -1;
+    }
+    *sseg = seg;
+    return 0;
+}
+
 /* move_records(nm, slots, start, key_size, slot_size, views, dst, dst_lim,
  * dst_seg, tail) -> (stop, tail, written, held): for slots[start:] (a list of
  * 1-based slot numbers), at most MOVE_BATCH of them, each OCCUPIED slot of
@@ -77,20 +95,9 @@ static PyObject *move_records(PyObject *self, PyObject *const *args, Py_ssize_t 
         uint8_t *sp = nm + HB + (slot - 1) * ss, *loc = sp + K;
         if (loc[0] != ST_OCCUPIED) continue;
         uint64_t seg = mmx_le32(loc + 8), off = mmx_le32(loc + 12), size = mmx_le32(loc + 24);
-        if (seg != sseg) {
-            if (sb.obj != NULL) PyBuffer_Release(&sb);
-            sb.obj = NULL;
-            sseg = UINT64_MAX;
-            PyObject *v = seg < (uint64_t)PyList_GET_SIZE(views) ? PyList_GET_ITEM(views, (Py_ssize_t)seg) : NULL;
-            if (v == NULL || !PyMemoryView_Check(v) || PyObject_GetBuffer(v, &sb, PyBUF_SIMPLE) < 0) {
-                PyErr_Clear();
-                sb.obj = NULL;
-                break; /* not mapped here: the pure loop maps it */
-            }
-            sseg = seg;
-            src = (const uint8_t *)sb.buf;
-            slim = (uint64_t)sb.len;
-        }
+        if (source(views, seg, &sb, &sseg) < 0) break; /* not mapped here: the pure loop maps it */
+        src = (const uint8_t *)sb.buf;
+        slim = (uint64_t)sb.len;
         /* off, size < 2^32: no overflow in the sums */
         if (!size || off < SEG_HB || off + size > slim || src[off + MMF_REC_MAGIC_AT] != MMF_REC_MAGIC) break;
         if (tail > dlim || dlim - tail < size) break; /* the destination rolls over: the pure loop */
@@ -188,20 +195,9 @@ static PyObject *build_records(PyObject *self, PyObject *const *args, Py_ssize_t
         put64(copied_loc + 8 * slot, seg << 32 | off);
         put32(new_of_old + 4 * slot, 0xFFFFFFFFu); /* SKIP */
         if (ol[0] != ST_OCCUPIED || off < SEG_HB) continue;
-        if (seg != sseg) {
-            if (sb.obj != NULL) PyBuffer_Release(&sb);
-            sb.obj = NULL;
-            sseg = UINT64_MAX;
-            PyObject *view = seg < (uint64_t)PyList_GET_SIZE(views) ? PyList_GET_ITEM(views, (Py_ssize_t)seg) : NULL;
-            if (view == NULL || !PyMemoryView_Check(view) || PyObject_GetBuffer(view, &sb, PyBUF_SIMPLE) < 0) {
-                PyErr_Clear();
-                sb.obj = NULL;
-                break; /* not mapped here: the pure loop maps it */
-            }
-            sseg = seg;
-            src = (const uint8_t *)sb.buf;
-            slim = (uint64_t)sb.len;
-        }
+        if (source(views, seg, &sb, &sseg) < 0) break; /* not mapped here: the pure loop maps it */
+        src = (const uint8_t *)sb.buf;
+        slim = (uint64_t)sb.len;
         if (off > slim || slim - off < RH) break; /* the header past our map: the pure loop remaps */
         const uint8_t *r = src + off;
         if (r[MMF_REC_MAGIC_AT] != MMF_REC_MAGIC) continue;
