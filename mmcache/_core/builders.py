@@ -45,6 +45,14 @@ def _mapped(heap: Heap, seg: int) -> tuple[memoryview | None, int]:
     return view, -1 if view is None else len(view)
 
 
+def _destination(heap: Heap, seg: int) -> tuple[memoryview | None, int]:
+    """The new heap's segment ``seg`` as this process maps it now (None: not
+    mapped), and how far a copy may write into it: its map or the segment
+    size cap, the smaller."""
+    dst, n = _mapped(heap, seg)
+    return dst, min(n, heap.max_segment_bytes)
+
+
 _UNREADABLE = (memoryview(b""), 0, 0, 0, 0, -1)
 
 
@@ -106,10 +114,9 @@ class Builder:
                self.new_of_old, self.copied_loc)  # fmt: skip
         i, n = 0, len(todo)
         while i < n:
-            dst, dlim = _mapped(ng.heap, self.seg)
+            dst, lim = _destination(ng.heap, self.seg)
             held = dst is None  # the destination segment is not mapped here: the pure loop maps it
             if not held:
-                lim = min(dlim, ng.heap.max_segment_bytes)
                 counts = (self.occ, self.hwm, self.live, self.expired, self.dele)
                 live = self.live
                 i, self.tail, self.occ, self.hwm, self.live, self.expired, self.dele, held = build(
@@ -145,8 +152,7 @@ class Builder:
         now = self.now
         nseg, tail = self.seg, self.tail
         occ, hwm, live, expired, dele = self.occ, self.hwm, self.live, self.expired, self.dele
-        dst, dlim = _mapped(nheap, nseg)
-        dlim = min(dlim, nheap.max_segment_bytes)
+        dst, dlim = _destination(nheap, nseg)
         for slot in slots:
             o = HB + (slot - 1) * oss
             skey, state, kflags, sklen, _pos, seg, off, mtime, _len, _ = unpack_slot(om, o)
@@ -329,14 +335,11 @@ class HeapCopier:
         nm, K, ss, views, nheap = ng.idx, g.key_size, g.slot_size, g.heap.views, ng.heap
         i, n = 0, len(todo)
         while i < n and not self.failed:
-            dst, dlim = _mapped(nheap, self.seg)
-            if dst is None:  # the destination segment is not mapped here: the pure loop maps it
-                self._move_pure(todo[i : i + 1])
-                i += 1
-                continue
-            lim = min(dlim, nheap.max_segment_bytes)
-            i, self.tail, written, held = move(nm, todo, i, K, ss, views, dst, lim, self.seg, self.tail)
-            self.written += written
+            dst, lim = _destination(nheap, self.seg)
+            held = dst is None  # the destination segment is not mapped here: the pure loop maps it
+            if not held:
+                i, self.tail, written, held = move(nm, todo, i, K, ss, views, dst, lim, self.seg, self.tail)
+                self.written += written
             if held:
                 self._move_pure(todo[i : i + 1])
                 i += 1
@@ -357,8 +360,7 @@ class HeapCopier:
         OCC, MAGIC, HB, SH = layout.OCCUPIED, record.MAGIC, layout.HEADER_BYTES, layout.SEG_HEADER_BYTES
         at_loc, at_magic = K + layout.OFF_SLOT_LOC, record.OFF_MAGIC
         nseg, tail, written = self.seg, self.tail, self.written
-        dst, dlim = _mapped(nheap, nseg)
-        dlim = min(dlim, nheap.max_segment_bytes)
+        dst, dlim = _destination(nheap, nseg)
         sseg, src, slim = -1, None, -1
         for slot in slots:
             o = HB + (slot - 1) * ss

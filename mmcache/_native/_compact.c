@@ -1,14 +1,15 @@
-/* mmcache._native._speedups, compaction: move_records, the loop of
- * HeapCopier._move (mmcache/_core/builders.py) in C.
+/* mmcache._native._speedups, rebuilds: move_records and build_records, the
+ * loops of HeapCopier._move and Builder._copy (mmcache/_core/builders.py) in C.
  *
  * A compaction copies each live slot's record from the old heap into the
- * new generation's and points the slot at the copy; done record by record in
- * Python it cost ~1.3 us a record, as much again as a put, amortised, on a
- * table of overwrites. Here the loop runs over a batch of slots and stops at
- * the first one it does not handle the usual way, returning its index: the
- * pure loop (the reference) then does that one slot (remap a segment, roll
- * the destination over to a new segment, or mark the copy failed) and the
- * caller goes on. Nothing here is decided differently from the pure loop.
+ * new generation's and points the slot at the copy (a full rebuild also
+ * re-inserts the key); done record by record in Python it cost ~1.3 us a
+ * record, as much again as a put, amortised, on a table of overwrites. Here
+ * a loop runs over a batch of slots and stops at the first one it does not
+ * handle the usual way, returning its index: the pure loop (the reference)
+ * then does that one slot (remap a segment, roll the destination over to a
+ * new segment, or give up on the copy) and the caller goes on. Nothing here
+ * is decided differently from the pure loops.
  *
  * Files are untrusted: the slot array, each record and the destination are
  * checked against their maps before any byte is read or written. */
@@ -77,8 +78,7 @@ static PyObject *move_records(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (dlim > (uint64_t)db.len) dlim = (uint64_t)db.len;
     const Py_ssize_t n = PyList_GET_SIZE(slots);
     const Py_ssize_t end = n - start > MOVE_BATCH ? start + MOVE_BATCH : n;
-    uint64_t sseg = UINT64_MAX, slim = 0, written = 0;
-    const uint8_t *src = NULL;
+    uint64_t sseg = UINT64_MAX, written = 0;
     Py_ssize_t i = start;
     int held = 1;
     for (;; i++) {
@@ -96,8 +96,8 @@ static PyObject *move_records(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (loc[0] != ST_OCCUPIED) continue;
         uint64_t seg = mmx_le32(loc + 8), off = mmx_le32(loc + 12), size = mmx_le32(loc + 24);
         if (source(views, seg, &sb, &sseg) < 0) break; /* not mapped here: the pure loop maps it */
-        src = (const uint8_t *)sb.buf;
-        slim = (uint64_t)sb.len;
+        const uint8_t *src = (const uint8_t *)sb.buf;
+        const uint64_t slim = (uint64_t)sb.len;
         /* off, size < 2^32: no overflow in the sums */
         if (!size || off < SEG_HB || off + size > slim || src[off + MMF_REC_MAGIC_AT] != MMF_REC_MAGIC) break;
         if (tail > dlim || dlim - tail < size) break; /* the destination rolls over: the pure loop */
@@ -114,7 +114,7 @@ static PyObject *move_records(PyObject *self, PyObject *const *args, Py_ssize_t 
                          held ? Py_True : Py_False);
 }
 
-/* The u32 / u64 at index i of a buffer of n bytes, or 0 past its end. */
+/* Does a buffer of n bytes hold a u32 / u64 at index i? */
 static int in_u32(uint64_t n, uint64_t i) { return i < n / 4; }
 static int in_u64(uint64_t n, uint64_t i) { return i < n / 8; }
 
@@ -156,6 +156,7 @@ static PyObject *build_records(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     Py_buffer ob = {0}, nb = {0}, orr = {0}, nr = {0}, nob = {0}, clb = {0}, db = {0}, sb = {0};
+    PyObject *res = NULL;
     if (PyObject_GetBuffer(args[0], &ob, PyBUF_SIMPLE) < 0) goto fail;
     if (PyObject_GetBuffer(args[6], &nb, PyBUF_WRITABLE) < 0) goto fail;
     if (PyObject_GetBuffer(args[9], &orr, PyBUF_SIMPLE) < 0) goto fail;
@@ -174,8 +175,7 @@ static PyObject *build_records(PyObject *self, PyObject *const *args, Py_ssize_t
     if (dlim > (uint64_t)db.len) dlim = (uint64_t)db.len;
     const Py_ssize_t count = PyList_GET_SIZE(slots);
     const Py_ssize_t end = count - start > MOVE_BATCH ? start + MOVE_BATCH : count;
-    uint64_t sseg = UINT64_MAX, slim = 0;
-    const uint8_t *src = NULL;
+    uint64_t sseg = UINT64_MAX;
     Py_ssize_t i = start;
     int held = 1;
     for (;; i++) {
@@ -196,8 +196,8 @@ static PyObject *build_records(PyObject *self, PyObject *const *args, Py_ssize_t
         put32(new_of_old + 4 * slot, 0xFFFFFFFFu); /* SKIP */
         if (ol[0] != ST_OCCUPIED || off < SEG_HB) continue;
         if (source(views, seg, &sb, &sseg) < 0) break; /* not mapped here: the pure loop maps it */
-        src = (const uint8_t *)sb.buf;
-        slim = (uint64_t)sb.len;
+        const uint8_t *src = (const uint8_t *)sb.buf;
+        const uint64_t slim = (uint64_t)sb.len;
         if (off > slim || slim - off < RH) break; /* the header past our map: the pure loop remaps */
         const uint8_t *r = src + off;
         if (r[MMF_REC_MAGIC_AT] != MMF_REC_MAGIC) continue;
@@ -252,9 +252,10 @@ static PyObject *build_records(PyObject *self, PyObject *const *args, Py_ssize_t
         live += rec_len;
         put32(new_of_old + 4 * slot, (uint32_t)(at + 1));
     }
-    PyObject *res = Py_BuildValue("(nKKKKKKO)", i, (unsigned long long)tail, (unsigned long long)occ,
-                                  (unsigned long long)hwm, (unsigned long long)live, (unsigned long long)expired,
-                                  (unsigned long long)dele, held ? Py_True : Py_False);
+    res = Py_BuildValue("(nKKKKKKO)", i, (unsigned long long)tail, (unsigned long long)occ, (unsigned long long)hwm,
+                        (unsigned long long)live, (unsigned long long)expired, (unsigned long long)dele,
+                        held ? Py_True : Py_False);
+fail: /* (a buffer never taken has obj NULL: its release does nothing) */
     PyBuffer_Release(&sb);
     PyBuffer_Release(&db);
     PyBuffer_Release(&clb);
@@ -264,16 +265,6 @@ static PyObject *build_records(PyObject *self, PyObject *const *args, Py_ssize_t
     PyBuffer_Release(&nb);
     PyBuffer_Release(&ob);
     return res;
-fail:
-    if (sb.obj != NULL) PyBuffer_Release(&sb);
-    if (db.obj != NULL) PyBuffer_Release(&db);
-    if (clb.obj != NULL) PyBuffer_Release(&clb);
-    if (nob.obj != NULL) PyBuffer_Release(&nob);
-    if (nr.obj != NULL) PyBuffer_Release(&nr);
-    if (orr.obj != NULL) PyBuffer_Release(&orr);
-    if (nb.obj != NULL) PyBuffer_Release(&nb);
-    if (ob.obj != NULL) PyBuffer_Release(&ob);
-    return NULL;
 }
 
 static PyMethodDef compact_methods[] = {

@@ -166,8 +166,8 @@ out:
 }
 
 /* How long a put spins for a flock another process holds, retrying without
- * blocking, before it hands the call to the pure path (which sleeps in
- * flock with the GIL let go). A native put holds the lock ~1 us, so a short
+ * blocking (as WriterLock._wait does before it sleeps), before it hands the
+ * call to the pure path (which sleeps in flock with the GIL let go). A native put holds the lock ~1 us, so a short
  * spin nearly always wins it; sleeping instead costs a wakeup (tens of us
  * here) and a pure put: with two processes putting, nearly half the puts went
  * that way. Bounded far below the GIL's switch interval (5 ms): other threads
