@@ -32,7 +32,7 @@ setup(
         Extension(
             "mmcache._native._decorator",
             sources=["mmcache/_native/_decorator.c"],
-            depends=["mmcache/_native/xxh3.h", "mmcache/_native/fuzz_stubs.h"],
+            depends=[f"mmcache/_native/{n}.h" for n in ("argenc", "xxh3", "fuzz_stubs")],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", *extra],
             extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
             optional=True,
