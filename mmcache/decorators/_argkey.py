@@ -18,15 +18,13 @@ from xxhash import xxh3_128_digest as _digest
 from .. import _native
 from ._encode import (  # the encoder's internals the binder's fast path uses
     _DISPATCH,
-    _HDR,
     _MISSING,
     ENCODING_VERSION,
     _enc,
     _enc_slow,
-    _sb,
-    _Unencodable,
     encode,
 )
+from ._scalars import _HDR, _sb, _Unencodable
 
 __all__ = ["ENCODING_VERSION", "ArgKeyer", "encode"]
 
