@@ -1,27 +1,32 @@
 """Issue 19's rows: the compiled get and put and the pure-Python ones, side by side,
-against py-lmdb, in one run (100-byte values, str keys).
+against py-lmdb and diskcache, in one run (100-byte values, str keys).
 
 ``python -m benchmarks --only native [--quick]``. One mmcache table and one
 lmdb environment hold ``WIDE`` keys; the mmcache rows read that one table
 through two handles, one with the compiled get and put (``mmcache._native``)
 and one with them taken off (the class's pure-Python ``get``: memo, then
-probe; and ``put``).
+probe; and ``put``); diskcache's ``Cache`` holds the same keys.
 Workloads: get hit over the first 1,000 keys in random order (hot), get hit
 over all ``WIDE`` keys in random order (wide: past the pure path's memo),
 get miss, put overwrite (the native handle's put is the compiled one).
 
 Then, in the same run: a get hit at 1,000 entries against one at
 ``LARGE`` entries (1,000,000; 100,000 with ``--quick``), native, pure and
-py-lmdb, each over its whole table in random order; and the faces through
-the native get: Django's ``cache.get`` hit (mmcache's backend against
-``LocMemCache``, both made directly, Django's settings left alone) and a
-``@mmap_cached`` hit against ``functools.lru_cache`` (100-byte results).
+py-lmdb, each over its whole table in random order (not diskcache: filling
+it with 1,000,000 keys takes minutes); and the faces through the native
+get: Django's ``cache.get`` hit (mmcache's backend against Django's
+``LocMemCache``, ``FileBasedCache`` and ``RedisCache`` (the run's local
+redis-server, where there is one) and diskcache's ``DjangoCache``, all made
+directly, Django's settings left alone; not ``DatabaseCache``, which needs
+them) and a ``@mmap_cached`` hit against ``functools.lru_cache`` (100-byte
+results).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import random
 import shutil
 import tempfile
@@ -36,7 +41,8 @@ from .values import BYTES_100
 
 HOT = 1_000
 SMALL = 1_000
-ROWS = ("mmcache native", "mmcache pure", "lmdb")
+ROWS = ("mmcache native", "mmcache pure", "lmdb", "diskcache")
+SCALE_ROWS = ROWS[:3]
 WORKLOADS = ("get hit, 1,000 hot keys", "get hit, {wide:,} keys", "get miss", "put overwrite")
 GOALS = {"get hit, 1,000 hot keys": 3.0, "get hit, {wide:,} keys": 3.0, "get miss": 3.0, "put overwrite": 2.0}
 
@@ -82,12 +88,13 @@ def run(cfg: Config) -> Report:
         for k in keys:
             native.put(k, value)
         stores: dict[str, Any] = {"mmcache native": native, "mmcache pure": pure}
-        try:
-            lm = open_store("lmdb", base / "lmdb", BYTES_100, wide)
-            lm.put_many((k, value) for k in keys)
-            stores["lmdb"] = lm
-        except Unavailable as e:
-            rep.note(f"lmdb: skipped: {e}")
+        for peer in ("lmdb", "diskcache"):
+            try:
+                st = open_store(peer, base / peer, BYTES_100, wide)
+                st.put_many((k, value) for k in keys)
+                stores[peer] = st
+            except Unavailable as e:
+                rep.note(f"{peer}: skipped: {e}")
         batches = {
             WORKLOADS[0]: lambda n: rng.choices(keys[:HOT], k=n),
             WORKLOADS[1]: lambda n: rng.choices(keys, k=n),
@@ -96,28 +103,42 @@ def run(cfg: Config) -> Report:
         }
         for w in WORKLOADS:
             cases = {
-                name: Case(_puts(s.put, value) if w == "put overwrite" else _gets(s.get), batches[w],
-                           max_n=20_000 if w == "put overwrite" else None)  # fmt: skip
+                name: Case(
+                    _puts(s.put, value) if w == "put overwrite" else _gets(s.get),
+                    batches[w],
+                    max_n=20_000 if w == "put overwrite" else None,
+                )  # fmt: skip
                 for name, s in stores.items()
             }
             for name, t in measure_all(cases, cfg).items():
                 med[(w, name)] = t.median_ns
                 rep.rows.append({"workload": w.format(wide=wide), "peer": name, "median_ns": t.median_ns,
                                  "min_ns": t.min_ns, "max_ns": t.max_ns, "batch": t.batch})  # fmt: skip
-        native.close()
-        pure.close()
-        if "lmdb" in stores:
-            stores["lmdb"].close()
+        for s in stores.values():
+            s.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
     rep.section(
         "Median latency per operation",
-        ["operation", *ROWS, "lmdb / native", "lmdb / pure", "pure / native"],
         [
-            [w.format(wide=wide), *[fmt_ns(med.get((w, p))) for p in ROWS],
-             fmt_ratio(ratio(med.get((w, "lmdb")), med.get((w, "mmcache native")))),
-             fmt_ratio(ratio(med.get((w, "lmdb")), med.get((w, "mmcache pure")))),
-             fmt_ratio(ratio(med.get((w, "mmcache pure")), med.get((w, "mmcache native"))))]  # fmt: skip
+            "operation",
+            *ROWS,
+            "lmdb / native",
+            "lmdb / pure",
+            "diskcache / native",
+            "diskcache / pure",
+            "pure / native",
+        ],  # fmt: skip
+        [
+            [
+                w.format(wide=wide),
+                *[fmt_ns(med.get((w, p))) for p in ROWS],
+                fmt_ratio(ratio(med.get((w, "lmdb")), med.get((w, "mmcache native")))),
+                fmt_ratio(ratio(med.get((w, "lmdb")), med.get((w, "mmcache pure")))),
+                fmt_ratio(ratio(med.get((w, "diskcache")), med.get((w, "mmcache native")))),
+                fmt_ratio(ratio(med.get((w, "diskcache")), med.get((w, "mmcache pure")))),
+                fmt_ratio(ratio(med.get((w, "mmcache pure")), med.get((w, "mmcache native")))),
+            ]  # fmt: skip
             for w in WORKLOADS
         ],
     )
@@ -162,6 +183,7 @@ def _scale(cfg: Config, rep: Report) -> dict[tuple[int, str], float | None]:
                 stores["lmdb"] = lm
             except Unavailable as e:
                 rep.note(f"lmdb: skipped: {e}")
+
             def batch(m: int, keys: list[str] = keys) -> list[str]:
                 return rng.choices(keys, k=m)
 
@@ -176,7 +198,7 @@ def _scale(cfg: Config, rep: Report) -> dict[tuple[int, str], float | None]:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     rows = []
-    for p in ROWS:
+    for p in SCALE_ROWS:
         small_ns, large_ns = med.get((SMALL, p)), med.get((large, p))
         rows.append([p, fmt_ns(small_ns), fmt_ns(large_ns), fmt_ratio(ratio(large_ns, small_ns))])
     rep.section(
@@ -211,8 +233,6 @@ def _pure_python() -> Iterator[None]:
 
 def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
     """Django cache.get and a decorator hit, through the native get, against their in-process peers."""
-    from django.core.cache.backends.locmem import LocMemCache
-
     from mmcache import mmap_cached
     from mmcache.contrib.django import MmapCacheBackend
 
@@ -224,7 +244,7 @@ def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
     try:
         backends: dict[str, Any] = {
             "django mmcache": MmapCacheBackend(str(base / "django"), {}),
-            "django locmem": LocMemCache("bench-native", {"OPTIONS": {"MAX_ENTRIES": 10 * HOT}}),
+            **_django_peers(base, rep),
         }
         with _pure_python():  # its table is opened (pure) by the first set
             backends["django mmcache pure"] = MmapCacheBackend(str(base / "django-pure"), {})
@@ -254,21 +274,56 @@ def _faces(cfg: Config, rep: Report) -> dict[str, float | None]:
             b.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+    def row(label: str, ours: str, peer: str) -> list[str]:
+        return [label, fmt_ns(med.get(ours)), fmt_ns(med.get(f"{ours} pure")), fmt_ns(med.get(peer)),
+                fmt_ratio(ratio(med.get(peer), med.get(ours))),
+                fmt_ratio(ratio(med.get(peer), med.get(f"{ours} pure")))]  # fmt: skip
+
     rep.section(
         "The faces through the native get (1,000 keys, 100-byte values, hits)",
         ["operation", "mmcache native", "mmcache pure", "peer", "peer / native", "peer / pure"],
         [
-            ["Django cache.get vs LocMemCache", fmt_ns(med.get("django mmcache")),
-             fmt_ns(med.get("django mmcache pure")), fmt_ns(med.get("django locmem")),
-             fmt_ratio(ratio(med.get("django locmem"), med.get("django mmcache"))),
-             fmt_ratio(ratio(med.get("django locmem"), med.get("django mmcache pure")))],
-            ["@mmap_cached vs functools.lru_cache", fmt_ns(med.get("decorator mmcache")),
-             fmt_ns(med.get("decorator mmcache pure")), fmt_ns(med.get("decorator lru_cache")),
-             fmt_ratio(ratio(med.get("decorator lru_cache"), med.get("decorator mmcache"))),
-             fmt_ratio(ratio(med.get("decorator lru_cache"), med.get("decorator mmcache pure")))],
+            row(f"Django cache.get vs {label}", "django mmcache", f"django {peer}")
+            for peer, (label, _) in DJANGO_PEERS.items()
+            if f"django {peer}" in med
+        ]
+        + [
+            row("@mmap_cached vs functools.lru_cache", "decorator mmcache", "decorator lru_cache")
         ],  # fmt: skip
     )
     return med
+
+
+# Django's backends beside mmcache's, made directly (no settings): alias -> (label, class path)
+DJANGO_PEERS = {
+    "locmem": ("LocMemCache", "django.core.cache.backends.locmem.LocMemCache"),
+    "filebased": ("FileBasedCache", "django.core.cache.backends.filebased.FileBasedCache"),
+    "diskcache": ("diskcache DjangoCache", "diskcache.DjangoCache"),
+    "redis": ("RedisCache", "django.core.cache.backends.redis.RedisCache"),
+}
+
+
+def _django_peers(base: Path, rep: Report) -> dict[str, Any]:
+    """The Django backends of the faces rows that can run here ("django <alias>")."""
+    from . import redis_server
+
+    # Django's own culling starts past MAX_ENTRIES: never in this run (RedisCache
+    # hands its OPTIONS to the connection pool, and has no MAX_ENTRIES)
+    culls = {"OPTIONS": {"MAX_ENTRIES": 10 * HOT}}
+    where = {"locmem": "bench-native", "filebased": str(base / "filebased"),
+             "diskcache": str(base / "diskcache"), "redis": redis_server.server().url}  # fmt: skip
+    out: dict[str, Any] = {}
+    for alias, (label, path) in DJANGO_PEERS.items():
+        module, _, name = path.rpartition(".")
+        try:
+            if where[alias] is None:
+                raise Unavailable(str(redis_server.server().reason))
+            cls = getattr(importlib.import_module(module), name)
+            out[f"django {alias}"] = cls(where[alias], {} if alias == "redis" else culls)
+        except (ImportError, AttributeError, Unavailable) as e:
+            rep.note(f"Django {label}: skipped: {e}")
+    return out
 
 
 def _scale_targets(rep: Report, med: dict[tuple[int, str], float | None]) -> None:

@@ -160,7 +160,13 @@ def _open_diskcache(directory: Path, kind: ValueKind, capacity: int) -> Store:
     except ImportError as e:
         raise Unavailable("diskcache is not installed (pip install diskcache)") from e
     c = diskcache.Cache(str(directory / "diskcache"))
-    return Store("diskcache", c.get, c.set, c.delete, c.close, c)
+
+    def bulk(items: Iterable[tuple[str, Any]]) -> None:
+        with c.transact():  # one SQLite transaction: filling 200,000 keys in seconds, not minutes
+            for k, v in items:
+                c.set(k, v)
+
+    return Store("diskcache", c.get, c.set, c.delete, c.close, c, bulk)
 
 
 def _open_redis(directory: Path, kind: ValueKind, capacity: int) -> Store:
