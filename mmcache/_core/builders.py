@@ -15,8 +15,8 @@ import array
 import itertools
 import struct
 import time
-from collections.abc import Collection, Iterable
-from typing import cast
+from collections.abc import Callable, Collection, Iterable
+from typing import Protocol, cast
 
 from xxhash import xxh3_64_intdigest
 
@@ -51,6 +51,34 @@ def _destination(heap: Heap, seg: int) -> tuple[memoryview | None, int]:
     size cap, the smaller."""
     dst, n = _mapped(heap, seg)
     return dst, min(n, heap.max_segment_bytes)
+
+
+class _Filling(Protocol):
+    seg: int  # the new heap's segment being filled
+    failed: bool  # stop: the rebuild falls back
+
+
+def _drive(
+    f: _Filling,
+    heap: Heap,
+    todo: list[int],
+    step: Callable[[int, memoryview, int], tuple[int, bool]],
+    pure: Callable[[list[int]], None],
+) -> None:
+    """Both rebuild loops' driver: ``step(i, dst, lim)``, a compiled loop,
+    copies from ``todo[i]`` on into the new heap's current segment and
+    returns where it stopped and whether it was held there; ``pure`` then
+    does that one slot (a segment to map, the destination to roll over, a
+    record to look at closer) and the compiled loop goes on after it."""
+    i, n = 0, len(todo)
+    while i < n and not f.failed:
+        dst, lim = _destination(heap, f.seg)
+        held = dst is None  # the destination segment is not mapped here: the pure loop maps it
+        if not held:
+            i, held = step(i, cast(memoryview, dst), lim)
+        if held:
+            pure(todo[i : i + 1])
+            i += 1
 
 
 _UNREADABLE = (memoryview(b""), 0, 0, 0, 0, -1)
@@ -112,20 +140,17 @@ class Builder:
         fixed = (g.idx, g.slot_size, g.params.key_size, todo)
         new = (ng.idx, ng.slot_size, ng.nslots, g.roster, g.rec_base - 1, ng.roster, ng.rec_base - 1,
                self.new_of_old, self.copied_loc)  # fmt: skip
-        i, n = 0, len(todo)
-        while i < n:
-            dst, lim = _destination(ng.heap, self.seg)
-            held = dst is None  # the destination segment is not mapped here: the pure loop maps it
-            if not held:
-                counts = (self.occ, self.hwm, self.live, self.expired, self.dele)
-                live = self.live
-                i, self.tail, self.occ, self.hwm, self.live, self.expired, self.dele, held = build(
-                    *fixed, i, g.heap.views, *new, dst, lim, self.seg, self.tail, self.now, counts
-                )
-                self.written += self.live - live
-            if held:
-                self._copy(todo[i : i + 1])
-                i += 1
+
+        def step(i: int, dst: memoryview, lim: int) -> tuple[int, bool]:
+            counts = (self.occ, self.hwm, self.live, self.expired, self.dele)
+            live = self.live
+            i, self.tail, self.occ, self.hwm, self.live, self.expired, self.dele, held = build(
+                *fixed, i, g.heap.views, *new, dst, lim, self.seg, self.tail, self.now, counts
+            )
+            self.written += self.live - live
+            return i, held
+
+        _drive(self, ng.heap, todo, step, self._copy)
 
     def _copy(self, slots: Iterable[int]) -> None:
         """Copy each old slot's record and slot into the new generation.
@@ -333,16 +358,13 @@ class HeapCopier:
         todo = slots if type(slots) is list else list(slots)
         g, ng = self.g, self.ng
         nm, K, ss, views, nheap = ng.idx, g.key_size, g.slot_size, g.heap.views, ng.heap
-        i, n = 0, len(todo)
-        while i < n and not self.failed:
-            dst, lim = _destination(nheap, self.seg)
-            held = dst is None  # the destination segment is not mapped here: the pure loop maps it
-            if not held:
-                i, self.tail, written, held = move(nm, todo, i, K, ss, views, dst, lim, self.seg, self.tail)
-                self.written += written
-            if held:
-                self._move_pure(todo[i : i + 1])
-                i += 1
+
+        def step(i: int, dst: memoryview, lim: int) -> tuple[int, bool]:
+            i, self.tail, written, held = move(nm, todo, i, K, ss, views, dst, lim, self.seg, self.tail)
+            self.written += written
+            return i, held
+
+        _drive(self, nheap, todo, step, self._move_pure)
 
     def _move_pure(self, slots: Iterable[int]) -> None:
         """Copy the record each OCCUPIED slot of the new index still points
