@@ -43,8 +43,16 @@ HOT = 1_000
 SMALL = 1_000
 ROWS = ("mmcache native", "mmcache pure", "lmdb", "diskcache")
 SCALE_ROWS = ROWS[:3]
+# The table's ratio columns: (slower, faster) -> "lmdb / native" and so on
+RATIOS = (("lmdb", "mmcache native"), ("lmdb", "mmcache pure"), ("diskcache", "mmcache native"),
+          ("diskcache", "mmcache pure"), ("mmcache pure", "mmcache native"))  # fmt: skip
+
 WORKLOADS = ("get hit, 1,000 hot keys", "get hit, {wide:,} keys", "get miss", "put overwrite")
 GOALS = {"get hit, 1,000 hot keys": 3.0, "get hit, {wide:,} keys": 3.0, "get miss": 3.0, "put overwrite": 2.0}
+
+
+def _short(row: str) -> str:
+    return row.removeprefix("mmcache ")
 
 
 def _keys(n: int) -> list[str]:
@@ -67,10 +75,10 @@ def _puts(put: Any, value: bytes) -> Any:
     return run
 
 
-def _peer(peer: str, base: Path, keys: list[str], value: bytes, rep: Report) -> Any:
-    """``peer``'s store holding ``keys``, or None (and a note) where it cannot run."""
+def _peer(peer: str, where: Path, keys: list[str], value: bytes, rep: Report) -> Any:
+    """``peer``'s store in ``where`` holding ``keys``, or None (and a note) where it cannot run."""
     try:
-        st = open_store(peer, base / peer, BYTES_100, len(keys))
+        st = open_store(peer, where, BYTES_100, len(keys))
     except Unavailable as e:
         rep.note(f"{peer}: skipped: {e}")
         return None
@@ -126,11 +134,11 @@ def run(cfg: Config) -> Report:
         # lines (mmcache's and py-lmdb's hits 10-25 % slower); merely filled
         # first, it left the process slower for them (mmcache's miss 220 ->
         # 290 ns, with and without it: the process's heap, not the code).
-        lm = _peer("lmdb", base, keys, value, rep)
+        lm = _peer("lmdb", base / "lmdb", keys, value, rep)
         med.update(_time_workloads(stores | ({"lmdb": lm} if lm else {}), batches, value, wide, cfg, rep))
         if lm:
             lm.close()
-        dc = _peer("diskcache", base, keys, value, rep)
+        dc = _peer("diskcache", base / "diskcache", keys, value, rep)
         if dc:
             med.update(_time_workloads({"diskcache": dc}, batches, value, wide, cfg, rep))
             dc.close()
@@ -140,25 +148,13 @@ def run(cfg: Config) -> Report:
         shutil.rmtree(base, ignore_errors=True)
     rep.section(
         "Median latency per operation",
-        [
-            "operation",
-            *ROWS,
-            "lmdb / native",
-            "lmdb / pure",
-            "diskcache / native",
-            "diskcache / pure",
-            "pure / native",
-        ],  # fmt: skip
+        ["operation", *ROWS, *(f"{_short(a)} / {_short(b)}" for a, b in RATIOS)],
         [
             [
                 w.format(wide=wide),
-                *[fmt_ns(med.get((w, p))) for p in ROWS],
-                fmt_ratio(ratio(med.get((w, "lmdb")), med.get((w, "mmcache native")))),
-                fmt_ratio(ratio(med.get((w, "lmdb")), med.get((w, "mmcache pure")))),
-                fmt_ratio(ratio(med.get((w, "diskcache")), med.get((w, "mmcache native")))),
-                fmt_ratio(ratio(med.get((w, "diskcache")), med.get((w, "mmcache pure")))),
-                fmt_ratio(ratio(med.get((w, "mmcache pure")), med.get((w, "mmcache native")))),
-            ]  # fmt: skip
+                *(fmt_ns(med.get((w, p))) for p in ROWS),
+                *(fmt_ratio(ratio(med.get((w, a)), med.get((w, b)))) for a, b in RATIOS),
+            ]
             for w in WORKLOADS
         ],
     )
@@ -197,12 +193,8 @@ def _scale(cfg: Config, rep: Report) -> dict[tuple[int, str], float | None]:
             pure = type(native)(base / f"t{n}")
             pure.__dict__.pop("get", None)
             stores: dict[str, Any] = {"mmcache native": native, "mmcache pure": pure}
-            try:
-                lm = open_store("lmdb", base / f"lmdb{n}", BYTES_100, n)
-                lm.put_many((k, value) for k in keys)
+            if lm := _peer("lmdb", base / f"lmdb{n}", keys, value, rep):
                 stores["lmdb"] = lm
-            except Unavailable as e:
-                rep.note(f"lmdb: skipped: {e}")
 
             def batch(m: int, keys: list[str] = keys) -> list[str]:
                 return rng.choices(keys, k=m)
